@@ -53,7 +53,11 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str = "einsum", causal_mask: torch.Tensor | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    impl: str = "einsum",
+    causal_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over the last two axes; q,k,v: [..., L, d] -> [..., Lq, d].
 

@@ -141,6 +141,19 @@ class WordTokenizer(Tokenizer):
 _CACHE: dict[str, Tokenizer] = {}
 
 
+def vocab_size(spec: dict[str, Any] | None = None) -> int:
+    """The token-table size a tokenizer spec implies, without building the tokenizer (no file or download)."""
+    spec = spec or {"kind": "gpt2"}
+    kind = spec.get("kind")
+    if kind == "gpt2":
+        return GPT2Tokenizer.n_vocab
+    if kind == "clip":
+        return ClipBPETokenizer.n_vocab
+    if kind == "words":
+        return len(spec["vocab"]) + 2
+    raise ValueError(f"unknown tokenizer kind {kind!r}; use 'gpt2', 'clip' or 'words'")
+
+
 def get_tokenizer(spec: dict[str, Any] | None = None) -> Tokenizer:
     """Build (and memoise) the tokenizer a model config names."""
     spec = dict(spec or {"kind": "gpt2"})

@@ -99,7 +99,11 @@ class AttentionBlock(nn.Module):
     """Self-attention over H*W tokens with the text's keys/values prepended (no padding mask)."""
 
     def __init__(
-        self, channels: int, num_heads: int = 1, num_head_channels: int = -1, encoder_channels: int | None = None
+        self,
+        channels: int,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        encoder_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads if num_head_channels == -1 else channels // num_head_channels
@@ -183,10 +187,14 @@ class UNetModel(nn.Module):
                 if ds in attention_ds:
                     layers.append(attn(ch, heads_up))
                 if level and i == cfg.num_res_blocks:
-                    layers.append(res(ch, ch, up=True) if cfg.resblock_updown else nn.Upsample(scale_factor=2))
+                    layers.append(
+                        res(ch, ch, up=True) if cfg.resblock_updown else nn.Upsample(scale_factor=2)
+                    )
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
-        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(), zero_module(nn.Conv2d(input_ch, 6, 3, padding=1)))
+        self.out = nn.Sequential(
+            GroupNorm32(ch), nn.SiLU(), zero_module(nn.Conv2d(input_ch, 6, 3, padding=1))
+        )
 
     def _register_text_tables(self, config: ModelConfig) -> None:
         """Hook for parameters that must come first in the state dict (none in the bare torso)."""
@@ -209,18 +217,24 @@ class Text2ImUNet(UNetModel):
     extra_in_channels = 0
 
     def __init__(self, config: ModelConfig) -> None:
-        from .tokenizer import get_tokenizer
+        from .tokenizer import vocab_size
 
         xf_width = config.xf_width or None
         super().__init__(config, 3 + self.extra_in_channels, xf_width)
-        self.tokenizer = get_tokenizer(config.tokenizer)
         self.xf_width = xf_width
         if xf_width:
             self.transformer = Transformer(xf_width, config.xf_layers, config.xf_heads)
             self.final_ln = LayerNorm(xf_width) if config.xf_final_ln else None
-            self.token_embedding = nn.Embedding(self.tokenizer.n_vocab, xf_width)
+            self.token_embedding = nn.Embedding(vocab_size(config.tokenizer), xf_width)
             self.transformer_proj = nn.Linear(xf_width, self.model_channels * 4)
         self.reset_parameters()
+
+    @property
+    def tokenizer(self):
+        """The tokenizer the config names (built on first use: GPT-2's files may need a download)."""
+        from .tokenizer import get_tokenizer
+
+        return get_tokenizer(self.config.tokenizer)
 
     def _register_text_tables(self, config: ModelConfig) -> None:
         # Direct parameters are registered first: the official state dict starts with these two tables.

@@ -53,7 +53,9 @@ class GaussianDiffusion:
             np.append(self.posterior_variance[1], self.posterior_variance[1:])
         )
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (
+            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        )
         self.timestep_map = np.arange(self.num_timesteps)
         self.original_num_steps = self.num_timesteps
 
@@ -64,7 +66,9 @@ class GaussianDiffusion:
         log_variance = extract(self.log_one_minus_alphas_cumprod, t, x_start.shape)
         return mean, variance, log_variance
 
-    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def q_sample(
+        self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x_t = sqrt(alphas_cumprod) x_start + sqrt(1 - alphas_cumprod) eps."""
         if noise is None:
             noise = torch.randn_like(x_start)
@@ -87,7 +91,9 @@ class GaussianDiffusion:
         """Respaced index -> the original-scale timestep the model and cond_fn see (no rescaling)."""
         return torch.as_tensor(self.timestep_map, device=t.device, dtype=t.dtype)[t]
 
-    def model_output(self, model: ModelFn, x: torch.Tensor, t: torch.Tensor, **model_kwargs: Any) -> torch.Tensor:
+    def model_output(
+        self, model: ModelFn, x: torch.Tensor, t: torch.Tensor, **model_kwargs: Any
+    ) -> torch.Tensor:
         return model(x, self._model_timesteps(t), **model_kwargs)
 
     def p_mean_variance(
@@ -131,7 +137,9 @@ class GaussianDiffusion:
             - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
         )
 
-    def _predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
+    def _predict_eps_from_xstart(
+        self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor
+    ) -> torch.Tensor:
         return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart) / extract(
             self.sqrt_recipm1_alphas_cumprod, t, x_t.shape
         )

@@ -92,7 +92,9 @@ def ancestral(
     for i in _steps(diffusion, progress, "ancestral"):
         t = torch.full((x_T.shape[0],), i, device=x_T.device, dtype=torch.long)
         with torch.no_grad():
-            out = p_sample(diffusion, model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, noise_fn)
+            out = p_sample(
+                diffusion, model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, noise_fn
+            )
         yield out
         img = out["sample"]
 
@@ -116,9 +118,13 @@ def ddim_step(
     eps = diffusion._predict_eps_from_xstart(x, t, out["pred_xstart"])
     alpha_bar = extract(diffusion.alphas_cumprod, t, x.shape)
     alpha_bar_prev = extract(diffusion.alphas_cumprod_prev, t, x.shape)
-    sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+    sigma = (
+        eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+    )
     noise = (noise_fn or torch.randn_like)(x)
-    mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
+    mean_pred = (
+        out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
+    )
     sample = mean_pred + _nonzero(t, x) * sigma * noise
     return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
@@ -157,11 +163,13 @@ def get_sampler(name: str) -> Callable[..., Iterator[dict[str, torch.Tensor]]]:
     return SAMPLERS[name]
 
 
-def sample_loop(sampler: str, diffusion: GaussianDiffusion, model, x_T: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+def sample_loop(
+    sampler: str, diffusion: GaussianDiffusion, model, x_T: torch.Tensor, **kwargs: Any
+) -> torch.Tensor:
     """Run a sampler to the end and return x_0."""
-    final = None
-    for final in get_sampler(sampler)(diffusion, model, x_T, **kwargs):
-        pass
-    if final is None:
+    out = None
+    for step in get_sampler(sampler)(diffusion, model, x_T, **kwargs):
+        out = step
+    if out is None:
         raise ValueError("the diffusion has no steps")
-    return final["sample"]
+    return out["sample"]

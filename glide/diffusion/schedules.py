@@ -12,7 +12,9 @@ from collections.abc import Callable
 import numpy as np
 
 
-def betas_for_alpha_bar(num_steps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999) -> np.ndarray:
+def betas_for_alpha_bar(
+    num_steps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999
+) -> np.ndarray:
     """beta_i = min(1 - alpha_bar((i+1)/T) / alpha_bar(i/T), max_beta)."""
     betas = []
     for i in range(num_steps):
@@ -40,7 +42,9 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> set[
             for stride in range(1, num_timesteps):
                 if len(range(0, num_timesteps, stride)) == desired:
                     return set(range(0, num_timesteps, stride))
-            raise ValueError(f"cannot create exactly {desired} steps with an integer stride from {num_timesteps}")
+            raise ValueError(
+                f"cannot create exactly {desired} steps with an integer stride from {num_timesteps}"
+            )
         if spec == "fast27":
             steps = space_timesteps(num_timesteps, "10,10,3,2,2")
             # As the official code: drop the noisiest step, which causes DDIM artifacts, for a slightly less noisy one.

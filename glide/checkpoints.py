@@ -1,0 +1,319 @@
+"""Checkpoints: the official registry, a verified download cache, and safe loading and saving.
+
+- Official checkpoints (glide-text2im, December 2021) are downloaded into ``GLIDE_CACHE`` (default: the
+  user cache dir, e.g. ~/.cache/glide) with a progress bar, resume of a partial ``.part`` file and an atomic
+  rename. The SHA-256 of each file is recorded at first download (``NAME.sha256`` beside it) and verified on
+  every later load; a mismatch is an error that says how to recover.
+- Loading uses ``torch.load(weights_only=True)`` (.pt) or safetensors; a file that is missing, truncated,
+  not a checkpoint, or made for another model variant gives an error naming the file and the problem.
+- Checkpoints trained by this project are safetensors files whose metadata carries the resolved config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import ModelConfig, preset
+
+_BLOB = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used, with the reason and the fix in the message."""
+
+
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    name: str
+    url: str
+    kind: str  # "unet" or "clip-image" / "clip-text"
+    options: dict[str, Any]
+
+
+OFFICIAL: dict[str, OfficialCheckpoint] = {
+    "base": OfficialCheckpoint("base", f"{_BLOB}/base.pt", "unet", {"preset": "base"}),
+    "upsample": OfficialCheckpoint("upsample", f"{_BLOB}/upsample.pt", "unet", {"preset": "upsample"}),
+    "base-inpaint": OfficialCheckpoint(
+        "base-inpaint", f"{_BLOB}/base_inpaint.pt", "unet", {"preset": "base-inpaint"}
+    ),
+    "upsample-inpaint": OfficialCheckpoint(
+        "upsample-inpaint", f"{_BLOB}/upsample_inpaint.pt", "unet", {"preset": "upsample-inpaint"}
+    ),
+    "clip/image-enc": OfficialCheckpoint("clip/image-enc", f"{_BLOB}/clip_image_enc.pt", "clip-image", {}),
+    "clip/text-enc": OfficialCheckpoint("clip/text-enc", f"{_BLOB}/clip_text_enc.pt", "clip-text", {}),
+}
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("GLIDE_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("glide"))
+
+
+def cached_path(name: str) -> Path:
+    if name not in OFFICIAL:
+        raise CheckpointError(f"unknown official checkpoint {name!r}; known: {sorted(OFFICIAL)}")
+    return cache_dir() / (name.replace("/", "_") + ".pt")
+
+
+def is_cached(name: str) -> bool:
+    return cached_path(name).exists()
+
+
+def how_to_get(name: str) -> str:
+    ck = OFFICIAL[name]
+    return (
+        f"the official GLIDE checkpoint {name!r} is not in the cache ({cached_path(name)}). Download it with "
+        f"`python -m glide download {name}` on a machine with internet (source: {ck.url}), or copy the file "
+        f"there (or set GLIDE_CACHE to a directory holding {cached_path(name).name})"
+    )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(name: str, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download an official checkpoint into the cache (resumes a partial download) and record its SHA-256."""
+    dest = cached_path(name)
+    if dest.exists():
+        verify(dest)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_suffix(".pt.part")
+    start = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(
+        OFFICIAL[name].url, headers={"Range": f"bytes={start}-"} if start else {}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if start and response.status != 206:  # server ignored the range: start over
+            start = 0
+        total = int(response.headers.get("Content-Length", 0)) + start
+        with (
+            open(part, "ab" if start else "wb") as f,
+            tqdm(
+                total=total or None, initial=start, unit="B", unit_scale=True, desc=name, disable=not progress
+            ) as bar,
+        ):
+            while block := response.read(1 << 20):
+                f.write(block)
+                bar.update(len(block))
+    if total and part.stat().st_size != total:
+        raise CheckpointError(
+            f"download of {name} stopped at {part.stat().st_size} of {total} bytes; run it again to resume"
+        )
+    digest = sha256_file(part)
+    os.replace(part, dest)
+    _write_atomic(dest.with_suffix(".sha256"), digest + "\n")
+    return dest
+
+
+def verify(path: Path) -> str:
+    """Check a cached file against the SHA-256 recorded at download; record it if none was recorded."""
+    digest = sha256_file(path)
+    record = path.with_suffix(".sha256")
+    if record.exists():
+        expected = record.read_text().split()[0]
+        if digest != expected:
+            raise CheckpointError(
+                f"{path} has SHA-256 {digest}, but {expected} was recorded when it was downloaded: the file "
+                f"changed or is corrupt. Delete {path} and {record} and download it again"
+            )
+    else:
+        _write_atomic(record, digest + "\n")
+    return digest
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a checkpoint file safely: (state_dict, metadata). Errors name the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} does not exist; check the path (or download it)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {path} is empty; delete it and download or copy it again")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        except Exception as e:  # safetensors raises several error types for bad headers/truncation
+            raise CheckpointError(
+                f"{path} is not a readable safetensors checkpoint ({type(e).__name__}: {e}); it may be truncated "
+                "or corrupt: copy or download it again"
+            ) from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} could not be loaded as a PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}); it may be "
+            "truncated, corrupt or not a checkpoint at all: download or copy it again"
+        ) from e
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        meta = {"glide_config": json.dumps(obj["config"])} if "config" in obj else {}
+        obj = obj["model"]
+    else:
+        meta = {}
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
+    return obj, meta
+
+
+def describe_state_dict(sd: dict[str, torch.Tensor]) -> str:
+    """What kind of model a state dict belongs to, judged by its keys (for error messages)."""
+    if "w_voc" in sd or any(k.endswith("w_voc") for k in sd):
+        return "a noised-CLIP text encoder"
+    if "w_t" in sd or any(k.endswith("w_t") for k in sd):
+        return "a noised-CLIP image encoder"
+    w = sd.get("input_blocks.0.0.weight")
+    if w is not None:
+        names = {3: "base", 6: "upsample", 7: "base-inpaint", 10: "upsample-inpaint"}
+        return f"a GLIDE {names.get(w.shape[1], f'{w.shape[1]}-channel')} UNet"
+    return "not a GLIDE model"
+
+
+def load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with an error that says which model the checkpoint was made for."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    shapes = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        got = describe_state_dict(sd)
+        want = describe_state_dict({k: v for k, v in expected.items()})
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if shapes:
+            k = shapes[0]
+            detail.append(
+                f"{len(shapes)} with other shapes (e.g. {k}: {tuple(sd[k].shape)} vs {tuple(expected[k].shape)})"
+            )
+        raise CheckpointError(
+            f"{source} holds {got}, but the model being loaded is {want}: {'; '.join(detail)}. "
+            "Use the checkpoint made for this model (or the matching model config)"
+        )
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(sd[k].to(v.dtype))
+
+
+def config_from_metadata(meta: dict[str, str], source: str) -> ModelConfig:
+    if "glide_config" not in meta:
+        raise CheckpointError(f"{source} carries no model config; pass the config explicitly")
+    return ModelConfig.from_dict(json.loads(meta["glide_config"]))
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    config: ModelConfig | None = None,
+    device: torch.device | str = "cpu",
+    fp16: bool = False,
+):
+    """A UNet from an official name ('base', 'upsample', ...) or a file (our safetensors carry their config)."""
+    from .unet import create_model
+
+    key = str(name_or_path)
+    if key in OFFICIAL:
+        ck = OFFICIAL[key]
+        if ck.kind != "unet":
+            raise CheckpointError(f"{key!r} is a noised-CLIP checkpoint, not a UNet; load it with glide.clip")
+        path = cached_path(key)
+        if not path.exists():
+            raise CheckpointError(how_to_get(key))
+        verify(path)
+        config = config or preset(ck.options["preset"], use_fp16=fp16)
+    else:
+        path = Path(name_or_path)
+    sd, meta = load_state_dict(path)
+    if config is None:
+        config = config_from_metadata(meta, str(path))
+    model = create_model(config.replace(use_fp16=False))
+    load_into(model, sd, str(path))
+    if fp16:
+        model.convert_to_fp16()
+    return model.to(device).eval()
+
+
+def save_model(
+    model: torch.nn.Module, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None
+) -> str:
+    """Save a model as safetensors with its config in the metadata (atomic); returns the file's SHA-256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"glide_config": model.config.to_json()} | (extra_metadata or {})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return sha256_file(path)
+
+
+def load_clip(spec: str | tuple[str, str], device: torch.device | str = "cpu"):
+    """A noised CLIP: 'official' (the released encoders from the cache), (image_enc, text_enc) files in the
+    official format, or one safetensors file of this project (metadata ``clip_config``, keys prefixed
+    ``image_encoder.`` / ``text_encoder.``)."""
+    from .clip.config import ClipConfig
+    from .clip.model import create_clip_model, load_clip_state_dicts
+
+    if spec == "official":
+        for name in ("clip/image-enc", "clip/text-enc"):
+            if not is_cached(name):
+                raise CheckpointError(how_to_get(name))
+            verify(cached_path(name))
+        spec = (str(cached_path("clip/image-enc")), str(cached_path("clip/text-enc")))
+    if isinstance(spec, (tuple, list)):
+        image_sd, _ = load_state_dict(spec[0])
+        text_sd, _ = load_state_dict(spec[1])
+        for sd, path in ((image_sd, spec[0]), (text_sd, spec[1])):
+            if "input_blocks.0.0.weight" in sd:
+                raise CheckpointError(f"{path} holds {describe_state_dict(sd)}, not a noised-CLIP encoder")
+        model = create_clip_model(device="cpu")
+        try:
+            load_clip_state_dicts(model, image_sd, text_sd)
+        except (ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{spec[0]} / {spec[1]}: {e}") from e
+        return model.to(device).eval()
+    sd, meta = load_state_dict(spec)
+    if "clip_config" not in meta:
+        raise CheckpointError(
+            f"{spec} holds {describe_state_dict(sd)} and no 'clip_config' metadata: it is not a noised-CLIP "
+            "checkpoint of this project"
+        )
+    import json
+
+    config = ClipConfig(**json.loads(meta["clip_config"]))
+    model = create_clip_model(device="cpu", config=config)
+    image_sd = {k[len("image_encoder.") :]: v for k, v in sd.items() if k.startswith("image_encoder.")}
+    text_sd = {k[len("text_encoder.") :]: v for k, v in sd.items() if k.startswith("text_encoder.")}
+    try:
+        load_clip_state_dicts(model, image_sd, text_sd)
+    except (ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{spec}: {e}") from e
+    return model.to(device).eval()

