@@ -1,9 +1,9 @@
 """``python -m glide``: sample, inpaint and download with the official checkpoints (or local files).
 
-    python -m glide sample "an oil painting of a corgi" --out corgi.png
-    python -m glide sample "a corgi" --guidance clip --scale 3 --out corgi.png
-    python -m glide inpaint "a corgi in a field" --image grass.png --mask-rows 20 --out x.png
-    python -m glide download base upsample
+python -m glide sample "an oil painting of a corgi" --out corgi.png
+python -m glide sample "a corgi" --guidance clip --scale 3 --out corgi.png
+python -m glide inpaint "a corgi in a field" --image grass.png --mask-rows 20 --out x.png
+python -m glide download base upsample
 """
 
 from __future__ import annotations
@@ -104,11 +104,28 @@ def main(argv: list[str] | None = None) -> int:
                 mask[:, :, args.mask_rows :] = 0
             else:
                 raise SystemExit("error: inpaint needs --mask FILE or --mask-rows N")
-            images = pipe.inpaint(image, mask.repeat(args.batch_size, 1, 1, 1), prompts, seeds, args.scale,
-                                  args.sampler, args.steps, upsample=up is not None, progress=True)
+            images = pipe.inpaint(
+                image,
+                mask.repeat(args.batch_size, 1, 1, 1),
+                prompts,
+                seeds,
+                args.scale,
+                args.sampler,
+                args.steps,
+                upsample=up is not None,
+                progress=True,
+            )
         else:
-            images = pipe.generate(prompts, seeds, args.guidance, args.scale, args.sampler, args.steps,
-                                   upsample=up is not None, progress=True)
+            images = pipe.generate(
+                prompts,
+                seeds,
+                args.guidance,
+                args.scale,
+                args.sampler,
+                args.steps,
+                upsample=up is not None,
+                progress=True,
+            )
         _save_grid(images, args.out)
         print(f"wrote {args.out}")
         return 0

@@ -1,10 +1,10 @@
 """Drop-in names of glide-text2im's public API, for code written against the official notebooks.
 
-    from glide.compat import create_model_and_diffusion, model_and_diffusion_defaults, create_clip_model
-    options = model_and_diffusion_defaults(); options["timestep_respacing"] = "100"
-    model, diffusion = create_model_and_diffusion(**options)
-    model.load_state_dict(load_checkpoint("base", "cpu"))
-    samples = diffusion.p_sample_loop(model_fn, shape, device="cpu", model_kwargs=..., cond_fn=...)
+from glide.compat import create_model_and_diffusion, model_and_diffusion_defaults, create_clip_model
+options = model_and_diffusion_defaults(); options["timestep_respacing"] = "100"
+model, diffusion = create_model_and_diffusion(**options)
+model.load_state_dict(load_checkpoint("base", "cpu"))
+samples = diffusion.p_sample_loop(model_fn, shape, device="cpu", model_kwargs=..., cond_fn=...)
 """
 
 from __future__ import annotations
@@ -32,11 +32,29 @@ __all__ = [
 class CompatDiffusion(SpacedDiffusion):
     """A SpacedDiffusion with the official loop methods (p_sample_loop, ddim_sample_loop, ...)."""
 
-    def p_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
-                                  cond_fn=None, model_kwargs=None, device=None, progress=False):
+    def p_sample_loop_progressive(
+        self,
+        model,
+        shape,
+        noise=None,
+        clip_denoised=True,
+        denoised_fn=None,
+        cond_fn=None,
+        model_kwargs=None,
+        device=None,
+        progress=False,
+    ):
         x_T = noise if noise is not None else torch.randn(*shape, device=device)
-        return samplers.ancestral(self, model, x_T, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
-                                  cond_fn=cond_fn, model_kwargs=model_kwargs, progress=progress)
+        return samplers.ancestral(
+            self,
+            model,
+            x_T,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            cond_fn=cond_fn,
+            model_kwargs=model_kwargs,
+            progress=progress,
+        )
 
     def p_sample_loop(self, model, shape, **kwargs: Any) -> torch.Tensor:
         out = None
@@ -44,11 +62,31 @@ class CompatDiffusion(SpacedDiffusion):
             pass
         return out["sample"]
 
-    def ddim_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None,
-                                     cond_fn=None, model_kwargs=None, device=None, progress=False, eta=0.0):
+    def ddim_sample_loop_progressive(
+        self,
+        model,
+        shape,
+        noise=None,
+        clip_denoised=True,
+        denoised_fn=None,
+        cond_fn=None,
+        model_kwargs=None,
+        device=None,
+        progress=False,
+        eta=0.0,
+    ):
         x_T = noise if noise is not None else torch.randn(*shape, device=device)
-        return samplers.ddim(self, model, x_T, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
-                             cond_fn=cond_fn, model_kwargs=model_kwargs, progress=progress, eta=eta)
+        return samplers.ddim(
+            self,
+            model,
+            x_T,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            cond_fn=cond_fn,
+            model_kwargs=model_kwargs,
+            progress=progress,
+            eta=eta,
+        )
 
     def ddim_sample_loop(self, model, shape, **kwargs: Any) -> torch.Tensor:
         out = None

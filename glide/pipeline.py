@@ -106,7 +106,9 @@ class GlidePipeline:
     def _noise(self, seeds: Sequence[int], offset: int = 0):
         return samplers.per_sample_noise(samplers.make_generators([int(s) + offset for s in seeds]))
 
-    def _run(self, model, diffusion_steps, schedule, respacing, sampler, shape, noise_fn, model_fn, temp=1.0, **kw):
+    def _run(
+        self, model, diffusion_steps, schedule, respacing, sampler, shape, noise_fn, model_fn, temp=1.0, **kw
+    ):
         diffusion = create_gaussian_diffusion(diffusion_steps, schedule, respacing)
         x_T = noise_fn(torch.empty(shape, device=self.device)) * temp
         extra = {"eta": kw.pop("eta", 0.0)} if sampler == "ddim" else {}
@@ -159,8 +161,18 @@ class GlidePipeline:
                 cond_fn = self.clip.cond_fn(list(prompts), scale)
         shape = (b, 3, cfg.image_size, cfg.image_size)
         x0 = self._run(
-            model, cfg.diffusion_steps, cfg.noise_schedule, steps, sampler, shape, self._noise(seeds), model_fn,
-            model_kwargs=cond | img_kwargs, cond_fn=cond_fn, denoised_fn=denoised_fn, progress=progress,
+            model,
+            cfg.diffusion_steps,
+            cfg.noise_schedule,
+            steps,
+            sampler,
+            shape,
+            self._noise(seeds),
+            model_fn,
+            model_kwargs=cond | img_kwargs,
+            cond_fn=cond_fn,
+            denoised_fn=denoised_fn,
+            progress=progress,
         )
         self.last_evals_per_image["base"] = counter.evals / b
         return x0
@@ -182,16 +194,28 @@ class GlidePipeline:
             raise ValueError("no upsampler loaded (from_pretrained(upsampler=...))")
         model, cfg = self.upsampler, self.upsampler.config
         counter = Counter()
-        kwargs = {"text_emb": self._text_emb(model, prompts), "low_res": quantize_8bit(low_res.to(self.device))}
+        kwargs = {
+            "text_emb": self._text_emb(model, prompts),
+            "low_res": quantize_8bit(low_res.to(self.device)),
+        }
         denoised_fn = None
         if image is not None:
             kwargs |= {"inpaint_image": (image * mask).to(self.device), "inpaint_mask": mask.to(self.device)}
             denoised_fn = inpaint_denoised_fn(image.to(self.device), mask.to(self.device))
         shape = (len(prompts), 3, cfg.image_size, cfg.image_size)
         x0 = self._run(
-            model, cfg.diffusion_steps, cfg.noise_schedule, steps, sampler, shape,
-            self._noise(seeds, UPSAMPLER_SEED_OFFSET), counter.wrap(model), temp=temp,
-            model_kwargs=kwargs, denoised_fn=denoised_fn, progress=progress,
+            model,
+            cfg.diffusion_steps,
+            cfg.noise_schedule,
+            steps,
+            sampler,
+            shape,
+            self._noise(seeds, UPSAMPLER_SEED_OFFSET),
+            counter.wrap(model),
+            temp=temp,
+            model_kwargs=kwargs,
+            denoised_fn=denoised_fn,
+            progress=progress,
         )
         self.last_evals_per_image["upsample"] = counter.evals / len(prompts)
         return x0

@@ -23,7 +23,9 @@ def reference_dir() -> Path:
 def refdir() -> Path:
     d = reference_dir()
     if not (d / "golden_small.npz").exists():
-        pytest.skip(f"reference material not found at {d} (a user's clone has no ../shared); parity tests skipped")
+        pytest.skip(
+            f"reference material not found at {d} (a user's clone has no ../shared); parity tests skipped"
+        )
     return d
 
 

@@ -12,6 +12,12 @@ sample never depends on the batch it was drawn in.
 - ``ancestral``: p_sample (Ho et al. 2020) with the learned variance; ``cond_fn`` shifts the mean by
   sigma^2 * grad (condition_mean). The noise is drawn before cond_fn runs, as in the official code.
 - ``ddim``: Song et al. 2021 eq. 12 with ``eta``; ``cond_fn`` conditions the score (condition_score).
+- ``plms``: pseudo linear multistep (Liu et al. 2022, PNDM): Adams-Bashforth combinations of up to four past
+  eps on DDIM's update; the first step uses a pseudo improved-Euler (one extra model evaluation).
+- ``dpm++2m``: DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), the multistep second-order solver in the data
+  (x_0) parameterisation, with thresholding of x_0 for pixel space (static clip to [-1, 1], or Imagen's
+  dynamic thresholding) and first order on the last step.
+The ODE samplers use eps only (the learned variance is ignored); ``cond_fn`` conditions eps as in DDIM.
 """
 
 from __future__ import annotations
@@ -154,7 +160,147 @@ def ddim(
         img = out["sample"]
 
 
-SAMPLERS: dict[str, Callable[..., Iterator[dict[str, torch.Tensor]]]] = {"ancestral": ancestral, "ddim": ddim}
+def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995) -> torch.Tensor:
+    """Imagen's dynamic thresholding: s = max(1, quantile(|x0|)); clip to [-s, s], divide by s (per sample)."""
+    s = torch.quantile(x0.abs().reshape(x0.shape[0], -1).float(), percentile, dim=1).clamp(min=1.0)
+    s = s.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+    return x0.clamp(-s, s) / s
+
+
+def _eps_x0(diffusion, model, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, threshold=None):
+    """eps and x_0 at (x_t, t), conditioned and thresholded; eps is made consistent with the final x_0."""
+    out = diffusion.p_mean_variance(model, x, t, False, None, model_kwargs)
+    eps = out["eps"]
+    if cond_fn is not None:
+        alpha_bar = extract(diffusion.alphas_cumprod, t, x.shape)
+        eps = eps - (1 - alpha_bar).sqrt() * cond_fn(x, diffusion._model_timesteps(t), **(model_kwargs or {}))
+    x0 = diffusion._predict_xstart_from_eps(x, t, eps)
+    if denoised_fn is not None:
+        x0 = denoised_fn(x0)
+    if threshold == "dynamic":
+        x0 = dynamic_threshold(x0)
+    elif clip_denoised:
+        x0 = x0.clamp(-1, 1)
+    return diffusion._predict_eps_from_xstart(x, t, x0), x0
+
+
+def _ddim_from_eps(diffusion, x, t, eps, x0):
+    alpha_bar_prev = extract(diffusion.alphas_cumprod_prev, t, x.shape)
+    return x0 * alpha_bar_prev.sqrt() + (1 - alpha_bar_prev).sqrt() * eps
+
+
+def plms(
+    diffusion: GaussianDiffusion,
+    model: Callable[..., torch.Tensor],
+    x_T: torch.Tensor,
+    *,
+    clip_denoised: bool = True,
+    denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cond_fn: Callable[..., torch.Tensor] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    noise_fn: NoiseFn | None = None,
+    progress: bool = False,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """PLMS (PNDM's pseudo linear multistep on the DDIM update); deterministic, noise_fn unused."""
+    img, old_eps = x_T, []
+    args = (clip_denoised, denoised_fn, cond_fn, model_kwargs)
+    for i in _steps(diffusion, progress, "plms"):
+        t = torch.full((x_T.shape[0],), i, device=x_T.device, dtype=torch.long)
+        with torch.no_grad():
+            eps, x0 = _eps_x0(diffusion, model, img, t, *args)
+            if not old_eps:
+                if i > 0:  # pseudo improved Euler: average with eps at the DDIM-predicted next point
+                    x_next = _ddim_from_eps(diffusion, img, t, eps, x0)
+                    eps_next, _ = _eps_x0(diffusion, model, x_next, t - 1, *args)
+                    eps_prime = (eps + eps_next) / 2
+                else:
+                    eps_prime = eps
+            elif len(old_eps) == 1:
+                eps_prime = (3 * eps - old_eps[-1]) / 2
+            elif len(old_eps) == 2:
+                eps_prime = (23 * eps - 16 * old_eps[-1] + 5 * old_eps[-2]) / 12
+            else:
+                eps_prime = (55 * eps - 59 * old_eps[-1] + 37 * old_eps[-2] - 9 * old_eps[-3]) / 24
+            x0_prime = diffusion._predict_xstart_from_eps(img, t, eps_prime)
+            if denoised_fn is not None:
+                x0_prime = denoised_fn(x0_prime)
+            if clip_denoised:
+                x0_prime = x0_prime.clamp(-1, 1)
+            eps_prime = diffusion._predict_eps_from_xstart(img, t, x0_prime)
+            sample = _ddim_from_eps(diffusion, img, t, eps_prime, x0_prime)
+        old_eps = (old_eps + [eps])[-3:]
+        yield {"sample": sample, "pred_xstart": x0_prime}
+        img = sample
+
+
+def dpm_solver_pp_2m(
+    diffusion: GaussianDiffusion,
+    model: Callable[..., torch.Tensor],
+    x_T: torch.Tensor,
+    *,
+    clip_denoised: bool = True,
+    denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cond_fn: Callable[..., torch.Tensor] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    noise_fn: NoiseFn | None = None,
+    progress: bool = False,
+    threshold: str | None = "static",
+) -> Iterator[dict[str, torch.Tensor]]:
+    """DPM-Solver++(2M) over the (respaced) discrete timesteps; deterministic, noise_fn unused.
+
+    lambda_t = log(alpha_t / sigma_t) with alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t); each step
+    x_{t_i} = (sigma_i / sigma_{i-1}) x - alpha_i (e^{-h_i} - 1) D_i, with D_i = x0_i (first step, last
+    step) or (1 + 1/(2 r)) x0_i - 1/(2 r) x0_{i-1}, r = h_{i-1} / h_i.
+    """
+    if threshold not in (None, "static", "dynamic"):
+        raise ValueError("threshold must be None, 'static' or 'dynamic'")
+    abar = torch.from_numpy(diffusion.alphas_cumprod)
+    img, x0_prev, h_prev = x_T, None, None
+    for i in _steps(diffusion, progress, "dpm++2m"):
+        t = torch.full((x_T.shape[0],), i, device=x_T.device, dtype=torch.long)
+        with torch.no_grad():
+            _, x0 = _eps_x0(
+                diffusion,
+                model,
+                img,
+                t,
+                clip_denoised and threshold is not None,
+                denoised_fn,
+                cond_fn,
+                model_kwargs,
+                threshold,
+            )
+            if i == 0:  # to abar = 1: the solution is the data prediction itself
+                sample = x0
+            else:
+                a_s, a_n = abar[i].item(), abar[i - 1].item()
+                lam_s = 0.5 * (torch.log(torch.tensor(a_s)) - torch.log1p(torch.tensor(-a_s)))
+                lam_n = 0.5 * (torch.log(torch.tensor(a_n)) - torch.log1p(torch.tensor(-a_n)))
+                h = (lam_n - lam_s).item()
+                if x0_prev is None or i == 1:
+                    d = x0
+                else:
+                    r = h_prev / h
+                    d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+                sigma_ratio = ((1 - a_n) / (1 - a_s)) ** 0.5
+                sample = sigma_ratio * img - (a_n**0.5) * torch.expm1(torch.tensor(-h)).item() * d
+                h_prev = h
+        x0_prev = x0
+        yield {"sample": sample, "pred_xstart": x0}
+        img = sample
+
+
+SAMPLERS: dict[str, Callable[..., Iterator[dict[str, torch.Tensor]]]] = {
+    "ancestral": ancestral,
+    "ddim": ddim,
+    "plms": plms,
+    "dpm++2m": dpm_solver_pp_2m,
+}
+
+
+def model_evals_per_step(sampler: str, num_steps: int) -> float:
+    """Model evaluations per image and per guidance branch (PLMS's first step costs two)."""
+    return (num_steps + 1) / num_steps if sampler == "plms" and num_steps > 1 else 1.0
 
 
 def get_sampler(name: str) -> Callable[..., Iterator[dict[str, torch.Tensor]]]:

@@ -12,8 +12,17 @@ WORDS = ["a", "red", "blue", "circle", "square", "on", "grey", "background"]
 
 def tiny_config(**overrides) -> ModelConfig:
     base = dict(
-        image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2,2", num_head_channels=16,
-        attention_resolutions="8", xf_width=32, xf_layers=1, xf_heads=2, text_ctx=12, dropout=0.0,
+        image_size=32,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,2,2",
+        num_head_channels=16,
+        attention_resolutions="8",
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        text_ctx=12,
+        dropout=0.0,
         tokenizer={"kind": "words", "vocab": WORDS},
     )
     return ModelConfig.from_dict(base | overrides)

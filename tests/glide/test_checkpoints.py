@@ -34,7 +34,10 @@ def test_official_pt_format_loads_with_weights_only(tmp_path):
 
 def test_wrong_variant_names_both_models(tmp_path):
     torch.save(tiny_model().state_dict(), tmp_path / "base.pt")
-    with pytest.raises(CheckpointError, match=r"base\.pt holds a GLIDE base UNet, but the model being loaded is a GLIDE base-inpaint"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"base\.pt holds a GLIDE base UNet, but the model being loaded is a GLIDE base-inpaint",
+    ):
         load_model(tmp_path / "base.pt", config=tiny_config(inpaint=True))
 
 
@@ -120,7 +123,9 @@ def test_download_resumes_records_and_verifies_sha256(tmp_path, server, monkeypa
     cache = tmp_path / "cache"
     monkeypatch.setenv("GLIDE_CACHE", str(cache))
     monkeypatch.setitem(
-        checkpoints.OFFICIAL, "base", checkpoints.OfficialCheckpoint("base", f"{url}/base.pt", "unet", {"preset": "base"})
+        checkpoints.OFFICIAL,
+        "base",
+        checkpoints.OfficialCheckpoint("base", f"{url}/base.pt", "unet", {"preset": "base"}),
     )
     cache.mkdir()
     (cache / "base.pt.part").write_bytes(payload[:1000])  # an interrupted earlier download

@@ -64,14 +64,30 @@ def test_tokens_and_masks_identical(golden, golden_meta, gpt2_dir):
     assert lengths == golden["tok/glide_unpadded_len"].tolist()
 
 
-@pytest.mark.parametrize("name", ["squaredcos_cap_v2_1000", "squaredcos_cap_v2_100", "linear_1000", "linear_100"])
+@pytest.mark.parametrize(
+    "name", ["squaredcos_cap_v2_1000", "squaredcos_cap_v2_100", "linear_1000", "linear_100"]
+)
 def test_betas_identical(golden, name):
     schedule, steps = name.rsplit("_", 1)
     np.testing.assert_array_equal(get_named_beta_schedule(schedule, int(steps)), golden[f"betas/{name}"])
 
 
-SPACINGS = ["1000", "250", "100", "50", "27", "25", "10", "fast27", "25_25_25", "10_10_3_2_2", "10_20_30",
-            "ddim100", "ddim50", "ddim25"]
+SPACINGS = [
+    "1000",
+    "250",
+    "100",
+    "50",
+    "27",
+    "25",
+    "10",
+    "fast27",
+    "25_25_25",
+    "10_10_3_2_2",
+    "10_20_30",
+    "ddim100",
+    "ddim50",
+    "ddim25",
+]
 
 
 @pytest.mark.parametrize("spec", SPACINGS)
@@ -80,12 +96,22 @@ def test_respacing_identical(golden, spec):
     assert got == golden[f"spacing/{spec}"].tolist()
 
 
-@pytest.mark.parametrize("name", ["squaredcos_cap_v2_100", "squaredcos_cap_v2_10", "linear_fast27", "linear_10"])
+@pytest.mark.parametrize(
+    "name", ["squaredcos_cap_v2_100", "squaredcos_cap_v2_10", "linear_fast27", "linear_10"]
+)
 def test_spaced_diffusion_arrays_identical(golden, name):
     schedule, respacing = name.rsplit("_", 1)
     d = create_gaussian_diffusion(1000, schedule, respacing)
-    for attr in ["betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance",
-                 "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2", "timestep_map"]:
+    for attr in [
+        "betas",
+        "alphas_cumprod",
+        "alphas_cumprod_prev",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+        "timestep_map",
+    ]:
         np.testing.assert_array_equal(getattr(d, attr), golden[f"diffusion/{name}/{attr}"], err_msg=attr)
 
 
@@ -125,7 +151,12 @@ def test_q_sample_and_p_mean_variance(base, golden):
     # eps rounding (~1e-6) is amplified by sqrt(1/abar - 1) in pred_xstart and by coef1 x that in the mean.
     amp = torch.from_numpy(d.sqrt_recipm1_alphas_cumprod)[t].float().clamp(min=1.0).view(-1, 1, 1, 1)
     coef1 = torch.from_numpy(d.posterior_mean_coef1)[t].float().view(-1, 1, 1, 1)
-    tol = {"variance": 1e-5, "log_variance": 1e-5, "pred_xstart": 1e-5 * amp, "mean": 1e-5 * (1 + coef1 * amp)}
+    tol = {
+        "variance": 1e-5,
+        "log_variance": 1e-5,
+        "pred_xstart": 1e-5 * amp,
+        "mean": 1e-5 * (1 + coef1 * amp),
+    }
     for key, bound in tol.items():
         err = (out[key] - T(golden, f"pmv/{key}")).abs()
         assert (err <= bound).all(), (key, err.amax(dim=(1, 2, 3)))
@@ -145,7 +176,9 @@ def test_classifier_free_trajectory(base, golden):
     model_fn = classifier_free_guidance(base, 3.0, {"tokens": tokens[1:], "mask": mask[1:]})
     steps = list(
         samplers.ancestral(
-            d, model_fn, T(golden, "cfg/init_noise"),
+            d,
+            model_fn,
+            T(golden, "cfg/init_noise"),
             model_kwargs={"tokens": tokens[:1], "mask": mask[:1]},
             noise_fn=_replay(T(golden, "cfg/step_noise")),
         )
@@ -156,8 +189,14 @@ def test_classifier_free_trajectory(base, golden):
     assert len(steps) == len(expected) == 10
     for k, out in enumerate(steps):
         assert maxdiff(out["sample"], expected[k]) < 1e-4, f"step {k}"
-    _teacher_forced(d, model_fn, T(golden, "cfg/init_noise"), expected, T(golden, "cfg/step_noise"),
-                    {"tokens": tokens[:1], "mask": mask[:1]})
+    _teacher_forced(
+        d,
+        model_fn,
+        T(golden, "cfg/init_noise"),
+        expected,
+        T(golden, "cfg/step_noise"),
+        {"tokens": tokens[:1], "mask": mask[:1]},
+    )
 
 
 def _teacher_forced(d, model_fn, x_T, expected, step_noise, model_kwargs, denoised_fn=None, cond_fn=None):
@@ -166,8 +205,17 @@ def _teacher_forced(d, model_fn, x_T, expected, step_noise, model_kwargs, denois
     for k in range(len(expected)):
         t = torch.full((1,), d.num_timesteps - 1 - k, dtype=torch.long)
         with torch.no_grad():
-            out = samplers.p_sample(d, model_fn, prev, t, True, denoised_fn, cond_fn, model_kwargs,
-                                    noise_fn=lambda x, k=k: step_noise[k].to(x))
+            out = samplers.p_sample(
+                d,
+                model_fn,
+                prev,
+                t,
+                True,
+                denoised_fn,
+                cond_fn,
+                model_kwargs,
+                noise_fn=lambda x, k=k: step_noise[k].to(x),
+            )
         assert maxdiff(out["sample"], expected[k]) < 1e-4, f"teacher-forced step {k}"
         prev = expected[k]
 
@@ -193,15 +241,23 @@ def test_inpainting_forward_and_trajectory(golden, golden_meta, gpt2_dir):
     src, m = T(golden, "inp/source_image"), T(golden, "inp/mask")
     tokens, tmask = T(golden, "inp/tokens"), T(golden, "inp/token_mask")
     with torch.no_grad():
-        out = model(T(golden, "inp/fwd_x"), torch.tensor([999, 250]), tokens=tokens, mask=tmask,
-                    inpaint_image=(src * m).repeat(2, 1, 1, 1), inpaint_mask=m.repeat(2, 1, 1, 1))
+        out = model(
+            T(golden, "inp/fwd_x"),
+            torch.tensor([999, 250]),
+            tokens=tokens,
+            mask=tmask,
+            inpaint_image=(src * m).repeat(2, 1, 1, 1),
+            inpaint_mask=m.repeat(2, 1, 1, 1),
+        )
     assert maxdiff(out, T(golden, "inp/fwd_out")) < 1e-5
     d = create_gaussian_diffusion(1000, "squaredcos_cap_v2", "10")
     image_kwargs = {"inpaint_image": src * m, "inpaint_mask": m}
     model_fn = classifier_free_guidance(model, 5.0, {"tokens": tokens[1:], "mask": tmask[1:]} | image_kwargs)
     steps = list(
         samplers.ancestral(
-            d, model_fn, T(golden, "inp/init_noise"),
+            d,
+            model_fn,
+            T(golden, "inp/init_noise"),
             model_kwargs={"tokens": tokens[:1], "mask": tmask[:1]} | image_kwargs,
             denoised_fn=inpaint_denoised_fn(src, m),
             noise_fn=_replay(T(golden, "inp/step_noise")),
@@ -209,8 +265,15 @@ def test_inpainting_forward_and_trajectory(golden, golden_meta, gpt2_dir):
     )
     expected = T(golden, "inp/samples")
     model_kwargs = {"tokens": tokens[:1], "mask": tmask[:1]} | image_kwargs
-    _teacher_forced(d, model_fn, T(golden, "inp/init_noise"), expected, T(golden, "inp/step_noise"),
-                    model_kwargs, denoised_fn=inpaint_denoised_fn(src, m))
+    _teacher_forced(
+        d,
+        model_fn,
+        T(golden, "inp/init_noise"),
+        expected,
+        T(golden, "inp/step_noise"),
+        model_kwargs,
+        denoised_fn=inpaint_denoised_fn(src, m),
+    )
     # Free-running with guidance scale 5: AVX2 rounding compounds to ~6e-4 at a few pixels by step 8
     # (mean abs error stays ~5e-6). Bound both; on the machine that made the golden data this is exact.
     for k, o in enumerate(steps):

@@ -33,7 +33,9 @@ def test_state_dict_matches_official_spec(name, state_dict_spec, gpt2_dir):
     spec = state_dict_spec[name]
     cfg = ModelConfig.from_dict(spec["options"] | {"tokenizer": {"kind": "gpt2", "path": str(gpt2_dir)}})
     model = create_model(cfg, device="meta")
-    assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == [(n, s) for n, s, _ in spec["entries"]]
+    assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == [
+        (n, s) for n, s, _ in spec["entries"]
+    ]
     model.convert_to_fp16()
     got = [str(v.dtype).removeprefix("torch.") for v in model.state_dict().values()]
     assert got == [d for _, _, d in spec["entries"]]
@@ -68,7 +70,9 @@ def test_text_emb_can_be_passed_once():
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("bad", [dict(channel_mult="1,2"), dict(noise_schedule="cosine"), dict(num_channels=40)])
+@pytest.mark.parametrize(
+    "bad", [dict(channel_mult="1,2"), dict(noise_schedule="cosine"), dict(num_channels=40)]
+)
 def test_invalid_configs_are_rejected(bad):
     with pytest.raises(ValueError):
         tiny_config(**bad)

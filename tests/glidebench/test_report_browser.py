@@ -1,0 +1,158 @@
+"""The HTML report in a real browser: headless Chromium (Debian's ``chromium``, CLI only) loads it with no
+console errors and every image decoded, and keeps a screenshot a person can look at.
+
+Install line (Debian 12, as root): ``apt-get update && apt-get install -y chromium``.
+The screenshot is kept under the test's tmp dir and copied to ``reports/screenshots/report.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from glidebench.report import render_report
+
+try:  # tests/glidebench is a plain directory today; keep working if it becomes a package
+    from .fixtures_report import write_run_dir
+except ImportError:
+    from fixtures_report import write_run_dir
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="headless Chromium not found at /usr/bin/chromium (install: apt-get install -y chromium)",
+    ),
+]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+# Injected at the top of <head> of a copy of the page: records load failures, uncaught errors and
+# console.error/warn, then (on window load) writes what it saw into a <pre> that --dump-dom prints.
+PROBE = """<script>
+window.__errs = [];
+window.addEventListener("error", function (e) {
+  var t = e.target;
+  __errs.push(t && t !== window && t.tagName ? "failed to load <" + t.tagName.toLowerCase() + ">"
+                                             : "error: " + e.message);
+}, true);
+window.addEventListener("unhandledrejection", function (e) { __errs.push("unhandled rejection: " + e.reason); });
+["error", "warn"].forEach(function (level) {
+  var orig = console[level];
+  console[level] = function () {
+    __errs.push("console." + level + ": " + Array.prototype.join.call(arguments, " "));
+    orig.apply(console, arguments);
+  };
+});
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                   .map(function (i) { return i.alt || i.src.slice(0, 60); });
+  var out = document.createElement("pre");
+  out.id = "__glidebench_probe";
+  out.textContent = JSON.stringify({images: imgs.length, broken: broken, errors: __errs});
+  document.body.appendChild(out);
+});
+</script>"""
+CONSOLE_LINE = re.compile(r":CONSOLE[:(]\d*\)?\]? ?(.*)$", re.M)
+
+
+def chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]
+    env = {**os.environ, "HOME": str(profile)}  # keep Chromium's caches out of the real home
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, check=False)
+
+
+def probe(page: Path, tmp: Path) -> tuple[dict, list[str]]:
+    """Load a probed copy of ``page`` (same folder, so relative links resolve alike); return what the probe
+    saw and the console lines Chromium logged."""
+    html = page.read_text(encoding="utf-8")
+    assert "<head>" in html
+    probed = page.with_name(f"__probe_{page.name}")
+    probed.write_text(html.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    try:
+        res = chromium(probed, tmp / "profile-probe", "--dump-dom", "--virtual-time-budget=5000")
+    finally:
+        probed.unlink()
+    m = re.search(r'<pre id="__glidebench_probe">(.*?)</pre>', res.stdout, re.S)
+    assert m, f"the probe did not report (rc={res.returncode}); stderr tail:\n{res.stderr[-2000:]}"
+    text = m.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
+    return json.loads(text), CONSOLE_LINE.findall(res.stderr)
+
+
+class ImgCounter(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.n += tag == "img"
+
+
+def test_probe_detects_broken_images_and_console_errors(tmp_path):
+    """Negative control: the checks below can fail."""
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        '<!doctype html><html><head><meta charset="utf-8"></head><body><img src="missing.png" alt="gone">'
+        '<script>console.error("boom"); undefinedFunction();</script></body></html>'
+    )
+    seen, console = probe(bad, tmp_path)
+    assert seen["images"] == 1 and seen["broken"] == ["gone"]
+    assert any("boom" in e for e in seen["errors"]) and any("undefinedFunction" in e for e in seen["errors"])
+    assert any("boom" in line for line in console)
+
+
+def test_report_in_headless_chromium(tmp_path):
+    run = write_run_dir(tmp_path, "embedded-demo", unguided=True, inpaint=True)
+    index = render_report([run], tmp_path / "report")
+    counter = ImgCounter()
+    counter.feed(index.read_text(encoding="utf-8"))
+    assert counter.n == 7  # 3 Pareto plots, metrics vs scale, 2 guidance grids, inpainting
+
+    seen, console = probe(index, tmp_path)
+    assert seen["images"] == counter.n
+    assert seen["broken"] == [], f"images that did not load: {seen['broken']}"
+    assert seen["errors"] == [], f"page errors: {seen['errors']}"
+    assert console == [], f"console messages: {console}"
+
+    shot = tmp_path / "screenshot.png"
+    res = chromium(
+        index,
+        tmp_path / "profile-shot",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+        "--hide-scrollbars",
+        "--virtual-time-budget=5000",
+    )
+    assert shot.exists(), f"no screenshot (rc={res.returncode}): {res.stderr[-2000:]}"
+    assert CONSOLE_LINE.findall(res.stderr) == []
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000)
+        px = np.asarray(im.convert("L"), dtype=float)
+    assert px.std() > 20  # not a blank page: text, tables and plots
+    assert (px[:120] < 80).mean() > 0.002  # the dark title text at the top rendered
+    keep = ROOT / "reports" / "screenshots" / "report.png"
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    tmp_copy = keep.with_name(".report.png.tmp")
+    shutil.copyfile(shot, tmp_copy)
+    os.replace(tmp_copy, keep)
