@@ -1,0 +1,190 @@
+"""Honest timing of model evaluations: warm-up, device synchronisation, repeats, medians, FLOPs and memory.
+
+``time_fn`` uses CUDA events on GPU and ``perf_counter`` (after a synchronize) elsewhere; ``count_flops``
+uses ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-add); utilisation compares achieved
+FLOP/s with the device's dense peak from a small table (None where unknown, e.g. CPUs). ``profile_case``
+builds a model in the requested dtype / attention implementation / compile / memory format and times one
+evaluation of it; ``export_trace`` writes a torch.profiler Chrome trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+# Dense peak FLOP/s (no sparsity) by device-name substring and dtype, from the vendors' data sheets.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H200": {"fp32": 67e12, "tf32": 494.7e12, "fp16": 989.4e12, "bf16": 989.4e12},
+    "H100": {"fp32": 67e12, "tf32": 494.7e12, "fp16": 989.4e12, "bf16": 989.4e12},
+    "A100": {"fp32": 19.5e12, "tf32": 156e12, "fp16": 312e12, "bf16": 312e12},
+    "L4": {"fp32": 30.3e12, "tf32": 60e12, "fp16": 121e12, "bf16": 121e12},
+}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(
+    fn: Callable[[], Any], device: torch.device | str = "cpu", warmup: int = 2, repeats: int = 5
+) -> list[float]:
+    """Seconds per call for ``repeats`` calls after ``warmup`` calls (CUDA events on GPU)."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call as counted by torch's FlopCounterMode (2 per multiply-add)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def peak_flops(device: torch.device, dtype: str) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, table in PEAK_FLOPS.items():
+        if key in name:
+            return table.get(dtype)
+    return None
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # process peak RSS (Linux: KiB)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One throughput measurement: which model call, and how it is run."""
+
+    model: str  # a name for the report: "base", "upsample", "clip-step", ...
+    batch_size: int
+    dtype: str = "fp32"  # fp32 | fp16 (official conversion) | bf16 (autocast)
+    attention: str = "einsum"  # einsum | sdpa
+    compile: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"dtype must be fp32, fp16 or bf16, got {self.dtype!r}")
+        if self.attention not in ("einsum", "sdpa"):
+            raise ValueError(f"attention must be einsum or sdpa, got {self.attention!r}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+
+def prepare_model(model: torch.nn.Module, case: Case, device: torch.device) -> torch.nn.Module:
+    """Apply a case's dtype / attention / memory format to ``model`` (in place) and move it to ``device``."""
+    from glide.nn import set_attention_impl
+
+    if case.dtype == "fp16":
+        if device.type != "cuda":
+            raise ValueError("fp16 (the official conversion) needs CUDA; use fp32 or bf16 on CPU")
+        model.convert_to_fp16()
+    set_attention_impl(model, case.attention)
+    model = model.to(device)
+    if case.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def autocast_for(case: Case, device: torch.device):
+    if case.dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def profile_call(
+    case: Case,
+    call: Callable[[], Any],
+    device: torch.device,
+    images_per_call: int,
+    warmup: int = 2,
+    repeats: int = 5,
+    flops: int | None = None,
+) -> dict[str, Any]:
+    """Time ``call`` (already bound to its inputs), count its FLOPs, and return one results row.
+
+    ``flops`` overrides the count: FlopCounterMode does not see inside fused kernels such as CPU SDPA, so
+    the suite counts each model once with the einsum attention and reuses that number.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.no_grad(), autocast_for(case, device):
+        if flops is None:
+            flops = count_flops(call)
+        times = time_fn(call, device, warmup, repeats)
+    median = statistics.median(times)
+    peak = peak_flops(device, case.dtype)
+    achieved = flops / median if median > 0 else float("nan")
+    row = asdict(case) | {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "ms_per_eval": median * 1000,
+        "ms_min": min(times) * 1000,
+        "ms_max": max(times) * 1000,
+        "repeats": repeats,
+        "images_per_s": images_per_call / median,
+        "gflop_per_eval": flops / 1e9,
+        "achieved_tflops": achieved / 1e12,
+        "utilisation": achieved / peak if peak else None,
+        "peak_memory_mib": peak_memory_bytes(device) / 2**20,
+    }
+    gc.collect()
+    return row
+
+
+def maybe_compile(fn: Callable, case: Case) -> Callable:
+    if not case.compile:
+        return fn
+    try:
+        return torch.compile(fn)
+    except Exception as e:  # compile is an optimisation: report, never fail the benchmark
+        raise RuntimeError(f"torch.compile failed for {case}: {e}") from e
+
+
+def export_trace(call: Callable[[], Any], path: str | Path, device: torch.device | str = "cpu") -> Path:
+    """Run ``call`` under torch.profiler and write a Chrome trace (open in chrome://tracing or Perfetto)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), profile(activities=activities, record_shapes=True) as prof:
+        call()
+        synchronize(device)
+    tmp = path.with_name(path.name + ".tmp")
+    prof.export_chrome_trace(str(tmp))
+    tmp.replace(path)
+    return path

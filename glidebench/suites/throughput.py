@@ -1,0 +1,199 @@
+"""The ``throughput`` suite: milliseconds per model evaluation and images/s for GLIDE's models.
+
+Per model (the base UNet at its classifier-free batch 2B, the upsampler, the noised-CLIP guidance step, which is
+a forward + backward through the image encoder), over batch sizes x dtypes x attention implementations x
+torch.compile x channels_last. Weights do not change the timing, so the models are built from their configs
+with random weights (the official sizes by default; ``size="tiny"`` for tests). End-to-end images/s per guidance
+kind follow from the per-step costs and the step counts: CFG = one 2B base evaluation per step; CLIP guidance
+= one B base evaluation + one CLIP step per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from glidebench.profile import Case, count_flops, export_trace, maybe_compile, prepare_model, profile_call
+
+MODELS = ("base", "upsample", "clip-step")
+
+
+def _unet_config(name: str, size: str):
+    from glide.config import ModelConfig, preset
+
+    words = {
+        "kind": "words",
+        "vocab": [str(i) for i in range(50255)],
+    }  # 50,257 ids like GPT-2, no files needed
+    if size == "full":
+        return preset("base" if name == "base" else "upsample", use_fp16=False, tokenizer=words)
+    tiny = dict(
+        num_channels=32,
+        num_res_blocks=1,
+        num_head_channels=16,
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        text_ctx=16,
+        tokenizer={"kind": "words", "vocab": ["a"]},
+        dropout=0.0,
+    )
+    if name == "base":
+        return ModelConfig.from_dict(
+            tiny | {"image_size": 32, "channel_mult": "1,2,2", "attention_resolutions": "8"}
+        )
+    return ModelConfig.from_dict(
+        tiny
+        | {
+            "image_size": 64,
+            "channel_mult": "1,1,2,2",
+            "attention_resolutions": "8",
+            "super_res": True,
+            "noise_schedule": "linear",
+        }
+    )
+
+
+def _clip(size: str, device: torch.device):
+    from glide.clip.config import ClipConfig
+    from glide.clip.model import create_clip_model
+
+    if size == "full":
+        return create_clip_model(device=device)
+    config = ClipConfig.from_dict(
+        dict(
+            n_embd=32,
+            n_head_state_text=32,
+            n_head_text=2,
+            n_xf_blocks_text=1,
+            n_head_state_image=32,
+            n_head_image=2,
+            n_xf_blocks_image=1,
+            image_size=32,
+            patch_size=4,
+        )
+    )
+    return create_clip_model(config=config, device=device)
+
+
+def build_call(case: Case, size: str, device: torch.device):
+    """(call, images per call) for one case: the bound model evaluation to time."""
+    from glide.tokenizer import vocab_size
+    from glide.unet import create_model
+
+    g = torch.Generator().manual_seed(0)
+    b = case.batch_size
+    if case.model in ("base", "upsample"):
+        cfg = _unet_config(case.model, size)
+        model = prepare_model(create_model(cfg), case, device)
+        n = 2 * b if case.model == "base" else b  # the base model runs [cond | uncond]
+        s = cfg.image_size
+        x = torch.randn(n, 3, s, s, generator=g).to(device)
+        if case.channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        t = torch.full((n,), 500, dtype=torch.long, device=device)
+        tokens = torch.randint(0, vocab_size(cfg.tokenizer), (n, cfg.text_ctx), generator=g).to(device)
+        mask = torch.ones(n, cfg.text_ctx, dtype=torch.bool, device=device)
+        kwargs: dict[str, Any] = {"tokens": tokens, "mask": mask}
+        if case.model == "upsample":
+            kwargs["low_res"] = torch.randn(n, 3, s // 4, s // 4, generator=g).to(device)
+        fwd = maybe_compile(model, case)
+        return (lambda: fwd(x, t, **kwargs)), b
+    if case.model == "clip-step":
+        if case.dtype == "fp16":
+            raise ValueError("the official code runs the noised CLIP in fp32; use fp32 or bf16 for clip-step")
+        clip = _clip(size, device)
+        from glide.nn import set_attention_impl
+
+        set_attention_impl(clip, case.attention)
+        s = clip.config.image_size
+        x = torch.randn(b, 3, s, s, generator=g).to(device)
+        t = torch.full((b,), 500, dtype=torch.long, device=device)
+        cond_fn = clip.cond_fn(["a photo of a corgi"] * b, 3.0)
+
+        def step():
+            with torch.enable_grad():
+                return cond_fn(x, t)
+
+        return step, b
+    raise ValueError(f"unknown model {case.model!r}; choose from {MODELS}")
+
+
+def cases(
+    models: Iterable[str],
+    batch_sizes: Iterable[int],
+    dtypes: Iterable[str],
+    attentions: Iterable[str],
+    compile_modes: Iterable[bool] = (False,),
+    channels_last: Iterable[bool] = (False,),
+) -> list[Case]:
+    return [
+        Case(*c)
+        for c in itertools.product(models, batch_sizes, dtypes, attentions, compile_modes, channels_last)
+    ]
+
+
+def run_throughput(
+    case_list: list[Case],
+    out_dir: Path,
+    device: str = "cpu",
+    size: str = "full",
+    warmup: int = 2,
+    repeats: int = 5,
+    trace: bool = False,
+    base_steps: int = 100,
+    up_steps: int = 27,
+) -> pd.DataFrame:
+    """Measure every case; write throughput.json/.csv atomically into ``out_dir``; return the table."""
+    dev = torch.device(device)
+    rows = []
+    flop_cache: dict[tuple, int] = {}
+    for case in tqdm(case_list, desc="throughput"):
+        try:
+            key = (case.model, case.batch_size)
+            if key not in flop_cache:  # the model's FLOPs, counted on the einsum path in fp32
+                ref_call, _ = build_call(Case(case.model, case.batch_size), size, dev)
+                with torch.no_grad():
+                    flop_cache[key] = count_flops(ref_call)
+            call, images = build_call(case, size, dev)
+            row = profile_call(case, call, dev, images, warmup, repeats, flops=flop_cache[key])
+            if trace:
+                name = f"trace-{case.model}-b{case.batch_size}-{case.dtype}-{case.attention}.json"
+                row["trace"] = str(export_trace(call, out_dir / name, dev))
+        except (ValueError, RuntimeError) as e:  # an unsupported combination is a row, not a crash
+            row = {**case.__dict__, "error": str(e)[:300]}
+        row["size"] = size
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table = add_end_to_end(table, base_steps, up_steps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("throughput.json", json.dumps(table.to_dict(orient="records"), indent=1, default=str)),
+        ("throughput.csv", table.to_csv(index=False)),
+    ):
+        tmp = out_dir / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out_dir / name)
+    return table
+
+
+def add_end_to_end(table: pd.DataFrame, base_steps: int, up_steps: int) -> pd.DataFrame:
+    """Images/s of a whole 64-px sample per guidance kind, from the measured per-evaluation times."""
+    if "ms_per_eval" not in table:
+        return table
+    e2e = []
+    for _, r in table.iterrows():
+        if r.get("model") != "base" or pd.isna(r.get("ms_per_eval")):
+            e2e.append(None)
+            continue
+        e2e.append(r["batch_size"] / (base_steps * r["ms_per_eval"] / 1000))
+    table["cfg_images_per_s_64px"] = e2e
+    return table

@@ -1,0 +1,70 @@
+"""The throughput profiler: FLOP counts against hand counts, timing mechanics and the suite on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from glide.text import Transformer
+from glidebench.profile import Case, count_flops, profile_call, time_fn
+from glidebench.suites.throughput import cases, run_throughput
+
+
+def test_flops_of_text_transformer_match_hand_count():
+    """Per layer: qkv 2nw(3w) + QK^T 2n^2w + AV 2n^2w + proj 2nw^2 + MLP 2nw(4w)*2 = 24nw^2 + 4n^2w."""
+    b, n, w, layers = 3, 10, 32, 2
+    xf = Transformer(w, layers, heads=4)
+    x = torch.randn(b, n, w)
+    hand = b * layers * (24 * n * w * w + 4 * n * n * w)
+    assert count_flops(lambda: xf(x)) == hand
+
+
+def test_flops_of_a_convolution_match_hand_count():
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+    x = torch.randn(2, 8, 12, 12)
+    assert count_flops(lambda: conv(x)) == 2 * 2 * 8 * 16 * 9 * 12 * 12
+
+
+def test_time_fn_warms_up_and_repeats():
+    calls = []
+    times = time_fn(lambda: calls.append(1), "cpu", warmup=3, repeats=4)
+    assert len(calls) == 7 and len(times) == 4 and all(t >= 0 for t in times)
+
+
+def test_case_validation():
+    with pytest.raises(ValueError, match="dtype"):
+        Case("base", 1, dtype="fp8")
+    with pytest.raises(ValueError, match="attention"):
+        Case("base", 1, attention="flash")
+
+
+def test_profile_call_row():
+    lin = torch.nn.Linear(16, 16)
+    x = torch.randn(4, 16)
+    row = profile_call(Case("lin", 4), lambda: lin(x), torch.device("cpu"), 4, warmup=1, repeats=3)
+    assert row["gflop_per_eval"] == pytest.approx(2 * 4 * 16 * 16 / 1e9)
+    assert row["ms_per_eval"] > 0 and row["utilisation"] is None  # no peak FLOP/s table entry for CPUs
+
+
+def test_throughput_suite_on_tiny_models(tmp_path):
+    case_list = cases(["base", "upsample", "clip-step"], [1, 2], ["fp32", "fp16"], ["einsum", "sdpa"])
+    case_list.append(Case("base", 1, dtype="bf16"))
+    table = run_throughput(case_list, tmp_path, size="tiny", warmup=0, repeats=1, base_steps=10)
+    ok = table[table["error"].isna()] if "error" in table else table
+    # fp16 (the official conversion) needs CUDA: those rows carry an error instead of a crash.
+    assert set(table[table["dtype"] == "fp16"]["error"].dropna().str.contains("CUDA|fp32")) == {True}
+    assert len(ok) == 3 * 2 * 2 + 1
+    assert (ok["ms_per_eval"] > 0).all() and (ok["gflop_per_eval"] > 0).all()
+    rows = json.loads((tmp_path / "throughput.json").read_text())
+    assert len(rows) == len(table)
+    base = ok[(ok["model"] == "base") & (ok["dtype"] == "fp32")]
+    # The same model's FLOPs do not depend on the attention implementation.
+    assert base.groupby("batch_size")["gflop_per_eval"].nunique().eq(1).all()
+
+
+def test_trace_export(tmp_path):
+    table = run_throughput([Case("base", 1)], tmp_path, size="tiny", warmup=0, repeats=1, trace=True)
+    trace = tmp_path / table.loc[0, "trace"].split("/")[-1]
+    assert trace.exists() and json.loads(trace.read_text())["traceEvents"]
