@@ -1,0 +1,125 @@
+"""Train, package and eyeball the embedded GLIDE family (the small models glidebench ships).
+
+    python scripts/train_embedded.py train    # all five runs in order (base, CLIPs, upsampler, inpaint)
+    python scripts/train_embedded.py package  # EMA weights + JSON cards -> glidebench/assets/models/
+    python scripts/train_embedded.py grid     # 16 val captions at CFG scale 1 and 3 (DDIM 25) -> PNG
+
+Each run is step-bounded with the step counts of the shipped models, so on the same CPU build of torch (1
+thread) ``train`` reproduces the shipped weights bit for bit (data order and noise derive from (seed, step)).
+``--minutes`` bounds every run by wall time instead (what was done on the shared 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "glidebench" / "assets" / "models"
+# name -> (train kind, recipe, steps of the shipped model)
+RUNS: dict[str, tuple[str, str, int]] = {
+    "embedded-base": ("base", "recipes/embedded-base.json", 925),
+    "embedded-clip-noised": ("clip", "recipes/embedded-clip-noised.json", 1928),
+    "embedded-clip-eval": ("clip", "recipes/embedded-clip-eval.json", 334),
+    "embedded-upsample": ("upsample", "recipes/embedded-upsample.json", 258),
+    "embedded-inpaint": ("inpaint", "recipes/embedded-inpaint.json", 267),
+}
+MACHINE = (
+    "shared 2-core AMD EPYC CPU VM (load average 3-12 from other jobs during the runs), torch CPU build, "
+    "1 torch thread per run, up to 3 training runs at a time"
+)
+
+
+def train(names: list[str], minutes: float | None) -> None:
+    for name in names:
+        kind, recipe, steps = RUNS[name]
+        cmd = [
+            sys.executable,
+            "-m",
+            "glide.train",
+            kind,
+            "--config",
+            recipe,
+            "--out",
+            f"runs/{name}",
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+        cmd += ["--max-minutes", str(minutes)] if minutes else ["--max-steps", str(steps)]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def package(names: list[str]) -> None:
+    from glide.train.export import package as pack
+
+    for name in names:
+        ckpt = ROOT / "runs" / name / "checkpoint.pt"
+        if not ckpt.exists():
+            print(f"skip {name}: {ckpt} missing")
+            continue
+        card = pack(ckpt, ASSETS / f"{name}.safetensors", fp16=True, extra={"trained_on": MACHINE})
+        print(
+            f"{name}: step {card['steps']}, {card['train_wall_seconds']} s, loss {card['final_loss']}, "
+            f"{card['size_bytes'] / 2**20:.2f} MiB"
+        )
+
+
+def grid(model_path: str, out: str, n: int = 16) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    from glide.checkpoints import load_model
+    from glide.pipeline import GlidePipeline
+    from glidebench.data.embedded import EmbeddedCaptionSet
+
+    torch.set_num_threads(1)
+    data = EmbeddedCaptionSet()
+    records = data.eval_split("val", n)
+    prompts = [r.caption for r in records]
+    pipe = GlidePipeline(load_model(model_path))
+    rows = []
+    for scale in (1.0, 3.0):
+        x = pipe.generate(prompts, list(range(n)), guidance="cfg", scale=scale, sampler="ddim", steps="25")
+        rows.append(x.permute(0, 2, 3, 1).numpy())
+    ref = data.render_records(records)
+    size = 96
+    tiles = [
+        [np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.NEAREST)) for im in row]
+        for row in [ref, *rows]
+    ]
+    canvas = Image.new("RGB", (n * size, 3 * size + 16 * 3), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for r, (row, label) in enumerate(zip(tiles, ["reference", "CFG scale 1", "CFG scale 3"])):
+        y = r * (size + 16)
+        draw.text((2, y), label, fill=(0, 0, 0))
+        for i, tile in enumerate(row):
+            canvas.paste(Image.fromarray(tile), (i * size, y + 16))
+    canvas.save(out)
+    Path(out).with_suffix(".txt").write_text("\n".join(f"{i}: {p}" for i, p in enumerate(prompts)) + "\n")
+    print(f"wrote {out}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("action", choices=["train", "package", "grid"])
+    p.add_argument("--only", nargs="*", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--minutes", type=float, default=None, help="bound each run by minutes instead of steps")
+    p.add_argument("--model", default=str(ASSETS / "embedded-base.safetensors"))
+    p.add_argument("--out", default="runs/embedded-base-grid.png")
+    a = p.parse_args()
+    if a.action == "train":
+        train(a.only, a.minutes)
+    elif a.action == "package":
+        package(a.only)
+    else:
+        grid(a.model, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
