@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--guidance", default="cfg", choices=["cfg", "clip", "none"])
     s.add_argument("--scale", type=float, default=3.0)
+    s.add_argument(
+        "--clip", default=None, help="noised-CLIP file for --guidance clip (default: the official one)"
+    )
     i = sub.add_parser("inpaint", help="image + mask + text -> image")
     common(i)
     i.add_argument("--image", required=True, type=Path)
@@ -63,7 +66,7 @@ def _read_image(path: Path, size: int) -> torch.Tensor:
         img = Image.open(path).convert("RGB").resize((size, size), resample=Image.BICUBIC)
     except (OSError, UnidentifiedImageError) as e:
         raise SystemExit(f"error: cannot read image {path}: {e}") from e
-    return torch.from_numpy(np.asarray(img)).float().permute(2, 0, 1)[None] / 127.5 - 1
+    return torch.from_numpy(np.array(img)).float().permute(2, 0, 1)[None] / 127.5 - 1
 
 
 def _save_grid(images: torch.Tensor, out: Path) -> None:
@@ -88,8 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         inpaint = args.cmd == "inpaint"
         base = args.base or ("base-inpaint" if inpaint else "base")
         up = None if args.no_upsample else (args.upsampler or ("upsample-inpaint" if inpaint else "upsample"))
-        clip = "official" if getattr(args, "guidance", None) == "clip" else None
-        _need([base] + ([up] if up else []) + (["clip/image-enc", "clip/text-enc"] if clip else []))
+        clip = None
+        if getattr(args, "guidance", None) == "clip":
+            clip = args.clip or "official"
+        _need(
+            [base]
+            + ([up] if up else [])
+            + (["clip/image-enc", "clip/text-enc"] if clip == "official" else [])
+        )
         dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
         pipe = GlidePipeline.from_pretrained(base, up, clip, device=args.device, dtype=dtype)
         prompts = [args.prompt] * args.batch_size

@@ -277,9 +277,7 @@ def save_model(
 
 def load_clip(spec: str | tuple[str, str], device: torch.device | str = "cpu"):
     """A noised CLIP: 'official' (the released encoders from the cache), (image_enc, text_enc) files in the
-    official format, or one safetensors file of this project (metadata ``clip_config``, keys prefixed
-    ``image_encoder.`` / ``text_encoder.``)."""
-    from .clip.config import ClipConfig
+    official format, or one safetensors file written by :func:`glide.train.export.save_clip`."""
     from .clip.model import create_clip_model, load_clip_state_dicts
 
     if spec == "official":
@@ -300,20 +298,6 @@ def load_clip(spec: str | tuple[str, str], device: torch.device | str = "cpu"):
         except (ValueError, RuntimeError) as e:
             raise CheckpointError(f"{spec[0]} / {spec[1]}: {e}") from e
         return model.to(device).eval()
-    sd, meta = load_state_dict(spec)
-    if "clip_config" not in meta:
-        raise CheckpointError(
-            f"{spec} holds {describe_state_dict(sd)} and no 'clip_config' metadata: it is not a noised-CLIP "
-            "checkpoint of this project"
-        )
-    import json
+    from .train.export import load_trained_clip  # this project's single-file format
 
-    config = ClipConfig(**json.loads(meta["clip_config"]))
-    model = create_clip_model(device="cpu", config=config)
-    image_sd = {k[len("image_encoder.") :]: v for k, v in sd.items() if k.startswith("image_encoder.")}
-    text_sd = {k[len("text_encoder.") :]: v for k, v in sd.items() if k.startswith("text_encoder.")}
-    try:
-        load_clip_state_dicts(model, image_sd, text_sd)
-    except (ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{spec}: {e}") from e
-    return model.to(device).eval()
+    return load_trained_clip(spec, device=device)
