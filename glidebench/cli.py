@@ -1,0 +1,310 @@
+"""The command line: ``glidebench run coco-fid``, ``glidebench ls``, ``glidebench prepare coco``, ``glidebench report``.
+
+Also reachable as ``python -m glidebench`` and under torchrun
+(``torchrun --nproc-per-node N -m glidebench run coco-fid ...``). Unknown options are argparse errors (exit 2).
+Every anticipated failure (missing or corrupt data, corrupt or missing checkpoint, NaN samples, too few
+samples, a run directory of another run) ends with ``glidebench: error: <what and how to fix it>`` and exit
+code 1, before any result file is written; ``--debug`` (or ``GLIDEBENCH_DEBUG=1``) shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a suite (coco-fid)",
+        description="Generate samples for every guidance setting, then compute FID/KID/IS/precision/recall/CLIP "
+        "score. Options left out come from the suite's profile (glidebench/suites/coco-fid.json). Re-running the "
+        "same command resumes.",
+    )
+    p.add_argument("suite", choices=["coco-fid"], help="the suite to run")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", choices=["embedded", "official"], help="model family (default: official when the "
+                   "data is MS-COCO and the weights are cached, else embedded)")  # fmt: skip
+    g.add_argument("--data", choices=["embedded", "coco"], help="default: coco when a COCO root is given")
+    g.add_argument(
+        "--coco-root", help="MS-COCO directory with annotations/ and val2014/ (or $GLIDEBENCH_COCO)"
+    )
+    g.add_argument("--coco-split", choices=["val2014", "val2017"])
+    g.add_argument("--captions", choices=["one-per-image", "random"], help="caption selection (recorded)")
+    g.add_argument("--num-samples", type=int, help="samples per setting")
+    g.add_argument("--reference-size", type=int, help="reference images (0 = the whole split)")
+    g.add_argument("--limit", type=int, help="cap the number of samples (quick runs)")
+    g.add_argument("--seed", type=int, help="base seed: sample i uses seed + i; also the caption choice")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--cfg", help="classifier-free guidance scales, e.g. 1,1.5,2,3,4 ('' for none)")
+    g.add_argument("--clip", help="CLIP-guidance scales, e.g. 1,2,3 ('' for none)")
+    g.add_argument("--unguided", action="store_true", default=None, help="add an unguided setting")
+    g.add_argument("--sampler", choices=["ancestral", "ddim"])
+    g.add_argument("--steps", help="base respacing: 250, 100, ddim25, 10,10,3,2,2, fast27")
+    g.add_argument("--resolution", help="64 (base only) | 256 (with the upsampler) | base | up")
+    g.add_argument("--up-sampler", choices=["ancestral", "ddim"])
+    g.add_argument("--up-steps", help="upsampler respacing (default fast27)")
+    g.add_argument("--upsample-temp", type=float, help="upsampler noise temperature (default 0.997)")
+    g.add_argument(
+        "--preset", choices=["paper"], help="paper: 30k samples, 250 steps, fast27 upsampler, 256 px"
+    )
+    g = p.add_argument_group("execution")
+    g.add_argument("--batch-size", type=int, help="generation chunk size (part of the run's identity)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
+    g.add_argument(
+        "--threads", type=int, help="CPU threads (default: half the logical CPUs, 1 on 2-core machines; under "
+        "torchrun OMP_NUM_THREADS); images do not depend on it"
+    )  # fmt: skip
+    g.add_argument(
+        "--out", default="runs", help="output root; the run dir is OUT/coco-fid/<name>-<fingerprint>"
+    )
+    g.add_argument("--shard", help="i/n: generate only chunks k with k %% n == i (job arrays); the last shard "
+                   "to finish computes the metrics")  # fmt: skip
+    g.add_argument(
+        "--merge", action="store_true", help="compute metrics from the images present; no generation"
+    )
+    g.add_argument(
+        "--inception", choices=["auto", "torch-fidelity", "fid-helper"], help="Inception weights source"
+    )
+    g.add_argument("--feature-batch-size", type=int, help="Inception batch (default 8 on CPU, 64 on GPU)")
+    g.add_argument("--progress", action="store_true", help="progress bars")
+    g.add_argument("--quiet", action="store_true", help="only the first line, notes and the results")
+    g.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
+    g.add_argument(
+        "--dry-run", action="store_true", help="print the resolved spec and run dir; write nothing"
+    )
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_ls(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ls", help="list suites, models and finished runs")
+    p.add_argument("what", nargs="?", choices=["suites", "models", "runs", "all"], default="all")
+    p.add_argument("--out", default="runs", help="where runs are (default runs/)")
+    p.set_defaults(func=_cmd_ls)
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="validate a local MS-COCO copy and cache its reference features")
+    p.add_argument("dataset", choices=["coco"])
+    p.add_argument("--coco-root", help="MS-COCO directory (or $GLIDEBENCH_COCO)")
+    p.add_argument("--coco-split", choices=["val2014", "val2017"], default="val2014")
+    p.add_argument("--resolution", default="64,256", help="comma-separated evaluation resolutions")
+    p.add_argument("--reference-size", type=int, default=0, help="0 = the whole split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference subset (when --reference-size)")
+    p.add_argument("--device", help="default: cuda when available")
+    p.add_argument("--inception", choices=["auto", "torch-fidelity", "fid-helper"], default="auto")
+    p.add_argument("--feature-batch-size", type=int, help="Inception batch (default 8 on CPU, 64 on GPU)")
+    p.add_argument("--check-only", action="store_true", help="validate files only; no features")
+    p.add_argument("--threads", type=int, help="CPU threads (default: half the logical CPUs)")
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="render the HTML/Markdown report of finished run directories")
+    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, help="default: RUN_DIR/report for one run, reports/latest for several")
+    p.add_argument("--title")
+    p.set_defaults(func=_cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glidebench",
+        description="GLIDE benchmark harness: zero-shot MS-COCO (or embedded-set) FID, CLIP score and friends.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_ls(sub)
+    _add_prepare(sub)
+    _add_report(sub)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .suites import load_suite
+
+    configure_threads(args.threads)
+    suite = load_suite(args.suite)
+    import importlib
+
+    return int(importlib.import_module(suite.runner).run(args))
+
+
+def configure_threads(threads: int | None) -> int:
+    """CPU threads for torch and (when numpy is not imported yet) BLAS: ``threads``, else ``OMP_NUM_THREADS``
+    when set (torchrun sets 1 per rank), else half the logical CPUs. On the shared 2-core machines, 2 intra-op
+    threads made the small UNets 4x and NumPy's eigvals 2x slower than 1 (oversubscription)."""
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        n = int(os.environ["OMP_NUM_THREADS"])
+    else:
+        n = threads if threads is not None else max(1, (os.cpu_count() or 1) // 2)
+        if n < 1:
+            raise ValueError(f"--threads must be >= 1, got {n}")
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(n)  # read by BLAS when numpy loads (if it has not loaded yet)
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+def _table(rows: list[dict], columns: Sequence[str]) -> str:
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def list_runs(out: Path) -> list[dict]:
+    from .store import read_json
+
+    rows = []
+    for spec_path in sorted(Path(out).glob("*/*/spec.json")):
+        run_dir = spec_path.parent
+        try:
+            spec = read_json(spec_path)
+        except ValueError:
+            continue
+        settings = [
+            "none" if s.get("guidance") == "none" else f"{s.get('guidance', '?')}-{s.get('scale', 0):g}"
+            for s in spec.get("settings", [])
+        ]
+        rows.append(
+            {
+                "run": str(run_dir),
+                "suite": spec.get("suite", "?"),
+                "model": spec.get("model_label", spec.get("model", "?")),
+                "data": f"{spec.get('data', '?')}:{spec.get('split', '?')}",
+                "samples": spec.get("num_samples", "?"),
+                "settings": ",".join(settings),
+                "status": "finished"
+                if (run_dir / "results.csv").exists()
+                else "incomplete (rerun to resume)",
+            }
+        )
+    return rows
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from .models import describe_models, models_dir
+    from .suites import list_suites
+
+    if args.what in ("suites", "all"):
+        print("suites:")
+        for s in list_suites():
+            presets = ", ".join(sorted(s.presets)) or "-"
+            print(
+                f"  {s.name} (version {s.version}; profiles {', '.join(sorted(s.profiles))}; presets {presets})"
+            )
+            print(f"    {s.description.split('. ')[0]}.")
+    if args.what in ("models", "all"):
+        print(f"models (embedded files in {models_dir()}):")
+        print("  " + _table(describe_models(), ["family", "role", "status", "where"]).replace("\n", "\n  "))
+    if args.what in ("runs", "all"):
+        rows = list_runs(Path(args.out))
+        print(f"runs in {args.out}:" + ("" if rows else " none"))
+        if rows:
+            print(
+                "  "
+                + _table(rows, ["run", "model", "data", "samples", "settings", "status"]).replace(
+                    "\n", "\n  "
+                )
+            )
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    import time
+
+    configure_threads(args.threads)
+    import torch
+
+    from .data.coco import CocoCaptions, CocoError, reference_batches, resolve_root
+    from .results import cache_root, features_for
+
+    root = resolve_root(args.coco_root)
+    if root is None:
+        raise CocoError("prepare coco needs --coco-root DIR (or GLIDEBENCH_COCO)")
+    coco = CocoCaptions(root, args.coco_split)
+    files = coco.reference_files(args.reference_size, args.seed)
+    coco.check_files(files)
+    n_caps = sum(len(c) for c in coco.captions.values())
+    print(f"MS-COCO {args.coco_split} at {root}: {len(coco.images)} images, {n_caps} captions, annotations sha256 "
+          f"{coco.annotations_sha256[:16]}; all {len(files)} reference image files present")  # fmt: skip
+    if args.check_only:
+        return 0
+    from .features import InceptionExtractor
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    extractor = InceptionExtractor(args.inception, device=device)
+    args.feature_batch_size = args.feature_batch_size or (64 if device.type == "cuda" else 8)
+    for res in (int(r) for r in str(args.resolution).split(",") if r.strip()):
+        t0 = time.monotonic()
+        fp = coco.reference_fingerprint(files, res)
+        feats = features_for(
+            extractor, fp, lambda res=res: reference_batches(files, res, args.feature_batch_size), len(files),
+            cache_root() / "features", args.feature_batch_size, True,
+        )  # fmt: skip
+        print(f"  {res} px: reference features {feats['pool3'].shape} ({extractor.name}) cached under "
+              f"{cache_root() / 'features'} in {time.monotonic() - t0:.0f} s")  # fmt: skip
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_report
+
+    out = args.out or (args.run_dirs[0] / "report" if len(args.run_dirs) == 1 else Path("reports") / "latest")
+    index = render_report(list(args.run_dirs), out, title=args.title)
+    print(f"report: {index}")
+    return 0
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from glide.checkpoints import CheckpointError
+    from glide.pipeline import SamplingError
+
+    from .data.coco import CocoError
+    from .models import ModelUnavailable
+    from .results import MetricsError
+    from .suites import SuiteError
+    from .suites.coco_fid import IncompleteRun, RunDirError
+
+    return (
+        CheckpointError, SamplingError, CocoError, ModelUnavailable, MetricsError, SuiteError, IncompleteRun,
+        RunDirError, ValueError, FileNotFoundError, OSError,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    debug = args.debug or os.environ.get("GLIDEBENCH_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(
+            "glidebench: interrupted; run the same command again to resume (finished images are kept)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except _known_errors() as e:
+        if debug:
+            raise
+        print(f"glidebench: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

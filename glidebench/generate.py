@@ -1,0 +1,176 @@
+"""Generation: chunk-aligned sampling of a setting into the ImageStore, resumable and shardable.
+
+Owns the rule that makes images independent of how a run is executed:
+
+    global indices 0..N-1 are grouped into fixed chunks [k*C, (k+1)*C) (C = spec.batch_size);
+    a chunk is ALWAYS sampled whole, in one batch, with per-row generators seeded ``seed + index``.
+
+Per-row seeds already make a sample independent of its batch mates in exact arithmetic, but CPU kernels may
+round differently for different batch shapes (~1e-7, enough to move a uint8 level now and then). Sampling the
+same chunk with the same shape everywhere removes that: an uninterrupted run, a resumed run (a chunk with
+only some files missing is regenerated whole and only the missing files are written), ``--shard i/n`` job
+arrays and torchrun ranks all produce byte-identical PNGs. Chunk ``k`` belongs to worker ``k % n_workers``
+(workers = shards x ranks), so work is balanced and no two workers ever write the same file.
+
+Per chunk a timing record ``RUN_DIR/timing/<setting_id>/chunk_<k>.json`` (seconds, images written, model
+evaluations per image) is written after the chunk's images; results sum them into wall time and images/s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import RunSpec, Setting, Worker
+from .store import ImageStore, atomic_write_json, read_json, remove_stale_tmp
+
+
+def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
+    """[(lo, hi)] of the fixed chunks covering 0..n-1."""
+    if chunk < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk}")
+    return [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+
+
+def owned_chunks(n_chunks: int, worker: Worker) -> list[int]:
+    return [k for k in range(n_chunks) if k % worker.count == worker.index]
+
+
+def timing_dir(run_dir: Path, setting_id: str) -> Path:
+    return run_dir / "timing" / setting_id
+
+
+def clean_leftovers(run_dir: Path, spec: RunSpec, setting: Setting, worker: Worker) -> int:
+    """Remove a killed writer's temp files (images and timing records) in ``worker``'s chunks only: other
+    workers may be writing theirs right now."""
+    chunks = chunk_bounds(spec.num_samples, spec.batch_size)
+    mine = owned_chunks(len(chunks), worker)
+    store = ImageStore(run_dir / "images" / setting.setting_id)
+    n = store.clean(i for k in mine for i in range(*chunks[k]))
+    names = [f"chunk_{k:06d}.json" for k in mine]
+    return n + remove_stale_tmp(timing_dir(run_dir, setting.setting_id), max_age_s=0, names=names)
+
+
+@dataclass
+class GenerationStats:
+    setting_id: str
+    chunks_done: int = 0
+    chunks_skipped: int = 0
+    images_written: int = 0
+    seconds: float = 0.0
+
+
+def expected_evals_per_image(spec: RunSpec, setting: Setting, base_steps: int, up_steps: int) -> float:
+    """Model evaluations per image: base steps x (2 for a classifier-free batch) + upsampler steps."""
+    factor = 2 if setting.guidance == "cfg" and setting.scale != 1.0 else 1
+    return float(base_steps * factor + (up_steps if spec.upsample else 0))
+
+
+def generate_setting(
+    pipeline,
+    spec: RunSpec,
+    setting: Setting,
+    captions: Sequence[str],
+    run_dir: Path,
+    worker: Worker,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+) -> GenerationStats:
+    """Sample every chunk of ``setting`` that ``worker`` owns and that has a missing image."""
+    store = ImageStore(run_dir / "images" / setting.setting_id)
+    store.root.mkdir(parents=True, exist_ok=True)
+    tdir = timing_dir(run_dir, setting.setting_id)
+    seeds = spec.seeds()
+    chunks = chunk_bounds(spec.num_samples, spec.batch_size)
+    mine = owned_chunks(len(chunks), worker)
+    clean_leftovers(run_dir, spec, setting, worker)
+    stats = GenerationStats(setting.setting_id)
+    for n_done, k in enumerate(mine):
+        lo, hi = chunks[k]
+        missing = store.missing(range(lo, hi))
+        if not missing:
+            stats.chunks_skipped += 1
+            continue
+        t0 = time.perf_counter()
+        try:
+            images = pipeline.generate(
+                list(captions[lo:hi]),
+                seeds[lo:hi],
+                guidance=setting.guidance,
+                scale=setting.scale,
+                sampler=spec.sampler,
+                steps=spec.steps,
+                upsample=spec.upsample,
+                up_sampler=spec.up_sampler,
+                up_steps=spec.up_steps,
+                upsample_temp=spec.upsample_temp,
+                progress=progress,
+            )
+        except Exception as e:
+            from glide.pipeline import SamplingError
+
+            if isinstance(e, SamplingError):
+                raise SamplingError(
+                    f"setting {setting.setting_id}, images {lo}..{hi - 1}: {e}. Nothing of this chunk was written; "
+                    "no results were produced"
+                ) from e
+            raise
+        seconds = time.perf_counter() - t0
+        arrays = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        for i in missing:
+            store.write(i, arrays[i - lo])
+        evals = dict(getattr(pipeline, "last_evals_per_image", {}) or {})
+        atomic_write_json(
+            tdir / f"chunk_{k:06d}.json",
+            {
+                "chunk": k,
+                "lo": lo,
+                "hi": hi,
+                "written": len(missing),
+                "sampled": hi - lo,
+                "seconds": seconds,
+                "evals_per_image": evals,
+                "worker": f"{worker.index}/{worker.count}",
+            },
+        )
+        stats.chunks_done += 1
+        stats.images_written += len(missing)
+        stats.seconds += seconds
+        log(
+            f"[{setting.setting_id}] chunk {k + 1}/{len(chunks)} (images {lo}..{hi - 1}): "
+            f"{hi - lo} sampled, {len(missing)} written in {seconds:.1f} s "
+            f"[{n_done + 1}/{len(mine)} of this worker's chunks]"
+        )
+    return stats
+
+
+@dataclass
+class Timing:
+    """Summed chunk records of one setting."""
+
+    seconds: float
+    images: int
+    chunks_timed: int
+    chunks_total: int
+    evals_per_image: float | None
+
+
+def read_timing(run_dir: Path, setting_id: str, n: int, chunk: int) -> Timing:
+    """Sum the chunk records (a chunk's last generation counts); evals from any record."""
+    chunks = chunk_bounds(n, chunk)
+    tdir = timing_dir(run_dir, setting_id)
+    seconds, images, timed, evals = 0.0, 0, 0, None
+    for k in range(len(chunks)):
+        p = tdir / f"chunk_{k:06d}.json"
+        if not p.is_file():
+            continue
+        rec = read_json(p)
+        seconds += float(rec["seconds"])
+        images += int(rec["sampled"])
+        timed += 1
+        e = rec.get("evals_per_image") or {}
+        if e:
+            evals = float(sum(e.values()))
+    return Timing(seconds, images, timed, len(chunks), evals)

@@ -1,0 +1,199 @@
+"""Results: one row of metrics per setting, from cached features, written as CSV + JSON + Markdown.
+
+Owns the results table of the run-directory contract (``RESULT_COLUMNS``, one row per model x guidance kind
+x scale x sampler x steps x resolution) and how each number is computed from feature arrays:
+
+- ``fid``: Frechet distance of Inception pool3 statistics (generated vs reference set), torch-fidelity's
+  formula; fewer than 2,048 samples in either set add a warning (the covariance is rank-deficient).
+- ``kid_mean`` / ``kid_std``: unbiased KID (cubic polynomial kernel), subsets of min(kid_subset_size, N).
+- ``is_mean`` / ``is_std``: Inception Score over min(10, N) splits; only when the extractor gives logits
+  (torch-fidelity's Inception; the offline fid-helper copy has no classifier head, so IS is NaN + warning).
+- ``precision`` / ``recall``: Kynkaanniemi et al. k-NN manifolds (k = spec.prc_k) on pool3, generated vs a
+  seeded subset of the reference set of the same size (the k-NN radius depends on set size, so sizes match).
+- ``clip_score``: 100 x mean cosine(image, caption) with no clamp (the paper's), ``clip_score_clamped`` with
+  max(cos, 0) (torchmetrics-style), from the evaluator CLIP of the model family.
+
+Features are cached (``glidebench.features.cached_features``) keyed by the extractor's fingerprint and the
+image set's fingerprint: reference sets in the user cache (shared between runs), generated sets in the run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .store import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "setting_id", "model", "guidance", "scale", "sampler", "steps", "resolution", "n_samples",
+    "evals_per_image", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall",
+    "clip_score", "clip_score_clamped", "wall_s", "images_per_s", "warnings",
+)  # fmt: skip
+EXTRA_COLUMNS: tuple[str, ...] = ("data", "n_reference")
+METRIC_COLUMNS = (
+    "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "clip_score", "clip_score_clamped",
+)  # fmt: skip
+
+
+class MetricsError(RuntimeError):
+    """A metric cannot be computed from what the run has (e.g. too few samples); the message says why."""
+
+
+def cache_root() -> Path:
+    """``$GLIDEBENCH_CACHE`` or the user cache directory (reference features live here)."""
+    env = os.environ.get("GLIDEBENCH_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("glidebench"))
+
+
+def features_for(
+    extractor: Any,
+    image_set_fingerprint: str,
+    batches: Callable[[], Iterable[torch.Tensor]],
+    total: int,
+    cache_dir: Path,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """Cached features of an image set (computed from ``batches()`` on a cache miss)."""
+    from .features import cached_features, extract_features
+
+    def compute() -> dict[str, np.ndarray]:
+        return extract_features(extractor, batches(), batch_size=batch_size, progress=progress, total=total)
+
+    return cached_features(extractor, image_set_fingerprint, compute, cache_dir)
+
+
+def check_sample_counts(n_fake: int, n_real: int) -> None:
+    if n_fake < 2 or n_real < 2:
+        raise MetricsError(
+            f"FID needs at least 2 generated and 2 reference images (got {n_fake} and {n_real}); use "
+            "--num-samples >= 2 (>= 2048 for a stable FID) and a larger reference set"
+        )
+
+
+def setting_metrics(
+    gen: dict[str, np.ndarray],
+    ref: dict[str, np.ndarray],
+    k: int = 3,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    clip_pair: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict[str, float], list[str]]:
+    """All metrics of one setting from its features (and optional CLIP embeddings). Returns (metrics, warnings)."""
+    import warnings as _warnings
+
+    from .metrics import clip_score, fid_report, inception_score, kid_from_features, precision_recall
+
+    fake, real = gen["pool3"], ref["pool3"]
+    n_fake, n_real = len(fake), len(real)
+    check_sample_counts(n_fake, n_real)
+    notes: list[str] = []
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", UserWarning)  # the few-samples warning goes into the table instead
+        fid = fid_report(fake, real)
+    if fid.few_samples:
+        notes.append(
+            f"FID from {min(n_fake, n_real)} < 2048 samples: biased and unstable, compare KID instead "
+            "(the protocol uses 30k)"
+        )
+    kid_mean, kid_std = kid_from_features(
+        fake, real, subset_size=min(kid_subset_size, n_fake, n_real), seed=seed
+    )
+    if n_real > n_fake:
+        idx = np.sort(np.random.default_rng([seed, 2]).permutation(n_real)[:n_fake])
+        real_prc = real[idx]
+    else:
+        real_prc = real
+    if min(n_fake, len(real_prc)) <= k:
+        raise MetricsError(
+            f"precision/recall with k={k} needs more than {k} images per set; use more samples"
+        )
+    pr = precision_recall(real_prc, fake, k=k)
+    out = {
+        "fid": fid.fid,
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "precision": pr["precision"],
+        "recall": pr["recall"],
+        "is_mean": math.nan,
+        "is_std": math.nan,
+        "clip_score": math.nan,
+        "clip_score_clamped": math.nan,
+    }
+    if "logits" in gen:
+        out["is_mean"], out["is_std"] = inception_score(gen["logits"], splits=min(10, n_fake))
+    else:
+        notes.append("IS not computed: the offline Inception (fid-helper) has no logits head")
+    if clip_pair is not None:
+        cs = clip_score(*clip_pair)
+        out["clip_score"], out["clip_score_clamped"] = cs["clip_score"], cs["clip_score_clamped"]
+    return out, notes
+
+
+def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows))
+    for c in RESULT_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    extras = [c for c in df.columns if c not in RESULT_COLUMNS]
+    return df[list(RESULT_COLUMNS) + extras]
+
+
+def write_results(run_dir: Path, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """results.json then results.csv (each atomic; the CSV, written last, marks a finished run).
+
+    NaN is an empty CSV cell and a JSON null.
+    """
+    df = results_frame(rows)
+    atomic_write_json(run_dir / "results.json", df.to_dict(orient="records"))
+    atomic_write_bytes(run_dir / "results.csv", df.to_csv(index=False).encode("utf-8"))
+    return df
+
+
+def _fmt(column: str, v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        if column in ("kid_mean", "kid_std"):
+            return f"{v:.4f}"
+        if column in ("precision", "recall"):
+            return f"{v:.3f}"
+        if column in ("scale",):
+            return f"{v:g}"
+        return f"{v:.2f}"
+    return str(v)
+
+
+TABLE_COLUMNS = (
+    "setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "is_mean", "precision", "recall",
+    "clip_score", "images_per_s",
+)  # fmt: skip
+
+
+def markdown_table(df: pd.DataFrame, columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    cols = [c for c in columns if c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(c, row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(run_dir: Path, df: pd.DataFrame, header: Sequence[str]) -> Path:
+    warnings = sorted({w for ws in df["warnings"].fillna("") for w in str(ws).split("; ") if w})
+    text = "\n".join(header) + "\n\n" + markdown_table(df)
+    if warnings:
+        text += "\nWarnings:\n\n" + "\n".join(f"- {w}" for w in warnings) + "\n"
+    path = run_dir / "results.md"
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,300 @@
+"""RunSpec: everything that determines a run's images, frozen, validated and fingerprinted.
+
+Owns the resolved description of one evaluation run and its identity:
+
+- :class:`Setting`: one guidance kind and scale (a row of the results table).
+- :class:`RunSpec`: suite, model identities (weights' SHA-256, or the recipe of a random initialisation), data
+  identity and caption selection, sample count, seed, settings, sampler/steps, resolution, chunk size, dtype,
+  device type and the metric options.
+- :meth:`RunSpec.fingerprint`: SHA-256 of the canonical JSON of all fields. The run directory is
+  ``OUT/<suite>/<label>-<fingerprint[:12]>``, so a changed spec never writes into an old run's directory.
+
+What is deliberately NOT in the spec (it does not change a single pixel or number): where the data lives on
+disk, the output root, the number of processes / the shard, progress bars. ``batch_size`` IS in the spec: it
+is the generation chunk size C, and CPU kernels may round differently for different batch sizes (a uint8 level
+at most), so a run is only byte-reproducible at the same C. Every chunk ``[k*C, (k+1)*C)`` is always sampled
+whole, whichever process or resume generates it (see :mod:`glidebench.generate`).
+
+Per-index seeds follow DESIGN.md: sample ``i`` uses ``seed + i`` (one ``torch.Generator`` per row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPEC_VERSION = 1
+GUIDANCE_KINDS = ("cfg", "clip", "none")
+SAMPLERS = ("ancestral", "ddim")
+DTYPES = ("fp32", "fp16", "bf16")
+DATA_KINDS = ("embedded", "coco")
+CAPTION_MODES = ("one-per-image", "random")
+MODEL_FAMILIES = ("embedded", "official")
+INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
+_STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|fast27)$")
+
+
+def _format_scale(scale: float) -> str:
+    return f"{scale:g}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One guidance kind and scale; ``none`` means unguided (the conditional model alone, scale 1)."""
+
+    guidance: str
+    scale: float
+
+    def __post_init__(self) -> None:
+        if self.guidance not in GUIDANCE_KINDS:
+            raise ValueError(f"guidance must be one of {GUIDANCE_KINDS}, got {self.guidance!r}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)):
+            raise TypeError(f"scale must be a number, got {self.scale!r}")
+        object.__setattr__(self, "scale", float(self.scale))
+        if not math.isfinite(self.scale) or self.scale < 0:
+            raise ValueError(f"scale must be a finite number >= 0, got {self.scale}")
+        if self.guidance == "none" and self.scale != 1.0:
+            raise ValueError("unguided sampling ('none') has no scale; use scale 1")
+
+    @property
+    def setting_id(self) -> str:
+        """``cfg-1.5``, ``clip-2``, ``none``: unique within a run, safe as a directory name."""
+        return "none" if self.guidance == "none" else f"{self.guidance}-{_format_scale(self.scale)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"guidance": self.guidance, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Setting:
+        _check_keys(cls, data)
+        return cls(str(data["guidance"]), data["scale"])
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], optional: Sequence[str] = ()) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    missing = sorted(names - set(data) - set(optional))
+    if unknown or missing:
+        raise ValueError(
+            f"{cls.__name__}: unknown keys {unknown}, missing keys {missing}; expected {sorted(names)} "
+            f"(was it written by another spec version than {SPEC_VERSION}?)"
+        )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The resolved, frozen description of a run (see the module docstring for what is and is not in it)."""
+
+    suite: str
+    suite_version: int
+    model: str  # family: "embedded" | "official"
+    model_label: str  # what the results' "model" column says (e.g. "embedded-random-init")
+    weights: tuple[tuple[str, str], ...]  # (role, identity): sha256 of a file or "random-init:..."
+    data: str  # "embedded" | "coco"
+    split: str  # "test" (embedded) | "val2014" | "val2017"
+    data_id: str  # embedded dataset fingerprint or the annotations file's SHA-256 prefix
+    captions: str  # "one-per-image" | "random"
+    num_samples: int
+    reference_size: int  # images in the reference set (0: the whole split)
+    seed: int
+    settings: tuple[Setting, ...]
+    sampler: str
+    steps: str
+    resolution: int
+    base_resolution: int
+    up_sampler: str
+    up_steps: str
+    upsample_temp: float
+    batch_size: int
+    dtype: str
+    device_type: str
+    inception: str = "auto"
+    kid_subset_size: int = 1000
+    prc_k: int = 3
+    random_init: bool = False
+    spec_version: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(sorted((str(r), str(i)) for r, i in self.weights)))
+        object.__setattr__(
+            self,
+            "settings",
+            tuple(s if isinstance(s, Setting) else Setting.from_dict(s) for s in self.settings),
+        )
+        if self.spec_version != SPEC_VERSION:
+            raise ValueError(
+                f"spec_version {self.spec_version} is not {SPEC_VERSION}; rerun with this glidebench"
+            )
+        if self.model not in MODEL_FAMILIES:
+            raise ValueError(f"model must be one of {MODEL_FAMILIES}, got {self.model!r}")
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"data must be one of {DATA_KINDS}, got {self.data!r}")
+        if self.captions not in CAPTION_MODES:
+            raise ValueError(f"captions must be one of {CAPTION_MODES}, got {self.captions!r}")
+        for name in ("num_samples", "batch_size", "resolution", "base_resolution"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.prc_k < 1:
+            raise ValueError(f"prc_k must be >= 1, got {self.prc_k}")
+        for name in ("num_samples", "reference_size"):
+            if getattr(self, name) <= self.prc_k:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is too few samples: precision/recall (k={self.prc_k}) needs more "
+                    f"than {self.prc_k} images per set and FID at least 2; use {self.prc_k + 1} or more "
+                    "(>= 2048 for a stable FID)"
+                )
+        if not self.settings:
+            raise ValueError("a run needs at least one setting (e.g. --cfg 1,3)")
+        ids = [s.setting_id for s in self.settings]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate settings {ids}; give each guidance scale once")
+        for name in ("sampler", "up_sampler"):
+            if getattr(self, name) not in SAMPLERS:
+                raise ValueError(f"{name} must be one of {SAMPLERS}, got {getattr(self, name)!r}")
+        for name in ("steps", "up_steps"):
+            if not _STEPS_RE.match(getattr(self, name)):
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not a respacing: use 'N' (e.g. 100), 'a,b,c', 'ddimN' or 'fast27'"
+                )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.inception not in INCEPTION_SOURCES:
+            raise ValueError(f"inception must be one of {INCEPTION_SOURCES}, got {self.inception!r}")
+        if self.resolution < self.base_resolution:
+            raise ValueError(
+                f"resolution {self.resolution} is below the base model's {self.base_resolution} px; use "
+                f"{self.base_resolution} (base only) or the upsampler's output size"
+            )
+
+    # -- derived ---------------------------------------------------------------------------------------
+    @property
+    def upsample(self) -> bool:
+        return self.resolution != self.base_resolution
+
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.num_samples)]
+
+    def setting(self, setting_id: str) -> Setting:
+        for s in self.settings:
+            if s.setting_id == setting_id:
+                return s
+        raise KeyError(setting_id)
+
+    def setting_record(self, s: Setting) -> dict[str, Any]:
+        """The settings.json entry of ``s`` (run-directory contract)."""
+        return {
+            "guidance": s.guidance,
+            "scale": s.scale,
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "resolution": self.resolution,
+            "model": self.model_label,
+            "up_sampler": self.up_sampler if self.upsample else None,
+            "up_steps": self.up_steps if self.upsample else None,
+        }
+
+    # -- serialisation ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["weights"] = dict(self.weights)
+        d["settings"] = [s.to_dict() for s in self.settings]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        data = {k: v for k, v in data.items() if k not in ("fingerprint",)}
+        optional = [f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING]
+        _check_keys(cls, data, optional)
+        data = dict(data)
+        data["weights"] = tuple(sorted(dict(data["weights"]).items()))
+        data["settings"] = tuple(Setting.from_dict(s) for s in data["settings"])
+        return cls(**data)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """spec.json: the resolved spec plus its fingerprint."""
+        return self.to_dict() | {"fingerprint": self.fingerprint}
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.model_label}-{self.data}-{self.resolution}px-{self.fingerprint[:12]}"
+
+    def run_dir(self, out: str | Path) -> Path:
+        return Path(out) / self.suite / self.run_name
+
+    def replace(self, **changes: Any) -> RunSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_scales(text: str | None, option: str) -> list[float]:
+    """``"1,1.5,2"`` -> [1.0, 1.5, 2.0]; empty / None -> []. Errors name the option."""
+    if text is None or str(text).strip() == "":
+        return []
+    out = []
+    for part in str(text).split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise ValueError(
+                f"{option}: {part!r} is not a number; give comma-separated scales like 1,1.5,2"
+            ) from None
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{option}: scale {part} must be a finite number >= 0")
+        out.append(v)
+    return out
+
+
+def make_settings(cfg: Sequence[float], clip: Sequence[float], unguided: bool = False) -> tuple[Setting, ...]:
+    settings = [Setting("none", 1.0)] if unguided else []
+    settings += [Setting("cfg", s) for s in cfg] + [Setting("clip", s) for s in clip]
+    return tuple(settings)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which part of the chunks this process generates: ``index`` of ``count`` (``--shard i/n``)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard must be i/n with 0 <= i < n, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shard:
+        if not text:
+            return cls()
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not m:
+            raise ValueError(f"--shard {text!r}: use i/n, e.g. --shard 0/4 (shards are numbered from 0)")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One generating process: global worker ``index`` of ``count`` = shard x torch.distributed rank."""
+
+    index: int = 0
+    count: int = 1
+    rank: int = 0
+    world: int = 1
+    shard: Shard = field(default_factory=Shard)
+
+    @classmethod
+    def make(cls, shard: Shard, rank: int = 0, world: int = 1) -> Worker:
+        return cls(shard.index * world + rank, shard.count * world, rank, world, shard)

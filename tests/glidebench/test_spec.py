@@ -1,0 +1,150 @@
+"""RunSpec: validation, a stable fingerprint that changes with every field, the run directory, shards and workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+
+from glidebench.spec import RunSpec, Setting, Shard, Worker, make_settings, parse_scales
+
+
+def make_spec(**changes) -> RunSpec:
+    base = dict(
+        suite="coco-fid", suite_version=1, model="embedded", model_label="embedded",
+        weights=(("base", "ab" * 32), ("eval-clip", "cd" * 32)), data="embedded", split="test", data_id="0123456789abcdef",
+        captions="one-per-image", num_samples=200, reference_size=500, seed=0,
+        settings=(Setting("cfg", 1.0), Setting("cfg", 3.0), Setting("clip", 2.0)), sampler="ddim", steps="ddim25",
+        resolution=32, base_resolution=32, up_sampler="ddim", up_steps="fast27", upsample_temp=0.997, batch_size=50,
+        dtype="fp32", device_type="cpu",
+    )  # fmt: skip
+    return RunSpec(**(base | changes))
+
+
+def test_fingerprint_is_sha256_of_canonical_json_and_roundtrips() -> None:
+    spec = make_spec()
+    canonical = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    assert spec.fingerprint == hashlib.sha256(canonical.encode()).hexdigest()
+    record = json.loads(json.dumps(spec.record()))
+    assert record["fingerprint"] == spec.fingerprint and record["spec_version"] == 1
+    again = RunSpec.from_dict(record)
+    assert again == spec and again.fingerprint == spec.fingerprint
+    # Order of the weights does not matter; their content does.
+    assert make_spec(weights=tuple(reversed(spec.weights))).fingerprint == spec.fingerprint
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"weights": (("base", "ef" * 32), ("eval-clip", "cd" * 32))},
+        {"model_label": "embedded-random-init", "random_init": True},
+        {"data_id": "fedcba9876543210"},
+        {"captions": "random"},
+        {"num_samples": 201},
+        {"reference_size": 501},
+        {"seed": 1},
+        {"settings": (Setting("cfg", 1.0), Setting("cfg", 3.5), Setting("clip", 2.0))},
+        {"steps": "ddim50"},
+        {"sampler": "ancestral"},
+        {"batch_size": 25},
+        {"dtype": "bf16"},
+        {"device_type": "cuda"},
+        {"resolution": 64},
+        {"inception": "fid-helper"},
+        {"prc_k": 5},
+    ],
+)
+def test_every_field_changes_the_fingerprint_and_the_run_dir(change, tmp_path) -> None:
+    a, b = make_spec(), make_spec(**change)
+    assert a.fingerprint != b.fingerprint
+    assert a.run_dir(tmp_path) != b.run_dir(tmp_path)
+    assert a.run_dir(tmp_path).parent == tmp_path / "coco-fid"
+    assert a.run_dir(tmp_path).name.endswith(a.fingerprint[:12])
+
+
+def test_every_field_is_covered_by_the_fingerprint_test() -> None:
+    names = {f.name for f in dataclasses.fields(RunSpec)}
+    covered = {"weights", "model_label", "random_init", "data_id", "captions", "num_samples", "reference_size",
+               "seed", "settings", "steps", "sampler", "batch_size", "dtype", "device_type", "resolution",
+               "inception", "prc_k"}  # fmt: skip
+    # The rest are constants of one suite/run kind or derived from the covered ones.
+    rest = {"suite", "suite_version", "model", "data", "split", "base_resolution", "up_sampler", "up_steps",
+            "upsample_temp", "kid_subset_size", "spec_version"}  # fmt: skip
+    assert names == covered | rest
+    for name, value in (
+        ("up_steps", "ddim10"),
+        ("upsample_temp", 1.0),
+        ("kid_subset_size", 500),
+        ("split", "val"),
+    ):
+        assert make_spec(**{name: value}).fingerprint != make_spec().fingerprint
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": "dalle"}, "model must be one of"),
+        ({"steps": "fast"}, "not a respacing"),
+        ({"sampler": "plms"}, "sampler must be one of"),
+        ({"num_samples": 3}, "num_samples=3 is too few samples"),
+        ({"reference_size": 2}, "reference_size=2 is too few"),
+        ({"settings": ()}, "at least one setting"),
+        ({"settings": (Setting("cfg", 2.0), Setting("cfg", 2))}, "duplicate settings"),
+        ({"resolution": 16}, "below the base model"),
+        ({"dtype": "fp8"}, "dtype must be one of"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ],
+)
+def test_invalid_specs_are_rejected_with_the_reason(change, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_spec(**change)
+
+
+def test_unknown_or_missing_keys_are_errors() -> None:
+    record = make_spec().record()
+    with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
+        RunSpec.from_dict(record | {"colour": "red"})
+    del record["seed"]
+    with pytest.raises(ValueError, match=r"missing keys \['seed'\]"):
+        RunSpec.from_dict(record)
+
+
+def test_settings_ids_seeds_and_records() -> None:
+    assert [s.setting_id for s in make_settings([1, 1.5], [2], unguided=True)] == [
+        "none",
+        "cfg-1",
+        "cfg-1.5",
+        "clip-2",
+    ]
+    with pytest.raises(ValueError):
+        Setting("none", 2.0)
+    with pytest.raises(ValueError):
+        Setting("cfg", -1.0)
+    spec = make_spec(seed=7, num_samples=5, reference_size=10)
+    assert spec.seeds() == [7, 8, 9, 10, 11]
+    rec = spec.setting_record(spec.settings[1])
+    assert rec == {"guidance": "cfg", "scale": 3.0, "sampler": "ddim", "steps": "ddim25", "resolution": 32,
+                   "model": "embedded", "up_sampler": None, "up_steps": None}  # fmt: skip
+    assert make_spec(resolution=64).upsample and not spec.upsample
+
+
+def test_parse_scales() -> None:
+    assert parse_scales("1,1.5, 2", "--cfg") == [1.0, 1.5, 2.0]
+    assert parse_scales("", "--clip") == [] and parse_scales(None, "--clip") == []
+    with pytest.raises(ValueError, match="--cfg: 'a' is not a number"):
+        parse_scales("1,a", "--cfg")
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_scales("-1", "--clip")
+
+
+def test_shards_and_workers_compose() -> None:
+    assert Shard.parse(None) == Shard(0, 1)
+    assert Shard.parse(" 2 / 4 ") == Shard(2, 4)
+    for bad in ("4/4", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError):
+            Shard.parse(bad)
+    # Shard i of n with torchrun rank r of world w is worker i * w + r of n * w: every worker exactly once.
+    workers = [Worker.make(Shard(i, 3), r, 2) for i in range(3) for r in range(2)]
+    assert sorted(w.index for w in workers) == list(range(6)) and {w.count for w in workers} == {6}
