@@ -139,3 +139,41 @@ def test_download_resumes_records_and_verifies_sha256(tmp_path, server, monkeypa
     path.write_bytes(payload[:-10] + b"0123456789")  # the file changes after download
     with pytest.raises(CheckpointError, match="SHA-256 .* was recorded"):
         load_model("base", config=model.config)
+
+
+def _tiny_clip():
+    from glide.clip.config import ClipConfig
+    from glide.clip.model import create_clip_model
+
+    cfg = ClipConfig.from_dict(
+        dict(
+            n_embd=16,
+            n_head_state_text=16,
+            n_head_text=1,
+            n_xf_blocks_text=1,
+            n_head_state_image=16,
+            n_head_image=1,
+            n_xf_blocks_image=1,
+            image_size=16,
+            patch_size=4,
+            n_vocab=49408,
+        )
+    )
+    return create_clip_model(config=cfg, device="cpu")
+
+
+def test_clip_checkpoint_given_as_unet_and_the_reverse(tmp_path):
+    clip = _tiny_clip()
+    torch.save(clip.image_encoder.state_dict(), tmp_path / "clip_image_enc.pt")
+    torch.save(clip.text_encoder.state_dict(), tmp_path / "clip_text_enc.pt")
+    with pytest.raises(
+        CheckpointError, match=r"clip_image_enc\.pt holds a noised-CLIP image encoder, but the model"
+    ):
+        load_model(tmp_path / "clip_image_enc.pt", config=tiny_config())
+    with pytest.raises(CheckpointError, match=r"clip_text_enc\.pt holds a noised-CLIP text encoder"):
+        load_model(tmp_path / "clip_text_enc.pt", config=tiny_config())
+    torch.save(tiny_model().state_dict(), tmp_path / "base.pt")
+    with pytest.raises(CheckpointError, match=r"base\.pt holds a GLIDE base UNet, not a noised-CLIP encoder"):
+        checkpoints.load_clip((str(tmp_path / "base.pt"), str(tmp_path / "clip_text_enc.pt")))
+    with pytest.raises(CheckpointError, match="look swapped"):
+        checkpoints.load_clip((str(tmp_path / "clip_text_enc.pt"), str(tmp_path / "clip_image_enc.pt")))
