@@ -208,7 +208,10 @@ class UNetModel(nn.Module):
         h = self.middle_block(h, emb, xf_out)
         for module in self.output_blocks:
             h = module(torch.cat([h, hs.pop()], dim=1), emb, xf_out)
-        return self.out(h.type(x.dtype))
+        # The output block runs in fp32 even under autocast, as the official fp16 model keeps it: eps is
+        # multiplied by sqrt(1/abar - 1) (~1e4 at t = 999) in pred_xstart, so a bf16/fp16 eps would be noise.
+        with torch.autocast(h.device.type, enabled=False):
+            return self.out(h.type(x.dtype).float()).type(x.dtype)
 
 
 class Text2ImUNet(UNetModel):

@@ -81,3 +81,16 @@ def test_invalid_configs_are_rejected(bad):
 def test_unknown_option_is_an_error():
     with pytest.raises(ValueError, match="unknown model option"):
         ModelConfig.from_dict({"image_size": 64, "num_chanels": 3})
+
+
+def test_output_block_stays_fp32_under_bf16_autocast():
+    """eps feeds pred_xstart with a ~1e4 gain at t = 999, so the output block must not run in bf16."""
+    model = tiny_model()
+    tokens, mask = model.tokenizer.batch(["a red circle"], 12)
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([999])
+    with torch.no_grad():
+        ref = model(x, t, tokens=tokens, mask=mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(x, t, tokens=tokens, mask=mask)
+    assert got.dtype == torch.float32
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max()
