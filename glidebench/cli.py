@@ -27,7 +27,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "score. Options left out come from the suite's profile (glidebench/suites/coco-fid.json). Re-running the "
         "same command resumes.",
     )
-    p.add_argument("suite", choices=["coco-fid"], help="the suite to run")
+    p.add_argument("suite", choices=["coco-fid", "throughput"], help="the suite to run")
+    tp = p.add_argument_group("throughput suite (glidebench run throughput)")
+    tp.add_argument("--models", default="base,upsample,clip-step", help="base, upsample, clip-step")
+    tp.add_argument("--batch-sizes", default="1,2,4", help="images per step")
+    tp.add_argument("--dtypes", default=None, help="fp32,fp16,bf16 (default: fp32 on CPU, all three on GPU)")
+    tp.add_argument("--attention", default="einsum,sdpa", help="einsum (official), sdpa")
+    tp.add_argument("--compile", default="off", help="off, on or off,on")
+    tp.add_argument("--channels-last", default="off", help="off, on or off,on")
+    tp.add_argument(
+        "--size", default="full", choices=["full", "tiny"], help="official sizes or tiny test models"
+    )
+    tp.add_argument("--repeats", type=int, default=5)
+    tp.add_argument("--trace", action="store_true", help="also export a torch.profiler trace per case")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", choices=["embedded", "official"], help="model family (default: official when the "
                    "data is MS-COCO and the weights are cached, else embedded)")  # fmt: skip
@@ -132,10 +144,53 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands
 
 
+def _cmd_throughput(args: argparse.Namespace) -> int:
+    import torch
+
+    from .suites.throughput import cases, run_throughput
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtypes = (args.dtypes or ("fp32,fp16,bf16" if device.startswith("cuda") else "fp32")).split(",")
+    onoff = {"off": [False], "on": [True], "off,on": [False, True], "on,off": [True, False]}
+    for name in ("compile", "channels_last"):
+        if getattr(args, name) not in onoff:
+            raise ValueError(f"--{name.replace('_', '-')} must be off, on or off,on")
+    case_list = cases(
+        args.models.split(","),
+        [int(b) for b in args.batch_sizes.split(",")],
+        dtypes,
+        args.attention.split(","),
+        onoff[args.compile],
+        onoff[args.channels_last],
+    )
+    out = Path(args.out) / "throughput" / f"{device.replace(':', '')}-{args.size}"
+    table = run_throughput(case_list, out, device, args.size, repeats=args.repeats, trace=args.trace)
+    cols = [
+        "model",
+        "batch_size",
+        "dtype",
+        "attention",
+        "compile",
+        "channels_last",
+        "ms_per_eval",
+        "images_per_s",
+        "gflop_per_eval",
+        "achieved_tflops",
+        "utilisation",
+        "peak_memory_mib",
+        "error",
+    ]
+    print(table[[c for c in cols if c in table]].to_string(index=False))
+    print(f"wrote {out}/throughput.json and throughput.csv")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .suites import load_suite
 
     configure_threads(args.threads)
+    if args.suite == "throughput":
+        return _cmd_throughput(args)
     suite = load_suite(args.suite)
     import importlib
 

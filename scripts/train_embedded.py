@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "glidebench" / "assets" / "models"
 # name -> (train kind, recipe, steps of the shipped model)
 RUNS: dict[str, tuple[str, str, int]] = {
-    "embedded-base": ("base", "recipes/embedded-base.json", 925),
+    "embedded-base": ("base", "recipes/embedded-base.json", 2223),
     "embedded-clip-noised": ("clip", "recipes/embedded-clip-noised.json", 1928),
     "embedded-clip-eval": ("clip", "recipes/embedded-clip-eval.json", 334),
     "embedded-upsample": ("upsample", "recipes/embedded-upsample.json", 258),
