@@ -32,67 +32,28 @@ __all__ = [
 class CompatDiffusion(SpacedDiffusion):
     """A SpacedDiffusion with the official loop methods (p_sample_loop, ddim_sample_loop, ...)."""
 
-    def p_sample_loop_progressive(
-        self,
-        model,
-        shape,
-        noise=None,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-    ):
+    def _progressive(self, sampler: str, model, shape, noise=None, device=None, **kwargs: Any):
         x_T = noise if noise is not None else torch.randn(*shape, device=device)
-        return samplers.ancestral(
-            self,
-            model,
-            x_T,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            cond_fn=cond_fn,
-            model_kwargs=model_kwargs,
-            progress=progress,
-        )
+        return samplers.get_sampler(sampler)(self, model, x_T, **kwargs)
+
+    def p_sample_loop_progressive(self, model, shape, **kwargs: Any):
+        return self._progressive("ancestral", model, shape, **kwargs)
+
+    def ddim_sample_loop_progressive(self, model, shape, **kwargs: Any):
+        return self._progressive("ddim", model, shape, **kwargs)
 
     def p_sample_loop(self, model, shape, **kwargs: Any) -> torch.Tensor:
-        out = None
-        for out in self.p_sample_loop_progressive(model, shape, **kwargs):  # noqa: B007
-            pass
-        return out["sample"]
-
-    def ddim_sample_loop_progressive(
-        self,
-        model,
-        shape,
-        noise=None,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-        eta=0.0,
-    ):
-        x_T = noise if noise is not None else torch.randn(*shape, device=device)
-        return samplers.ddim(
-            self,
-            model,
-            x_T,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            cond_fn=cond_fn,
-            model_kwargs=model_kwargs,
-            progress=progress,
-            eta=eta,
-        )
+        return _last(self.p_sample_loop_progressive(model, shape, **kwargs))
 
     def ddim_sample_loop(self, model, shape, **kwargs: Any) -> torch.Tensor:
-        out = None
-        for out in self.ddim_sample_loop_progressive(model, shape, **kwargs):  # noqa: B007
-            pass
-        return out["sample"]
+        return _last(self.ddim_sample_loop_progressive(model, shape, **kwargs))
+
+
+def _last(steps) -> torch.Tensor:
+    out = None
+    for out in steps:  # noqa: B007
+        pass
+    return out["sample"]
 
 
 def create_model_and_diffusion(**options: Any):

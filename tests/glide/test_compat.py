@@ -1,0 +1,46 @@
+"""The glide-text2im compatibility names behave like the official ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glide.compat import create_model_and_diffusion, model_and_diffusion_defaults
+from glide.diffusion import samplers
+
+from .helpers import WORDS
+
+
+def test_create_model_and_diffusion_and_loops():
+    options = model_and_diffusion_defaults() | dict(
+        image_size=32,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,2,2",
+        num_head_channels=16,
+        attention_resolutions="8",
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        text_ctx=12,
+        timestep_respacing="5",
+        use_fp16=False,
+        tokenizer={"kind": "words", "vocab": WORDS},
+    )
+    model, diffusion = create_model_and_diffusion(**options)
+    assert diffusion.num_timesteps == 5 and diffusion.timestep_map.tolist() == [0, 250, 500, 749, 999]
+    tokens, mask = model.tokenizer.batch(["a red circle"], 12)
+    kwargs = {"tokens": tokens, "mask": mask}
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    a = diffusion.p_sample_loop(model, (1, 3, 32, 32), noise=noise, model_kwargs=kwargs)
+    torch.manual_seed(1)
+    b = samplers.sample_loop("ancestral", diffusion, model, noise, model_kwargs=kwargs)
+    assert torch.equal(a, b)
+    c = diffusion.ddim_sample_loop(model, (1, 3, 32, 32), noise=noise, model_kwargs=kwargs, eta=0.0)
+    assert c.shape == (1, 3, 32, 32)
+
+
+def test_unknown_official_option_is_an_error():
+    with pytest.raises(ValueError, match="unknown model option"):
+        create_model_and_diffusion(**(model_and_diffusion_defaults() | {"learn_sigma": True}))
