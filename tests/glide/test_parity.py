@@ -1,7 +1,8 @@
 """Parity with OpenAI's glide-text2im on the small random models in ../shared/reference/golden_small.npz.
 
 The golden arrays were produced by the official code (see golden_small.json); every model here is built by
-this project from the same options and loaded with the official state dicts, strict.
+this project from the same options and loaded with the official state dicts, strict. The fixtures in
+tests/conftest.py skip these tests with a reason where ../shared/reference is absent.
 
 About tolerances: the golden data were made on a CPU whose float32 kernels round differently from an AVX2
 machine's (same torch 2.14.1): single forward passes agree to ~6e-6 here, not bit for bit. Two places
