@@ -61,15 +61,10 @@ def create_model_and_diffusion(**options: Any):
     cfg = ModelConfig.from_dict(options)
     model = create_model(cfg.replace(use_fp16=False))
     model.dtype = torch.float16 if cfg.use_fp16 else torch.float32
-    base = create_gaussian_diffusion(cfg.diffusion_steps, cfg.noise_schedule, cfg.timestep_respacing)
-    diffusion = CompatDiffusion(base.timestep_map.tolist(), _betas(cfg))
+    diffusion = create_gaussian_diffusion(
+        cfg.diffusion_steps, cfg.noise_schedule, cfg.timestep_respacing, cls=CompatDiffusion
+    )
     return model, diffusion
-
-
-def _betas(cfg: ModelConfig):
-    from .diffusion.schedules import get_named_beta_schedule
-
-    return get_named_beta_schedule(cfg.noise_schedule, cfg.diffusion_steps)
 
 
 def load_checkpoint(checkpoint_name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -57,7 +57,6 @@ def attention(
     k: torch.Tensor,
     v: torch.Tensor,
     impl: str = "einsum",
-    causal_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over the last two axes; q,k,v: [..., L, d] -> [..., Lq, d].
 
@@ -66,13 +65,11 @@ def attention(
     """
     d = q.shape[-1]
     if impl == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask)
+        return F.scaled_dot_product_attention(q, k, v)
     if impl != "einsum":
         raise ValueError(f"unknown attention implementation {impl!r}; use one of {ATTENTION_IMPLS}")
     scale = 1 / math.sqrt(math.sqrt(d))
     weight = torch.einsum("...tc,...sc->...ts", q * scale, k * scale)
-    if causal_mask is not None:
-        weight = weight + causal_mask
     weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
     return torch.einsum("...ts,...sc->...tc", weight, v)
 

@@ -312,9 +312,6 @@ class Text2ImUNet(UNetModel):
         self.dtype = torch.float16
         return self
 
-    def model_kwargs_keys(self) -> tuple[str, ...]:
-        return ("tokens", "mask", "text_emb")
-
 
 def _upsample_low_res(low_res: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(low_res, like.shape[2:], mode="bilinear", align_corners=False)

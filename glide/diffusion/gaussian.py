@@ -179,8 +179,11 @@ class SpacedDiffusion(GaussianDiffusion):
 
 
 def create_gaussian_diffusion(
-    steps: int = 1000, noise_schedule: str = "squaredcos_cap_v2", timestep_respacing: str = ""
+    steps: int = 1000,
+    noise_schedule: str = "squaredcos_cap_v2",
+    timestep_respacing: str = "",
+    cls: type[SpacedDiffusion] = SpacedDiffusion,
 ) -> SpacedDiffusion:
     """The official factory: a schedule by name, respaced by ``timestep_respacing`` ('' keeps all steps)."""
     betas = get_named_beta_schedule(noise_schedule, steps)
-    return SpacedDiffusion(space_timesteps(steps, timestep_respacing or [steps]), betas)
+    return cls(space_timesteps(steps, timestep_respacing or [steps]), betas)

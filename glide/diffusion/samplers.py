@@ -52,9 +52,11 @@ def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") ->
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
-def _steps(diffusion: GaussianDiffusion, progress: bool, desc: str) -> Iterator[int]:
+def _steps(diffusion: GaussianDiffusion, x_T: torch.Tensor, progress: bool, desc: str):
+    """(i, t) from the noisiest respaced index down to 0, with t the batch's index tensor."""
     indices = list(range(diffusion.num_timesteps))[::-1]
-    return iter(tqdm(indices, desc=desc, leave=False) if progress else indices)
+    for i in tqdm(indices, desc=desc, leave=False) if progress else indices:
+        yield i, torch.full((x_T.shape[0],), i, device=x_T.device, dtype=torch.long)
 
 
 def _nonzero(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -95,8 +97,7 @@ def ancestral(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """p_sample_loop_progressive: from x_T down to x_0, yielding each step."""
     img = x_T
-    for i in _steps(diffusion, progress, "ancestral"):
-        t = torch.full((x_T.shape[0],), i, device=x_T.device, dtype=torch.long)
+    for _, t in _steps(diffusion, x_T, progress, "ancestral"):
         with torch.no_grad():
             out = p_sample(
                 diffusion, model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, noise_fn
@@ -150,8 +151,7 @@ def ddim(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """ddim_sample_loop_progressive."""
     img = x_T
-    for i in _steps(diffusion, progress, "ddim"):
-        t = torch.full((x_T.shape[0],), i, device=x_T.device, dtype=torch.long)
+    for _, t in _steps(diffusion, x_T, progress, "ddim"):
         with torch.no_grad():
             out = ddim_step(
                 diffusion, model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, eta, noise_fn
@@ -204,8 +204,7 @@ def plms(
     """PLMS (PNDM's pseudo linear multistep on the DDIM update); deterministic, noise_fn unused."""
     img, old_eps = x_T, []
     args = (clip_denoised, denoised_fn, cond_fn, model_kwargs)
-    for i in _steps(diffusion, progress, "plms"):
-        t = torch.full((x_T.shape[0],), i, device=x_T.device, dtype=torch.long)
+    for i, t in _steps(diffusion, x_T, progress, "plms"):
         with torch.no_grad():
             eps, x0 = _eps_x0(diffusion, model, img, t, *args)
             if not old_eps:
@@ -256,8 +255,7 @@ def dpm_solver_pp_2m(
         raise ValueError("threshold must be None, 'static' or 'dynamic'")
     abar = torch.from_numpy(diffusion.alphas_cumprod)
     img, x0_prev, h_prev = x_T, None, None
-    for i in _steps(diffusion, progress, "dpm++2m"):
-        t = torch.full((x_T.shape[0],), i, device=x_T.device, dtype=torch.long)
+    for i, t in _steps(diffusion, x_T, progress, "dpm++2m"):
         with torch.no_grad():
             _, x0 = _eps_x0(
                 diffusion,

@@ -22,6 +22,10 @@ from glide.config import ModelConfig
 from glidebench import models as M
 from glidebench.data.embedded import vocabulary
 
+# The metric columns the resume and shard tests compare between runs.
+METRICS = ("setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "kid_std", "is_mean", "is_std",
+           "precision", "recall", "clip_score", "clip_score_clamped")  # fmt: skip
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from glidebench.cli import main
 
 from .test_models import (
+    METRICS,
     PY,
     base_args,
     harness_env,
@@ -27,8 +28,6 @@ from .test_models import (
     write_runner,
 )
 
-METRICS = ("setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "kid_std", "is_mean", "is_std",
-           "precision", "recall", "clip_score", "clip_score_clamped")  # fmt: skip
 # 25 DDIM steps of the 50-step tiny model: slow enough (a fraction of a second per chunk) to kill mid-run.
 ARGS = ("--steps", "ddim25", "--cfg", "1,3", "--clip", "2")
 N_IMAGES = 3 * 8

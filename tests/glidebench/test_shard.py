@@ -13,6 +13,7 @@ import pytest
 from glidebench.cli import main
 
 from .test_models import (
+    METRICS,
     PY,
     base_args,
     harness_env,
@@ -24,8 +25,6 @@ from .test_models import (
     write_runner,
 )
 
-METRICS = ("setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "kid_std", "is_mean", "is_std",
-           "precision", "recall", "clip_score", "clip_score_clamped")  # fmt: skip
 ARGS = ("--cfg", "1,3", "--clip", "2")
 
 
