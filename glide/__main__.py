@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoints import OFFICIAL, CheckpointError, download, how_to_get, is_cached
+from .diffusion.samplers import SAMPLERS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--batch-size", type=int, default=1)
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--steps", default="100", help="base respacing: N, a,b,c, ddimN or fast27")
-        sp.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
+        sp.add_argument("--sampler", default="ancestral", choices=sorted(SAMPLERS))
         sp.add_argument("--base", default=None, help="base checkpoint: official name or file")
         sp.add_argument("--upsampler", default=None, help="upsampler checkpoint: official name or file")
         sp.add_argument("--no-upsample", action="store_true", help="stop at 64 px")

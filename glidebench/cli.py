@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .spec import SAMPLERS
+
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
@@ -22,12 +24,17 @@ EXIT_INTERRUPTED = 130
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="run a suite (coco-fid)",
+        help="run a suite (coco-fid, attributes, nfe, throughput)",
         description="Generate samples for every guidance setting, then compute FID/KID/IS/precision/recall/CLIP "
         "score. Options left out come from the suite's profile (glidebench/suites/coco-fid.json). Re-running the "
         "same command resumes.",
     )
-    p.add_argument("suite", choices=["coco-fid", "throughput"], help="the suite to run")
+    p.add_argument(
+        "suite",
+        choices=["coco-fid", "attributes", "nfe", "throughput"],
+        help="coco-fid (the paper's protocol), attributes (caption agreement on the embedded set), nfe (quality "
+        "against model evaluations per sampler), throughput (speed and memory)",
+    )
     tp = p.add_argument_group("throughput suite (glidebench run throughput)")
     tp.add_argument("--models", default="base,upsample,clip-step", help="base, upsample, clip-step")
     tp.add_argument("--batch-sizes", default="1,2,4", help="images per step")
@@ -48,7 +55,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--coco-root", help="MS-COCO directory with annotations/ and val2014/ (or $GLIDEBENCH_COCO)"
     )
     g.add_argument("--coco-split", choices=["val2014", "val2017"])
-    g.add_argument("--captions", choices=["one-per-image", "random"], help="caption selection (recorded)")
+    g.add_argument("--captions", choices=["one-per-image", "random", "single-object"], help="caption selection "
+                   "(recorded); single-object: the embedded set's one-object scenes (the attributes suite)")  # fmt: skip
     g.add_argument("--num-samples", type=int, help="samples per setting")
     g.add_argument("--reference-size", type=int, help="reference images (0 = the whole split)")
     g.add_argument("--limit", type=int, help="cap the number of samples (quick runs)")
@@ -57,10 +65,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cfg", help="classifier-free guidance scales, e.g. 1,1.5,2,3,4 ('' for none)")
     g.add_argument("--clip", help="CLIP-guidance scales, e.g. 1,2,3 ('' for none)")
     g.add_argument("--unguided", action="store_true", default=None, help="add an unguided setting")
-    g.add_argument("--sampler", choices=["ancestral", "ddim"])
+    g.add_argument("--sampler", choices=list(SAMPLERS), help="base sampler (plms and dpm++2m use eps only)")
     g.add_argument("--steps", help="base respacing: 250, 100, ddim25, 10,10,3,2,2, fast27")
     g.add_argument("--resolution", help="64 (base only) | 256 (with the upsampler) | base | up")
-    g.add_argument("--up-sampler", choices=["ancestral", "ddim"])
+    g.add_argument("--up-sampler", choices=list(SAMPLERS))
     g.add_argument("--up-steps", help="upsampler respacing (default fast27)")
     g.add_argument("--upsample-temp", type=float, help="upsampler noise temperature (default 0.997)")
     g.add_argument(
@@ -126,6 +134,30 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="checks of the embedded family: evaluator retrieval among 10, inpainting (kept region, edits)",
+        description="Evaluator CLIP: top-1 retrieval of each held-out test image's caption among 10. Inpainting: "
+        "erase the object of one-object test scenes, fill it under an edited caption (new colour and shape), "
+        "check the kept pixels are unchanged and the fill shows the requested attributes.",
+    )
+    p.add_argument("--num-retrieval", type=int, default=1000, help="held-out test images for retrieval")
+    p.add_argument("--num-inpaint", type=int, default=200, help="one-object test scenes for inpainting")
+    p.add_argument("--scale", type=float, default=3.0, help="classifier-free scale of the inpainting model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--out", default="runs", help="output root: OUT/checks/<models hash>/")
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .checks import run_checks
+
+    configure_threads(args.threads)
+    return run_checks(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glidebench",
@@ -137,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ls(sub)
     _add_prepare(sub)
     _add_report(sub)
+    _add_check(sub)
     return parser
 
 

@@ -49,12 +49,13 @@ from glide.checkpoints import (
 )
 from glide.config import ModelConfig
 
-ROLES = ("base", "upsample", "noised-clip", "eval-clip")
+ROLES = ("base", "upsample", "noised-clip", "eval-clip", "inpaint")
 EMBEDDED_STEMS = {
     "base": "embedded-base",
     "upsample": "embedded-upsample",
     "noised-clip": "embedded-clip-noised",
     "eval-clip": "embedded-clip-eval",
+    "inpaint": "embedded-inpaint",
 }
 OFFICIAL_NAMES = {
     "base": ("base",),
@@ -555,9 +556,10 @@ def describe_models(directory: Path | None = None) -> list[dict[str, str]]:
     for role, stem in EMBEDDED_STEMS.items():
         f = files.get(role)
         if f is None:
-            status = (
-                "missing (random-init fallback)" if role != "eval-clip" else "missing (CLIP score skipped)"
-            )
+            status = {
+                "eval-clip": "missing (CLIP score skipped)",
+                "inpaint": "missing (`glidebench check` needs it)",
+            }.get(role, "missing (random-init fallback)")
             rows.append(
                 {"family": "embedded", "role": role, "status": status, "where": f"{stem}.safetensors"}
             )

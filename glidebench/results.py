@@ -167,7 +167,7 @@ def _fmt(column: str, v: Any) -> str:
     if isinstance(v, float):
         if column in ("kid_mean", "kid_std"):
             return f"{v:.4f}"
-        if column in ("precision", "recall"):
+        if column in ("precision", "recall") or column.endswith("_acc") or column.endswith("_vs_ref"):
             return f"{v:.3f}"
         if column in ("scale",):
             return f"{v:g}"
@@ -177,7 +177,7 @@ def _fmt(column: str, v: Any) -> str:
 
 TABLE_COLUMNS = (
     "setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "is_mean", "precision", "recall",
-    "clip_score", "images_per_s",
+    "clip_score", "colour_acc", "shape_acc", "size_acc", "background_acc", "position_acc", "images_per_s",
 )  # fmt: skip
 
 

@@ -32,10 +32,10 @@ from typing import Any
 
 SPEC_VERSION = 1
 GUIDANCE_KINDS = ("cfg", "clip", "none")
-SAMPLERS = ("ancestral", "ddim")
+SAMPLERS = ("ancestral", "ddim", "plms", "dpm++2m")  # glide.diffusion.samplers.SAMPLERS
 DTYPES = ("fp32", "fp16", "bf16")
 DATA_KINDS = ("embedded", "coco")
-CAPTION_MODES = ("one-per-image", "random")
+CAPTION_MODES = ("one-per-image", "random", "single-object")  # single-object: embedded set only
 MODEL_FAMILIES = ("embedded", "official")
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
 _STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|fast27)$")
@@ -100,7 +100,7 @@ class RunSpec:
     data: str  # "embedded" | "coco"
     split: str  # "test" (embedded) | "val2014" | "val2017"
     data_id: str  # embedded dataset fingerprint or the annotations file's SHA-256 prefix
-    captions: str  # "one-per-image" | "random"
+    captions: str  # "one-per-image" | "random" | "single-object"
     num_samples: int
     reference_size: int  # images in the reference set (0: the whole split)
     seed: int

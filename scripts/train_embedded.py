@@ -4,9 +4,11 @@
     python scripts/train_embedded.py package  # EMA weights + JSON cards -> glidebench/assets/models/
     python scripts/train_embedded.py grid     # 16 val captions at CFG scale 1 and 3 (DDIM 25) -> PNG
 
-Each run is step-bounded with the step counts of the shipped models, so on the same CPU build of torch (1
-thread) ``train`` reproduces the shipped weights bit for bit (data order and noise derive from (seed, step)).
-``--minutes`` bounds every run by wall time instead (what was done on the shared 2-core machine).
+Each run is step-bounded with the step counts of the shipped models and uses the thread count it was trained
+with (``RUNS``), so on the same CPU kind and torch build ``train`` should reproduce the shipped weights (data
+order and noise derive from (seed, step)); each run is packaged as soon as it finishes, because the
+inpainting recipe starts from the packaged base model. ``--minutes`` bounds every run by wall time instead
+(how the shipped runs were bounded).
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "glidebench" / "assets" / "models"
-# name -> (train kind, recipe, steps of the shipped model)
-RUNS: dict[str, tuple[str, str, int]] = {
-    "embedded-base": ("base", "recipes/embedded-base.json", 2223),
-    "embedded-clip-noised": ("clip", "recipes/embedded-clip-noised.json", 1928),
-    "embedded-clip-eval": ("clip", "recipes/embedded-clip-eval.json", 334),
-    "embedded-upsample": ("upsample", "recipes/embedded-upsample.json", 258),
-    "embedded-inpaint": ("inpaint", "recipes/embedded-inpaint.json", 267),
+# name -> (train kind, recipe, steps of the shipped model, torch threads it was trained with)
+RUNS: dict[str, tuple[str, str, int, int]] = {
+    "embedded-base": ("base", "recipes/embedded-base.json", 2223, 2),
+    "embedded-clip-noised": ("clip", "recipes/embedded-clip-noised.json", 1928, 1),
+    "embedded-clip-eval": ("clip", "recipes/embedded-clip-eval.json", 334, 1),
+    "embedded-upsample": ("upsample", "recipes/embedded-upsample.json", 258, 1),
+    "embedded-inpaint": ("inpaint", "recipes/embedded-inpaint.json", 267, 1),
 }
-MACHINE = (
+MACHINE = {
+    "embedded-base": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, alone on the machine",
+    "embedded-inpaint": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 1 torch thread, channels_last, beside one other 1-thread job",
+}
+OLD_MACHINE = (
     "shared 2-core AMD EPYC CPU VM (load average 3-12 from other jobs during the runs), torch CPU build, "
     "1 torch thread per run, up to 3 training runs at a time"
 )
@@ -34,7 +40,7 @@ MACHINE = (
 
 def train(names: list[str], minutes: float | None) -> None:
     for name in names:
-        kind, recipe, steps = RUNS[name]
+        kind, recipe, steps, threads = RUNS[name]
         cmd = [
             sys.executable,
             "-m",
@@ -45,12 +51,13 @@ def train(names: list[str], minutes: float | None) -> None:
             "--out",
             f"runs/{name}",
             "--threads",
-            "1",
+            str(threads),
             "--no-progress",
         ]
         cmd += ["--max-minutes", str(minutes)] if minutes else ["--max-steps", str(steps)]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
+        package([name])
 
 
 def package(names: list[str]) -> None:
@@ -61,7 +68,8 @@ def package(names: list[str]) -> None:
         if not ckpt.exists():
             print(f"skip {name}: {ckpt} missing")
             continue
-        card = pack(ckpt, ASSETS / f"{name}.safetensors", fp16=True, extra={"trained_on": MACHINE})
+        machine = MACHINE.get(name, OLD_MACHINE)
+        card = pack(ckpt, ASSETS / f"{name}.safetensors", fp16=True, extra={"trained_on": machine})
         print(
             f"{name}: step {card['steps']}, {card['train_wall_seconds']} s, loss {card['final_loss']}, "
             f"{card['size_bytes'] / 2**20:.2f} MiB"

@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,12 @@ class Trainer:
         self.dataset = resolve_factory(recipe.dataset)(**recipe.dataset_kwargs)
         self.is_clip = recipe.kind == "clip"
         self.model = self._build_model(ckpt).to(self.device)
+        if not self.is_clip:
+            self.check_output_norm(self.model.config)
+        self._memory_format = torch.preserve_format
+        if recipe.channels_last and not self.is_clip:
+            self._memory_format = torch.channels_last
+            self.model.to(memory_format=torch.channels_last)
         self.model.train()
         self.diffusion = self._build_diffusion()
         self.optimizer = torch.optim.AdamW(
@@ -138,6 +145,24 @@ class Trainer:
                 f"recipe kind {r.kind!r} but its model options describe a {config.variant!r} model"
             )
         return create_model(config)
+
+    @staticmethod
+    def check_output_norm(config: ModelConfig) -> None:
+        """Warn when the UNet's output GroupNorm32 holds one channel per group.
+
+        The output block is GroupNorm32(32, C) -> SiLU -> conv. With C = 32 (num_channels x channel_mult[0])
+        each group is one channel, i.e. an instance norm: every feature map loses its spatial mean, so the
+        spatial mean of the predicted eps hardly depends on the input, and a trained model cannot denoise an
+        image's global colour (samples drift to wrong background colours). The official models have 192
+        channels (6 per group)."""
+        width = int(config.num_channels * config.resolved_channel_mult[0])
+        if width // 32 < 2:
+            warnings.warn(
+                f"the UNet's top level has {width} channels, so its output GroupNorm32 normalises each channel "
+                "on its own and the model cannot predict an image's global colour; use num_channels x "
+                "channel_mult[0] >= 64",
+                stacklevel=3,
+            )
 
     def _build_diffusion(self):
         if self.is_clip:
@@ -252,8 +277,10 @@ class Trainer:
             )
         tokens, mask = self._text_batch(captions)
         dev = self.device
+        fmt = self._memory_format
+        kwargs = {k: v.to(dev, memory_format=fmt) for k, v in kwargs.items()}
         with self._autocast():
-            out = self.model(x_t.to(dev), t.to(dev), tokens=tokens, mask=mask, **kwargs)
+            out = self.model(x_t.to(dev, memory_format=fmt), t.to(dev), tokens=tokens, mask=mask, **kwargs)
         terms = hybrid_loss(
             self.diffusion, out, x0.to(dev), x_t.to(dev), t.to(dev), noise.to(dev), r.lambda_vlb
         )

@@ -60,6 +60,10 @@ class Recipe:
     ema_rate: float = 0.999
     ema_warmup: bool = True
     precision: str = "fp32"
+    # channels_last memory format for the UNet and its image inputs (oneDNN convolutions: ~20% faster
+    # training steps on this 2-core AVX2 CPU; numerically a different summation order, so not bit-equal
+    # to the default NCHW run)
+    channels_last: bool = False
     max_steps: int = 1000
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 2.0

@@ -42,6 +42,10 @@ METRICS: tuple[tuple[str, str, str | None], ...] = (
     ("precision", "precision (higher is better)", None),
     ("recall", "recall (higher is better)", None),
     ("clip_score", "CLIP score (higher is better)", None),
+    # embedded set only: caption agreement judged by the attribute classifier (glidebench.data.attributes)
+    ("colour_acc", "colour accuracy, one-object captions", None),
+    ("shape_acc", "shape accuracy, one-object captions", None),
+    ("position_acc", "position accuracy, multi-object captions", None),
 )
 Writer = Callable[[str, bytes], str]  # (file stem, PNG bytes) -> the file name written beside the report
 RC = {"font.size": 9, "axes.titlesize": 10, "figure.dpi": 100, "savefig.dpi": 100, "axes.grid": True}

@@ -156,7 +156,7 @@ def _resolution_arg(value: Any, family: str) -> int | None:
 
 
 def _embedded_prompts(opts: dict[str, Any]) -> tuple[list[Prompt], list[Any], dict[str, Any], str]:
-    from ..data.embedded import DATASET_VERSION, DEFAULT_SPLIT_SIZES, EmbeddedCaptionSet
+    from ..data.embedded import DATASET_VERSION, DEFAULT_SPLIT_SIZES, EmbeddedCaptionSet, single_object
 
     ds = EmbeddedCaptionSet()
     split = opts["split"]
@@ -165,7 +165,17 @@ def _embedded_prompts(opts: dict[str, Any]) -> tuple[list[Prompt], list[Any], di
     r = int(opts["reference_size"]) or DEFAULT_SPLIT_SIZES[split]
     n, seed = int(opts["num_samples"]), int(opts["seed"])
     records = ds.eval_split(split, r)
-    if opts["captions"] == "one-per-image":
+    if opts["captions"] == "single-object":
+        # the attribute check's protocol: references and captions are the one-object scenes among the first
+        # reference_size records (what the attribute classifier can judge), one caption per image
+        records = single_object(records)
+        if n > len(records):
+            raise ValueError(
+                f"{n} single-object captions need more than the {len(records)} one-object scenes among the first "
+                f"{r} {split} records; raise --reference-size (about 3 x {n}) or lower --num-samples"
+            )
+        picks = [int(i) for i in np.random.default_rng(seed).permutation(len(records))[:n]]
+    elif opts["captions"] == "one-per-image":
         if n > r:
             raise ValueError(
                 f"{n} samples with one caption per image need a reference set of >= {n} images; use "
@@ -188,12 +198,14 @@ def _embedded_prompts(opts: dict[str, Any]) -> tuple[list[Prompt], list[Any], di
         "seed": seed,
         "num_samples": n,
         "reference_size": r,
-        "rule": (
-            "the first reference_size records of the fixed split are the reference set; captions: a seeded "
-            "permutation (numpy default_rng(seed)) of them, first N (one per image)"
-            if opts["captions"] == "one-per-image"
-            else "captions drawn uniformly with replacement from the reference records (default_rng(seed))"
-        ),
+        "rule": {
+            "one-per-image": "the first reference_size records of the fixed split are the reference set; "
+            "captions: a seeded permutation (numpy default_rng(seed)) of them, first N (one per image)",
+            "random": "captions drawn uniformly with replacement from the reference records (default_rng(seed))",
+            "single-object": "the one-object scenes among the first reference_size records of the fixed split "
+            "are the reference set; captions: a seeded permutation of them, first N (one per image)",
+        }[opts["captions"]],
+        "reference_records": len(records),
         "reference_images": "render(scene) at the set's 64 px, box-downsampled to the resolution (as training)",
     }
     return prompts, records, record, data_id
@@ -260,7 +272,15 @@ class _Log:
 
 
 def run(args: argparse.Namespace) -> int:
-    """`glidebench run coco-fid`: returns the exit code (errors raise; the CLI turns them into messages)."""
+    """`glidebench run coco-fid` (and the suites that share its runner): returns the exit code (errors raise;
+    the CLI turns them into messages)."""
+    execute(args)
+    return 0
+
+
+def execute(args: argparse.Namespace) -> Path | None:
+    """One run of the suite ``args.suite``; returns its run directory once the results are written (None for
+    a dry run, a rank other than 0, or a shard that left images to others)."""
     from .. import models as M
     from ..data.coco import CocoCaptions, CocoError, resolve_root
     from ..provenance import now_iso
@@ -269,11 +289,15 @@ def run(args: argparse.Namespace) -> int:
     dist_ctx = Dist.from_env()
     log = _Log(dist_ctx.rank, dist_ctx.world, bool(getattr(args, "quiet", False)))
     try:
-        suite = load_suite(SUITE)
+        suite = load_suite(getattr(args, "suite", None) or SUITE)
         coco_root = resolve_root(getattr(args, "coco_root", None))
         data = getattr(args, "data", None) or ("coco" if coco_root else "embedded")
         if data == "coco" and coco_root is None:
             raise CocoError("--data coco needs the dataset: pass --coco-root DIR or set GLIDEBENCH_COCO")
+        if data == "coco" and getattr(args, "captions", None) == "single-object":
+            raise ValueError(
+                "--captions single-object is for the embedded set; MS-COCO takes one-per-image or random"
+            )
         opts = _options(args, suite, data)
         family = getattr(args, "model", None)
         if family is None:
@@ -349,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
 
         if getattr(args, "dry_run", False):
             log.main(json.dumps(spec.record(), indent=2))
-            return 0
+            return None
         if dist_ctx.rank == 0:
             init_run_dir(run_dir, spec, prompts)
         dist_ctx.barrier()
@@ -381,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
             del pipeline, loaded
         dist_ctx.barrier()
         if dist_ctx.rank != 0:
-            return 0
+            return None
 
         remaining = missing_counts(run_dir, spec)
         if any(remaining.values()):
@@ -393,11 +417,11 @@ def run(args: argparse.Namespace) -> int:
             if merge:
                 raise IncompleteRun(f"--merge: {msg}. Finish the other shards first (or run without --shard)")
             log.main(f"shard {shard.index}/{shard.count} done; {msg} (the last shard, or `--merge`).")
-            return 0
+            return None
 
         _metrics_and_results(args, spec, plan, prompts, records, coco, data_record, run_dir, device, notes, log,
                              started, t0)  # fmt: skip
-        return 0
+        return run_dir
     finally:
         dist_ctx.close()
 
@@ -512,6 +536,7 @@ def _metrics_and_results(
     captions = [p.caption for p in prompts]
     text_emb = embedder.embed_texts(captions) if embedder is not None else None
     indices = list(range(spec.num_samples))
+    scenes = _prompt_scenes(prompts, records) if spec.data == "embedded" else None
     rows = []
     for s in spec.settings:
         t_s = time.monotonic()
@@ -531,6 +556,8 @@ def _metrics_and_results(
         metrics, setting_notes = setting_metrics(
             gen, ref, k=spec.prc_k, kid_subset_size=spec.kid_subset_size, seed=spec.seed, clip_pair=clip_pair
         )
+        if scenes is not None:
+            metrics |= embedded_attribute_metrics(store, indices, scenes, fbatch)
         timing = read_timing(run_dir, s.setting_id, spec.num_samples, spec.batch_size)
         evals = timing.evals_per_image
         if evals is None:
@@ -559,9 +586,14 @@ def _metrics_and_results(
                 "n_reference": len(ref["pool3"]),
             }
         )
+        attrs = (
+            f"  colour {metrics['colour_acc']:.2f} shape {metrics['shape_acc']:.2f} position {metrics['position_acc']:.2f}"
+            if scenes is not None
+            else ""
+        )
         log.main(
             f"  [{s.setting_id}] FID {metrics['fid']:.2f}  KID {metrics['kid_mean']:.4f}  P {metrics['precision']:.3f}  "
-            f"R {metrics['recall']:.3f}  CLIP {metrics['clip_score']:.2f}  ({time.monotonic() - t_s:.1f} s)"
+            f"R {metrics['recall']:.3f}  CLIP {metrics['clip_score']:.2f}{attrs}  ({time.monotonic() - t_s:.1f} s)"
         )
 
     checkpoints = {f"{spec.model_label}/{role}": ident for role, ident in sorted(plan.identities.items())}
@@ -595,6 +627,29 @@ def _metrics_and_results(
     print(md.read_text(), flush=True)
     if not getattr(args, "no_report", False):
         _render_report(run_dir, log)
+
+
+ATTRIBUTE_COLUMNS = ("colour_acc", "shape_acc", "size_acc", "background_acc", "object_acc", "position_acc")
+
+
+def _prompt_scenes(prompts: list[Prompt], records: list[Any]) -> list[Any]:
+    """The ground-truth scene of each embedded prompt (its source is ``embedded:<split>:<record index>``)."""
+    by_index = {r.index: r.scene for r in records}
+    return [by_index[int(p.source.rsplit(":", 1)[1])] for p in prompts]
+
+
+def embedded_attribute_metrics(store: ImageStore, indices: list[int], scenes: list[Any], batch: int) -> dict:
+    """GenEval-style caption agreement of one setting's images (embedded set only; see
+    :mod:`glidebench.data.attributes`): colour/shape/size/background/object accuracy over the one-object
+    captions, position accuracy (every stated relation holds) over the others; NaN where there are none."""
+    from ..data.attributes import attribute_accuracy
+
+    images = torch.cat(list(store.batches(indices, max(batch, 64))))
+    acc = attribute_accuracy(images.permute(0, 2, 3, 1).numpy(), scenes)  # uint8 NHWC
+    return {k: acc[k] for k in ATTRIBUTE_COLUMNS} | {
+        "n_single_object": int(acc["n"]),
+        "n_multi_object": int(acc["n_position"]),
+    }
 
 
 def _analytic_evals(spec: RunSpec, s, plan) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -309,6 +310,41 @@ def test_resume_is_bit_exact(tmp_path):
     fresh = Trainer(tiny_recipe(), None, progress=False)
     assert not torch.equal(fresh.model.out[2].weight, full.model.out[2].weight)
     assert [h["loss"] for h in full.history[3:]] == [h["loss"] for h in resumed.history[3:]]
+
+
+def test_channels_last_training_matches_nchw_and_resumes_exactly(tmp_path):
+    """channels_last is a memory layout only: the same losses as NCHW up to summation order, and exact resume."""
+    torch.set_num_threads(1)
+    nchw = Trainer(tiny_recipe(), None, progress=False)
+    nchw.run(max_steps=4)
+    full = Trainer(tiny_recipe(channels_last=True), tmp_path / "full", progress=False)
+    assert full.model.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    full.run(max_steps=4)
+    for a, b in zip(nchw.history, full.history):
+        assert abs(a["loss"] - b["loss"]) < 1e-4 * max(1.0, abs(a["loss"]))
+    half = Trainer(tiny_recipe(channels_last=True), tmp_path / "half", progress=False)
+    half.run(max_steps=2)
+    resumed = Trainer(tiny_recipe(channels_last=True), None, resume=tmp_path / "half" / "checkpoint.pt",
+                      progress=False)  # fmt: skip
+    resumed.run(max_steps=4)
+    _states_equal(full.model.state_dict(), resumed.model.state_dict())
+
+
+def test_one_channel_per_group_output_norm_is_flagged():
+    """GroupNorm32 over 32 channels is an instance norm: the output block then drops every feature map's
+    spatial mean, so the eps mean hardly depends on the input (why the embedded base has 64 channels)."""
+    with pytest.warns(UserWarning, match="normalises each channel on its own"):
+        Trainer(tiny_recipe(), None, progress=False)
+    wide = dict(TINY_MODEL, num_channels=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(tiny_recipe(model=wide), None, progress=False)
+    # the property itself: after GroupNorm(32, 32) every channel has zero spatial mean for any input
+    norm = torch.nn.GroupNorm(32, 32, affine=False)
+    h = torch.randn(3, 32, 8, 8) * 5 + torch.randn(3, 32, 1, 1) * 3
+    assert norm(h).mean(dim=(2, 3)).abs().max() < 1e-5
+    norm64 = torch.nn.GroupNorm(32, 64, affine=False)
+    assert norm64(torch.cat([h, -h], 1)).mean(dim=(2, 3)).abs().max() > 0.5
 
 
 def test_checkpoint_round_trip_and_export(tmp_path):

@@ -50,7 +50,7 @@ def tiny_clip(seed: int = 0, image_size: int = 8):
 
 def build_tiny_models(
     directory: Path,
-    roles: tuple[str, ...] = ("base", "upsample", "noised-clip", "eval-clip"),
+    roles: tuple[str, ...] = ("base", "upsample", "noised-clip", "eval-clip", "inpaint"),
     nan_base: bool = False,
 ) -> Path:
     """Save tiny models (all weights seeded random) where the registry looks for the embedded family."""
@@ -64,6 +64,12 @@ def build_tiny_models(
                 base.out[2].bias.fill_(float("nan"))
         save_model(base, directory / "embedded-base.safetensors")
         M.write_card(directory / "embedded-base.safetensors", "base", name="tiny test base")
+    if "inpaint" in roles:
+        from glide.train.loop import inpaint_from_base
+
+        inp = inpaint_from_base(M.random_unet(tiny_unet_config(), 5))
+        save_model(inp, directory / "embedded-inpaint.safetensors")
+        M.write_card(directory / "embedded-inpaint.safetensors", "inpaint")
     if "upsample" in roles:
         up = M.random_unet(
             tiny_unet_config(image_size=16, channel_mult="1,1", super_res=True, noise_schedule="linear"), 2

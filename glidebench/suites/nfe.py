@@ -1,0 +1,190 @@
+"""The nfe suite: sample quality against model evaluations per image, one run per (sampler, steps).
+
+    python -m glidebench run nfe                 # the embedded set; --coco-root for MS-COCO
+    python -m glidebench report runs/nfe/summary-*/  (the summary directory holds a report already)
+
+Each entry of the suite's ``sweep`` is an ordinary coco-fid-style run (same captions, seeds, guidance scale
+and reference set; its own fingerprinted run directory, so an interrupted sweep resumes entry by entry and
+a finished entry is never sampled again). When every entry is done, a summary directory holds the combined
+table, each entry's KID and CLIP score relative to the ``reference`` entry (250-step ancestral sampling by
+default: the paper's base-model sampler) and a report with the FID/KID-against-evaluations curves.
+
+Model evaluations per image count both halves of a classifier-free batch (2 x steps at scale != 1), as
+everywhere in glidebench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..results import markdown_table
+from ..store import atomic_write_bytes, atomic_write_json, atomic_write_text
+from . import SuiteError, load_suite
+
+SUITE = "nfe"
+TOLERANCE = 0.10  # "within 10%" of the reference entry's KID and CLIP score
+
+
+def parse_sweep(value: Any, where: str) -> list[tuple[str, str]]:
+    """``[[sampler, steps], ...]`` from the suite file, validated (a named error for each bad entry)."""
+    from ..spec import SAMPLERS
+
+    if not isinstance(value, list) or not value:
+        raise SuiteError(f"{where}: 'sweep' must be a non-empty list of [sampler, steps] pairs")
+    out = []
+    for entry in value:
+        if not (isinstance(entry, list | tuple) and len(entry) == 2):
+            raise SuiteError(f"{where}: sweep entry {entry!r} is not a [sampler, steps] pair")
+        sampler, steps = str(entry[0]), str(entry[1])
+        if sampler not in SAMPLERS:
+            raise SuiteError(f"{where}: sweep entry {entry!r}: sampler must be one of {SAMPLERS}")
+        out.append((sampler, steps))
+    if len(set(out)) != len(out):
+        raise SuiteError(f"{where}: the sweep lists an entry twice")
+    return out
+
+
+def relative_to_reference(
+    df: pd.DataFrame, reference: tuple[str, str], tol: float = TOLERANCE
+) -> pd.DataFrame:
+    """Add ``kid_vs_ref``, ``clip_vs_ref`` (relative differences) and ``within_tol`` per guidance setting.
+
+    ``within_tol`` is true when both the KID and the CLIP score are within ``tol`` (relative) of the
+    reference entry's, or the KID is not above the reference's (a lower KID is never a failure).
+    """
+    df = df.copy()
+    ref_rows = df[(df["sampler"] == reference[0]) & (df["steps"].astype(str) == reference[1])]
+    if ref_rows.empty:
+        raise SuiteError(f"the reference entry {list(reference)} is not in the sweep")
+    ref = ref_rows.set_index("setting_id")
+    kid_rel, clip_rel, ok = [], [], []
+    for _, row in df.iterrows():
+        r = ref.loc[row["setting_id"]]
+        k = (row["kid_mean"] - r["kid_mean"]) / abs(r["kid_mean"]) if r["kid_mean"] else math.nan
+        c = (row["clip_score"] - r["clip_score"]) / abs(r["clip_score"]) if r["clip_score"] else math.nan
+        kid_rel.append(k)
+        clip_rel.append(c)
+        ok.append(bool((k <= tol) and abs(c) <= tol))
+    df["kid_vs_ref"] = kid_rel
+    df["clip_vs_ref"] = clip_rel
+    df["within_tol"] = ok
+    return df
+
+
+def _data_kind(args: argparse.Namespace) -> str:
+    from ..data.coco import resolve_root
+
+    return getattr(args, "data", None) or (
+        "coco" if resolve_root(getattr(args, "coco_root", None)) else "embedded"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from .coco_fid import execute
+
+    for flag in ("sampler", "steps"):
+        if getattr(args, flag, None) is not None:
+            raise SuiteError(
+                f"--{flag} does not apply to the nfe suite: it runs every (sampler, steps) of its sweep "
+                f"(glidebench/suites/{SUITE}.json); edit the sweep, or use `run coco-fid --{flag}`"
+            )
+    suite = load_suite(getattr(args, "suite", None) or SUITE)
+    data = _data_kind(args)
+    opts = suite.options(data, getattr(args, "preset", None))
+    where = f"{suite.path} (profile {data})"
+    sweep = parse_sweep(opts.get("sweep"), where)
+    reference = tuple(str(v) for v in opts.get("reference") or sweep[0])
+    if reference not in sweep:
+        raise SuiteError(f"{where}: reference {list(reference)} is not one of the sweep's entries")
+
+    run_dirs: list[Path] = []
+    for i, (sampler, steps) in enumerate(sweep):
+        print(f"== nfe sweep {i + 1}/{len(sweep)}: {sampler} {steps}", flush=True)
+        sub = copy.copy(args)
+        sub.sampler, sub.steps, sub.no_report = sampler, steps, True
+        run_dir = execute(sub)
+        if run_dir is None:
+            if getattr(args, "dry_run", False):
+                continue
+            print("nfe: this process did not finish every entry (shards or ranks); rerun to summarise")
+            return 0
+        run_dirs.append(run_dir)
+    if not run_dirs:
+        return 0
+    summarise(run_dirs, reference, Path(getattr(args, "out", None) or "runs"))
+    return 0
+
+
+def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) -> Path:
+    """Combined table, relative KID / CLIP score, and the report, in ``OUT/nfe/summary-<hash>/`` (atomic)."""
+    frames = []
+    for d in run_dirs:
+        df = pd.read_json(d / "results.json", orient="records", dtype={"steps": str})
+        frames.append(df.assign(run=d.name))
+    df = relative_to_reference(pd.concat(frames, ignore_index=True), reference)
+    df = df.sort_values(["setting_id", "evals_per_image"], kind="stable").reset_index(drop=True)
+    key = hashlib.sha256(json.dumps(sorted(d.name for d in run_dirs)).encode()).hexdigest()[:12]
+    out = out_root / SUITE / f"summary-{key}"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        out / "summary.json",
+        {"reference": list(reference), "tolerance": TOLERANCE, "runs": [str(d) for d in run_dirs],
+         "rows": json.loads(df.to_json(orient="records"))},
+    )  # fmt: skip
+    atomic_write_bytes(out / "summary.csv", df.to_csv(index=False).encode("utf-8"))
+    cols = [
+        "setting_id", "sampler", "steps", "evals_per_image", "fid", "kid_mean", "kid_std", "precision", "recall",
+        "clip_score", "kid_vs_ref", "clip_vs_ref", "within_tol", "images_per_s",
+    ]  # fmt: skip
+    table = markdown_table(df, cols)
+    best = _cheapest_within(df, reference)
+    lines = [
+        f"# nfe summary: quality against model evaluations per image ({len(run_dirs)} runs)",
+        "",
+        f"Reference entry: {reference[0]} {reference[1]}. kid_vs_ref and clip_vs_ref are relative differences "
+        f"from it; within_tol: KID at most {TOLERANCE:.0%} above the reference's and CLIP score within "
+        f"{TOLERANCE:.0%}. Evaluations per image count both halves of a classifier-free batch.",
+        "",
+        table,
+        "",
+        *best,
+    ]
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    try:
+        from ..report import render_report
+
+        index = render_report(run_dirs, out / "report", title="Quality against sampling cost (nfe suite)")
+        print(f"report: {index}")
+    except Exception as e:  # the summary is complete; a report failure must not hide it
+        print(
+            f"WARNING: the report could not be rendered ({type(e).__name__}: {e}); see {out / 'summary.md'}"
+        )
+    print(f"summary: {out / 'summary.md'}", flush=True)
+    return out
+
+
+def _cheapest_within(df: pd.DataFrame, reference: tuple[str, str]) -> list[str]:
+    lines = []
+    for setting, sub in df.groupby("setting_id", sort=True):
+        ref = sub[(sub["sampler"] == reference[0]) & (sub["steps"].astype(str) == reference[1])].iloc[0]
+        ok = sub[sub["within_tol"]].sort_values("evals_per_image", kind="stable")
+        ok = ok[~((ok["sampler"] == reference[0]) & (ok["steps"].astype(str) == reference[1]))]
+        if ok.empty:
+            lines.append(f"- {setting}: no entry other than the reference is within tolerance.")
+            continue
+        r = ok.iloc[0]
+        lines.append(
+            f"- {setting}: cheapest within tolerance: {r['sampler']} {r['steps']} at {r['evals_per_image']:g} "
+            f"evaluations per image (KID {r['kid_mean']:.4f} vs {ref['kid_mean']:.4f}, CLIP score "
+            f"{r['clip_score']:.2f} vs {ref['clip_score']:.2f}; the reference takes {ref['evals_per_image']:g})."
+        )
+    return lines
