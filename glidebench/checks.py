@@ -101,7 +101,7 @@ def inpaint_check(
 ) -> dict[str, Any]:
     """Fill each one-object scene's erased object box under an edited caption; see the module docstring."""
     from .data.attributes import attribute_accuracy
-    from .suites.coco_fid import _embedded_reference_image
+    from .suites.embedded_protocol import embedded_reference_image
 
     size = pipeline.base.config.image_size
     native = EmbeddedCaptionSet().size
@@ -110,7 +110,7 @@ def inpaint_check(
     outs, kept_err, hole_frac = [], 0, []
     for lo in tqdm(range(0, len(records), batch), desc="inpaint check", disable=not progress):
         chunk = records[lo : lo + batch]
-        ref = np.stack([_embedded_reference_image(r.scene, size, native) for r in chunk])
+        ref = np.stack([embedded_reference_image(r.scene, size, native) for r in chunk])
         ref_t = torch.from_numpy(ref).permute(0, 3, 1, 2).contiguous()
         image = ref_t.float() / 127.5 - 1
         mask = torch.stack([box_mask(r.scene, size) for r in chunk])
