@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from ..checkpoints import CheckpointError, load_state_dict, sha256_file
+
+TOKEN_TABLE = "text_encoder.blocks.input.w_voc"  # the CLIP text encoder's [n_vocab, width] token embedding
+ROWS_SUFFIX = ".rows"
+
+
+def vocabulary_token_rows(model: torch.nn.Module, words: Sequence[str]) -> list[int]:
+    """The CLIP-BPE token ids a closed vocabulary can produce (each word alone, as the BPE splits on spaces),
+    plus those of the empty prompt (start, end and padding)."""
+    ids: set[int] = set()
+    tokens, lens = model.tokenizer.encode_batch(["", *words], model.config.max_text_len)
+    for row, n in zip(tokens.tolist(), lens.tolist()):
+        ids.update(row[: max(int(n), 1)])
+    ids.update(tokens[0].tolist())
+    return sorted(ids)
 
 
 def save_clip(
@@ -21,8 +36,15 @@ def save_clip(
     path: str | os.PathLike,
     fp16: bool = True,
     extra_metadata: dict[str, str] | None = None,
+    token_rows: Sequence[int] | None = None,
 ) -> str:
-    """Write a ClipModel atomically; returns the file's SHA-256."""
+    """Write a ClipModel atomically; returns the file's SHA-256.
+
+    ``token_rows``: store only these rows of the token table (and their ids as ``<name>.rows``); the loader
+    puts zeros in the others. For a model trained on a closed vocabulary (the embedded CLIPs use a few dozen
+    of the 49,408 CLIP-BPE rows), this cuts the file from 14 MiB to 1.5 MiB without changing any output for
+    prompts in that vocabulary.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -32,6 +54,14 @@ def save_clip(
         v = v.detach().contiguous().cpu()
         tensors[k] = v.half() if fp16 and v.is_floating_point() else v
     meta = {"clip_config": json.dumps(model.config.to_dict(), sort_keys=True)} | (extra_metadata or {})
+    if token_rows is not None:
+        rows = torch.tensor(sorted(set(int(i) for i in token_rows)), dtype=torch.long)
+        n_vocab = tensors[TOKEN_TABLE].shape[0]
+        if len(rows) == 0 or rows.min() < 0 or rows.max() >= n_vocab:
+            raise ValueError(f"token_rows must be non-empty ids in [0, {n_vocab}), got {len(rows)} ids")
+        tensors[TOKEN_TABLE] = tensors[TOKEN_TABLE][rows].contiguous()
+        tensors[TOKEN_TABLE + ROWS_SUFFIX] = rows
+        meta["sparse_token_table"] = f"{len(rows)} of {n_vocab} rows stored; the others load as zeros"
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -51,6 +81,15 @@ def load_trained_clip(path: str | os.PathLike, device: str | torch.device = "cpu
     config = ClipConfig.from_dict(json.loads(meta["clip_config"]))
     model = create_clip_model(config=config, device="cpu")
     expected = model.state_dict()
+    rows = sd.pop(TOKEN_TABLE + ROWS_SUFFIX, None)
+    if rows is not None and TOKEN_TABLE in sd:
+        full = torch.zeros(expected[TOKEN_TABLE].shape, dtype=sd[TOKEN_TABLE].dtype)
+        if rows.ndim != 1 or len(rows) != len(sd[TOKEN_TABLE]) or int(rows.max()) >= len(full):
+            raise CheckpointError(
+                f"{path}: its sparse token table does not fit its clip_config; the file is corrupt"
+            )
+        full[rows.long()] = sd[TOKEN_TABLE]
+        sd[TOKEN_TABLE] = full
     missing, unexpected = set(expected) - set(sd), set(sd) - set(expected)
     if missing or unexpected:
         raise CheckpointError(
@@ -66,12 +105,14 @@ def package(
     dest: str | os.PathLike,
     fp16: bool = True,
     extra: dict | None = None,
+    token_vocab: Sequence[str] | None = None,
 ) -> dict:
     """Export a training checkpoint's EMA weights to ``dest`` (.safetensors) with a JSON card beside it.
 
     The card (``dest`` with suffix ``.json``) records the recipe, seed, steps, batch size, measured training
     wall time, the final logged loss (mean of the last 5 logged windows) and the file's SHA-256; ``extra``
-    (e.g. the machine the time was measured on) is merged in.
+    (e.g. the machine the time was measured on) is merged in. ``token_vocab`` (CLIPs only): store only the
+    token-table rows these words use (see :func:`save_clip`).
     """
     import datetime
     import platform
@@ -82,7 +123,7 @@ def package(
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     trainer = Trainer(Recipe.from_dict(ckpt["recipe"]), resume=checkpoint, progress=False)
     dest = Path(dest)
-    digest = trainer.export(dest, fp16=fp16)
+    digest = trainer.export(dest, fp16=fp16, token_vocab=token_vocab)
     os.chmod(dest, 0o644)  # safetensors writes 0600; these files are meant to be shipped and shared
     hist = trainer.history
     tail = hist[-5:]

@@ -379,15 +379,21 @@ class Trainer:
         self.ema.copy_to(model)
         return model.eval()
 
-    def export(self, path: str | os.PathLike, fp16: bool = True) -> str:
-        """Write the EMA weights as safetensors (config in metadata); returns the SHA-256."""
-        from .export import save_clip
+    def export(self, path: str | os.PathLike, fp16: bool = True, token_vocab=None) -> str:
+        """Write the EMA weights as safetensors (config in metadata); returns the SHA-256. ``token_vocab``
+        (CLIPs): keep only the token-table rows of these words (:func:`glide.train.export.save_clip`)."""
+        from .export import save_clip, vocabulary_token_rows
 
         model = self.ema_model()
         meta = {"glide_train_recipe": json.dumps(self.recipe.to_dict()), "glide_train_step": str(self.step)}
         if self.is_clip:
+            rows = vocabulary_token_rows(model, token_vocab) if token_vocab is not None else None
             return save_clip(
-                model, path, fp16=fp16, extra_metadata=meta | {"clip_mode": self.recipe.clip_mode}
+                model,
+                path,
+                fp16=fp16,
+                extra_metadata=meta | {"clip_mode": self.recipe.clip_mode},
+                token_rows=rows,
             )
         if fp16:
             model = model.half()

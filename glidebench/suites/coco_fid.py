@@ -290,7 +290,7 @@ def execute(args: argparse.Namespace) -> Path | None:
         out = Path(getattr(args, "out", None) or "runs")
         run_dir = spec.run_dir(out)
 
-        log.main(_first_line(data, family, plan, opts, coco_root))
+        log.main(_first_line(data, family, plan, opts, coco_root, suite.name))
         for note in notes:
             log.main(f"  note: {note}")
         log.main(
@@ -363,10 +363,12 @@ def make_inception(source: str, device: torch.device):
     return InceptionExtractor(source, device=device)
 
 
-def _first_line(data: str, family: str, plan: Any, opts: dict[str, Any], coco_root: Path | None) -> str:
+def _first_line(
+    data: str, family: str, plan: Any, opts: dict[str, Any], coco_root: Path | None, suite: str = SUITE
+) -> str:
     if data == "embedded":
         where = (
-            "no MS-COCO given (--coco-root / GLIDEBENCH_COCO): running the coco-fid protocol on the EMBEDDED "
+            f"no MS-COCO given (--coco-root / GLIDEBENCH_COCO): running the {suite} protocol on the EMBEDDED "
         )
         where += f"caption-image set ({opts['split']} split)"
     else:
@@ -381,7 +383,7 @@ def _first_line(data: str, family: str, plan: Any, opts: dict[str, Any], coco_ro
             )
     else:
         who = "with the official GLIDE (filtered) checkpoints"
-    return f"glidebench coco-fid: {where} {who}."
+    return f"glidebench {suite}: {where} {who}."
 
 
 def _reference_batches(spec: RunSpec, records: list[Any], batch: int):

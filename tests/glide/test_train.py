@@ -451,6 +451,27 @@ def test_clip_modes_draw_timesteps(mode):
         assert len(set(t.tolist())) > 1 and not torch.equal(x, images)
 
 
+def test_sparse_token_table_keeps_vocabulary_outputs_and_shrinks_the_file(tmp_path):
+    from glide.train.data import solid_vocabulary
+    from glide.train.export import TOKEN_TABLE
+
+    torch.set_num_threads(1)
+    tr = Trainer(tiny_clip_recipe(max_steps=2), None, progress=False)
+    tr.run(max_steps=2)
+    dense, sparse = tmp_path / "dense.safetensors", tmp_path / "sparse.safetensors"
+    tr.export(dense, fp16=False)
+    tr.export(sparse, fp16=False, token_vocab=solid_vocabulary())
+    assert sparse.stat().st_size < dense.stat().st_size / 10
+    a, b = load_trained_clip(dense), load_trained_clip(sparse)
+    captions = ["", *solid_vocabulary(), "a red image", " ".join(solid_vocabulary()[:4])]
+    with torch.no_grad():
+        torch.testing.assert_close(a.text_embeddings(captions), b.text_embeddings(captions), rtol=0, atol=0)
+    table = b.state_dict()[TOKEN_TABLE]
+    used = (table != 0).any(dim=1)
+    assert 2 < int(used.sum()) < 100  # start/end/padding and the vocabulary's BPE pieces, nothing else
+    assert torch.equal(table[used], a.state_dict()[TOKEN_TABLE][used])
+
+
 def test_package_writes_weights_and_card(tmp_path):
     from glide.train.export import package
 
