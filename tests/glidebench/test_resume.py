@@ -42,9 +42,15 @@ def count_pngs(out: Path) -> int:
     return sum(1 for _ in out.rglob("*.png"))
 
 
+def _default_sigint() -> None:
+    # A background job of a non-interactive shell (`pytest &`) starts with SIGINT ignored, and children
+    # inherit that; Python then installs no KeyboardInterrupt handler and Ctrl-C would be a no-op.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(runner: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([PY, str(runner), *base_args(out, *ARGS)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+                            stderr=subprocess.PIPE, preexec_fn=_default_sigint)  # fmt: skip
 
 
 def stop_when(proc: subprocess.Popen, condition, sig: int, timeout: float = 240.0) -> bool:

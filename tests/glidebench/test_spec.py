@@ -87,7 +87,7 @@ def test_every_field_is_covered_by_the_fingerprint_test() -> None:
     [
         ({"model": "dalle"}, "model must be one of"),
         ({"steps": "fast"}, "not a respacing"),
-        ({"sampler": "plms"}, "sampler must be one of"),
+        ({"sampler": "euler"}, "sampler must be one of"),
         ({"num_samples": 3}, "num_samples=3 is too few samples"),
         ({"reference_size": 2}, "reference_size=2 is too few"),
         ({"settings": ()}, "at least one setting"),
@@ -148,3 +148,10 @@ def test_shards_and_workers_compose() -> None:
     # Shard i of n with torchrun rank r of world w is worker i * w + r of n * w: every worker exactly once.
     workers = [Worker.make(Shard(i, 3), r, 2) for i in range(3) for r in range(2)]
     assert sorted(w.index for w in workers) == list(range(6)) and {w.count for w in workers} == {6}
+
+
+def test_harness_samplers_are_glides() -> None:
+    from glide.diffusion.samplers import SAMPLERS as GLIDE_SAMPLERS
+    from glidebench.spec import SAMPLERS
+
+    assert set(SAMPLERS) == set(GLIDE_SAMPLERS)
