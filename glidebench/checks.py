@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.embedded import COLOURS, SHAPES, EmbeddedCaptionSet, EvalRecord, Scene, render, single_object
+from .data.embedded import COLOURS, SHAPES, EmbeddedCaptionSet, EvalRecord, Scene, single_object
 from .store import atomic_write_json, atomic_write_text
 
 
@@ -46,12 +46,12 @@ def retrieval_accuracy(
         raise ValueError(f"need at least {k} distinct captions, the records have {len(captions)}")
     t = _normalise(embedder.embed_texts(captions))
     row = {c: i for i, c in enumerate(captions)}
-    size = EmbeddedCaptionSet().size
+    data = EmbeddedCaptionSet()
     hits = []
     rng = np.random.default_rng(seed)
     for lo in range(0, len(records), batch):
         chunk = records[lo : lo + batch]
-        imgs = torch.from_numpy(np.stack([render(r.scene, size) for r in chunk])).permute(0, 3, 1, 2)
+        imgs = torch.from_numpy(data.render_records(chunk)).permute(0, 3, 1, 2)
         z = _normalise(embedder.embed_images(imgs.contiguous()))
         for r, zi in zip(chunk, z):
             own = row[r.caption]

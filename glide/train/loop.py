@@ -379,7 +379,7 @@ class Trainer:
         self.ema.copy_to(model)
         return model.eval()
 
-    def export(self, path: str | os.PathLike, fp16: bool = True, token_vocab=None) -> str:
+    def export(self, path: str | os.PathLike, fp16: bool = True, token_vocab: list[str] | None = None) -> str:
         """Write the EMA weights as safetensors (config in metadata); returns the SHA-256. ``token_vocab``
         (CLIPs): keep only the token-table rows of these words (:func:`glide.train.export.save_clip`)."""
         from .export import save_clip, vocabulary_token_rows

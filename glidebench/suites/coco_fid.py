@@ -221,7 +221,7 @@ def execute(args: argparse.Namespace) -> Path | None:
     try:
         suite = load_suite(getattr(args, "suite", None) or SUITE)
         coco_root = resolve_root(getattr(args, "coco_root", None))
-        data = getattr(args, "data", None) or ("coco" if coco_root else "embedded")
+        data = data_kind(args, coco_root)
         if data == "coco" and coco_root is None:
             raise CocoError("--data coco needs the dataset: pass --coco-root DIR or set GLIDEBENCH_COCO")
         if data == "coco" and getattr(args, "captions", None) == "single-object":
@@ -354,6 +354,11 @@ def execute(args: argparse.Namespace) -> Path | None:
         return run_dir
     finally:
         dist_ctx.close()
+
+
+def data_kind(args: argparse.Namespace, coco_root: Path | None) -> str:
+    """``--data`` when given, else MS-COCO when a COCO root is known (``--coco-root`` / ``GLIDEBENCH_COCO``)."""
+    return getattr(args, "data", None) or ("coco" if coco_root else "embedded")
 
 
 def make_inception(source: str, device: torch.device):

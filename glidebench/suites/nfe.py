@@ -52,6 +52,10 @@ def parse_sweep(value: Any, where: str) -> list[tuple[str, str]]:
     return out
 
 
+def _is_entry(df: pd.DataFrame, entry: tuple[str, str]) -> pd.Series:
+    return (df["sampler"] == entry[0]) & (df["steps"].astype(str) == entry[1])
+
+
 def relative_to_reference(
     df: pd.DataFrame, reference: tuple[str, str], tol: float = TOLERANCE
 ) -> pd.DataFrame:
@@ -61,7 +65,7 @@ def relative_to_reference(
     reference entry's, or the KID is not above the reference's (a lower KID is never a failure).
     """
     df = df.copy()
-    ref_rows = df[(df["sampler"] == reference[0]) & (df["steps"].astype(str) == reference[1])]
+    ref_rows = df[_is_entry(df, reference)]
     if ref_rows.empty:
         raise SuiteError(f"the reference entry {list(reference)} is not in the sweep")
     ref = ref_rows.set_index("setting_id")
@@ -79,16 +83,9 @@ def relative_to_reference(
     return df
 
 
-def _data_kind(args: argparse.Namespace) -> str:
-    from ..data.coco import resolve_root
-
-    return getattr(args, "data", None) or (
-        "coco" if resolve_root(getattr(args, "coco_root", None)) else "embedded"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    from .coco_fid import execute
+    from ..data.coco import resolve_root
+    from .coco_fid import data_kind, execute
 
     for flag in ("sampler", "steps"):
         if getattr(args, flag, None) is not None:
@@ -97,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 f"(glidebench/suites/{SUITE}.json); edit the sweep, or use `run coco-fid --{flag}`"
             )
     suite = load_suite(getattr(args, "suite", None) or SUITE)
-    data = _data_kind(args)
+    data = data_kind(args, resolve_root(getattr(args, "coco_root", None)))
     opts = suite.options(data, getattr(args, "preset", None))
     where = f"{suite.path} (profile {data})"
     sweep = parse_sweep(opts.get("sweep"), where)
@@ -175,9 +172,8 @@ def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) 
 def _cheapest_within(df: pd.DataFrame, reference: tuple[str, str]) -> list[str]:
     lines = []
     for setting, sub in df.groupby("setting_id", sort=True):
-        ref = sub[(sub["sampler"] == reference[0]) & (sub["steps"].astype(str) == reference[1])].iloc[0]
-        ok = sub[sub["within_tol"]].sort_values("evals_per_image", kind="stable")
-        ok = ok[~((ok["sampler"] == reference[0]) & (ok["steps"].astype(str) == reference[1]))]
+        ref = sub[_is_entry(sub, reference)].iloc[0]
+        ok = sub[sub["within_tol"] & ~_is_entry(sub, reference)].sort_values("evals_per_image", kind="stable")
         if ok.empty:
             lines.append(f"- {setting}: no entry other than the reference is within tolerance.")
             continue
