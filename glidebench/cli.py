@@ -65,7 +65,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cfg", help="classifier-free guidance scales, e.g. 1,1.5,2,3,4 ('' for none)")
     g.add_argument("--clip", help="CLIP-guidance scales, e.g. 1,2,3 ('' for none)")
     g.add_argument("--unguided", action="store_true", default=None, help="add an unguided setting")
-    g.add_argument("--sampler", choices=list(SAMPLERS), help="base sampler (plms and dpm++2m use eps only)")
+    g.add_argument(
+        "--sampler", choices=list(SAMPLERS), help="base sampler (plms, dpm++2m and dpm++2m-sde use eps only)"
+    )
     g.add_argument("--steps", help="base respacing: 250, 100, ddim25, 10,10,3,2,2, fast27")
     g.add_argument("--resolution", help="64 (base only) | 256 (with the upsampler) | base | up")
     g.add_argument("--up-sampler", choices=list(SAMPLERS))

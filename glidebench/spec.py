@@ -32,7 +32,7 @@ from typing import Any
 
 SPEC_VERSION = 1
 GUIDANCE_KINDS = ("cfg", "clip", "none")
-SAMPLERS = ("ancestral", "ddim", "plms", "dpm++2m")  # glide.diffusion.samplers.SAMPLERS
+SAMPLERS = ("ancestral", "ddim", "plms", "dpm++2m", "dpm++2m-sde")  # glide.diffusion.samplers.SAMPLERS
 DTYPES = ("fp32", "fp16", "bf16")
 DATA_KINDS = ("embedded", "coco")
 CAPTION_MODES = ("one-per-image", "random", "single-object")  # single-object: embedded set only

@@ -17,11 +17,16 @@ sample never depends on the batch it was drawn in.
 - ``dpm++2m``: DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), the multistep second-order solver in the data
   (x_0) parameterisation, with thresholding of x_0 for pixel space (static clip to [-1, 1], or Imagen's
   dynamic thresholding) and first order on the last step.
+- ``dpm++2m-sde``: the stochastic DPM-Solver++(2M) (Lu et al. 2022; the SDE form of k-diffusion's
+  ``sample_dpmpp_2m_sde``, midpoint variant, eta = 1): the same data-prediction multistep update on the
+  reverse SDE, which re-injects fresh noise every step like ancestral sampling. The noise lets later steps
+  correct an imperfect model's errors, which the ODE solvers carry to the end.
 The ODE samplers use eps only (the learned variance is ignored); ``cond_fn`` conditions eps as in DDIM.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -288,11 +293,78 @@ def dpm_solver_pp_2m(
         img = sample
 
 
+def _half_lambda(abar: float) -> float:
+    """lambda = log(alpha / sigma) = 0.5 * (log abar - log(1 - abar))."""
+    return 0.5 * (math.log(abar) - math.log1p(-abar))
+
+
+def dpm_solver_pp_2m_sde(
+    diffusion: GaussianDiffusion,
+    model: Callable[..., torch.Tensor],
+    x_T: torch.Tensor,
+    *,
+    clip_denoised: bool = True,
+    denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cond_fn: Callable[..., torch.Tensor] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    noise_fn: NoiseFn | None = None,
+    progress: bool = False,
+    threshold: str | None = "static",
+    eta: float = 1.0,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Stochastic DPM-Solver++(2M) (midpoint form) over the (respaced) discrete timesteps.
+
+    With h = lambda_next - lambda_s and eta = 1, one step is
+    x_next = (sigma_n / sigma_s) e^{-h} x + alpha_n (1 - e^{-2h}) x0 + alpha_n (1 - e^{-2h}) / (2 r) (x0 - x0_prev)
+    + sigma_n sqrt(1 - e^{-2h}) z (r = h_prev / h; the correction term from the second step on), the VP form of
+    k-diffusion's ``sample_dpmpp_2m_sde``. ``eta`` = 0 gives back the deterministic DPM-Solver++(2M) update
+    with a midpoint correction. The last step (to abar = 1) returns the data prediction, as dpm++2m does.
+    """
+    if threshold not in (None, "static", "dynamic"):
+        raise ValueError("threshold must be None, 'static' or 'dynamic'")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    noise_fn = noise_fn or torch.randn_like
+    abar = diffusion.alphas_cumprod
+    img, x0_prev, h_prev = x_T, None, None
+    for i, t in _steps(diffusion, x_T, progress, "dpm++2m-sde"):
+        with torch.no_grad():
+            _, x0 = _eps_x0(
+                diffusion,
+                model,
+                img,
+                t,
+                clip_denoised and threshold is not None,
+                denoised_fn,
+                cond_fn,
+                model_kwargs,
+                threshold,
+            )
+            if i == 0:
+                sample = x0
+            else:
+                a_s, a_n = float(abar[i]), float(abar[i - 1])
+                h = _half_lambda(a_n) - _half_lambda(a_s)
+                eta_h = eta * h
+                sigma_ratio = ((1 - a_n) / (1 - a_s)) ** 0.5
+                c = -math.expm1(-h - eta_h)  # 1 - e^{-(1 + eta) h}
+                sample = sigma_ratio * math.exp(-eta_h) * img + a_n**0.5 * c * x0
+                if x0_prev is not None and i > 1:
+                    sample = sample + a_n**0.5 * 0.5 * c * (h / h_prev) * (x0 - x0_prev)
+                if eta > 0:
+                    sample = sample + (1 - a_n) ** 0.5 * math.sqrt(-math.expm1(-2 * eta_h)) * noise_fn(img)
+                h_prev = h
+        x0_prev = x0
+        yield {"sample": sample, "pred_xstart": x0}
+        img = sample
+
+
 SAMPLERS: dict[str, Callable[..., Iterator[dict[str, torch.Tensor]]]] = {
     "ancestral": ancestral,
     "ddim": ddim,
     "plms": plms,
     "dpm++2m": dpm_solver_pp_2m,
+    "dpm++2m-sde": dpm_solver_pp_2m_sde,
 }
 
 

@@ -144,7 +144,17 @@ class Trainer:
             raise ValueError(
                 f"recipe kind {r.kind!r} but its model options describe a {config.variant!r} model"
             )
-        return create_model(config)
+        model = create_model(config)
+        if r.base_checkpoint:  # warm start: the recipe's architecture, the checkpoint's weights
+            start = load_model(r.base_checkpoint)
+            if start.config.to_dict() != config.to_dict():
+                raise ValueError(
+                    f"base_checkpoint {r.base_checkpoint} is a different model from the recipe's "
+                    f"(checkpoint config {start.config.to_dict()}, recipe {config.to_dict()}); make the recipe's "
+                    "model options match the checkpoint"
+                )
+            model.load_state_dict(start.state_dict())
+        return model
 
     @staticmethod
     def check_output_norm(config: ModelConfig) -> None:
@@ -266,6 +276,8 @@ class Trainer:
         captions = D.drop_captions(list(captions), r.p_uncond, g)
         t = torch.randint(0, T, (n,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
+        if r.offset_noise:
+            noise = noise + r.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=g)
         x_t = self.diffusion.q_sample(x0, t, noise)
         kwargs: dict[str, torch.Tensor] = {}
         if cfg.inpaint:

@@ -71,7 +71,13 @@ class Recipe:
     # diffusion models
     p_uncond: float = 0.2
     lambda_vlb: float = 0.001
-    # inpainting: base checkpoint to start from, and the erased-rectangle sizes (fraction of the side)
+    # offset noise (Guttenberg 2023): the training noise gets a per-image, per-channel constant
+    # N(0, offset_noise^2) added, so the global mean of the noise (std 1/side for iid noise) carries real loss
+    # weight and the model learns to predict it; without it a small model's samples take their global colour
+    # from the starting noise instead of the caption. 0 = the paper's iid Gaussian noise.
+    offset_noise: float = 0.0
+    # inpainting: base checkpoint to start from, and the erased-rectangle sizes (fraction of the side);
+    # for base/upsample recipes a base_checkpoint is a warm start (fine-tuning from those weights)
     base_checkpoint: str = ""
     erase_min: float = 0.25
     erase_max: float = 0.75
@@ -93,6 +99,12 @@ class Recipe:
             raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        if not 0.0 <= self.offset_noise <= 1.0:
+            raise ValueError(
+                f"offset_noise must be in [0, 1] (0.1 is the usual value), got {self.offset_noise}"
+            )
+        if self.kind == "clip" and self.base_checkpoint:
+            raise ValueError("base_checkpoint is for UNet recipes (base, inpaint, upsample), not clip")
         if self.batch_size < 1 or self.max_steps < 0:
             raise ValueError("batch_size must be >= 1 and max_steps >= 0")
         if not 0 < self.erase_min <= self.erase_max <= 1:

@@ -486,3 +486,52 @@ def test_package_writes_weights_and_card(tmp_path):
     assert card["examples_seen"] == 12 and card["train_wall_seconds"] > 0
     assert math.isfinite(card["final_loss"]["loss_avg"])
     assert load_model(tmp_path / "m.safetensors").config == tr.config
+
+
+def _captured_noise(monkeypatch, recipe: Recipe, tmp_path) -> torch.Tensor:
+    import glide.train.loop as L
+
+    seen = {}
+    real = L.hybrid_loss
+
+    def spy(diffusion, out, x0, x_t, t, noise, lambda_vlb):
+        seen["noise"] = noise.detach().clone()
+        return real(diffusion, out, x0, x_t, t, noise, lambda_vlb)
+
+    monkeypatch.setattr(L, "hybrid_loss", spy)
+    Trainer(recipe, tmp_path, progress=False).compute_loss(3)
+    return seen["noise"]
+
+
+def test_offset_noise_adds_one_constant_per_image_and_channel(monkeypatch, tmp_path):
+    plain = _captured_noise(monkeypatch, tiny_recipe(batch_size=64), tmp_path / "a")
+    offset = _captured_noise(monkeypatch, tiny_recipe(batch_size=64, offset_noise=0.5), tmp_path / "b")
+    diff = offset - plain  # same (seed, step): the iid part is the same draw
+    assert torch.allclose(diff, diff[:, :, :1, :1].expand_as(diff), atol=1e-6), (
+        "offset must be constant in H, W"
+    )
+    per_channel = diff[:, :, 0, 0]
+    assert per_channel.abs().min() > 0
+    assert 0.4 < per_channel.std().item() < 0.6  # N(0, 0.5^2) over 64 x 3 draws
+    with pytest.raises(ValueError, match="offset_noise"):
+        tiny_recipe(offset_noise=-0.1)
+
+
+def test_base_checkpoint_warm_starts_a_base_run_and_rejects_another_architecture(tmp_path):
+    first = Trainer(tiny_recipe(), tmp_path / "a", progress=False)
+    first.run(max_steps=2)
+    first.export(tmp_path / "a.safetensors", fp16=False)
+    start = load_model(tmp_path / "a.safetensors").state_dict()
+    warm = Trainer(
+        tiny_recipe(base_checkpoint=str(tmp_path / "a.safetensors")), tmp_path / "b", progress=False
+    )
+    _states_equal(warm.model.state_dict(), start)
+    cold = Trainer(tiny_recipe(), tmp_path / "c", progress=False)
+    assert any(not torch.equal(v, cold.model.state_dict()[k]) for k, v in start.items())
+    wider = tiny_recipe(
+        model=TINY_MODEL | {"num_channels": 64}, base_checkpoint=str(tmp_path / "a.safetensors")
+    )
+    with pytest.raises(ValueError, match="different model"):
+        Trainer(wider, tmp_path / "d", progress=False)
+    with pytest.raises(ValueError, match="not clip"):
+        tiny_clip_recipe(base_checkpoint=str(tmp_path / "a.safetensors"))
