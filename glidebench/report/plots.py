@@ -251,6 +251,14 @@ def best_scales(df: pd.DataFrame, metric: str, fields: Sequence[str]) -> pd.Data
     return pd.concat(keep) if keep else df.iloc[:0]
 
 
+def _names_the_sweep_entry(data: pd.DataFrame, field: str) -> bool:
+    """True when ``field`` only names the (sampler, steps) entry it belongs to (one run per entry, as the nfe
+    suite writes): a series per value of it would split every curve into single points."""
+    entry = data["sampler"].astype(str) + "|" + data["steps"].astype(str)
+    values = data[field].astype(str)
+    return bool((values.groupby(entry).nunique() == 1).all()) and values.nunique() == entry.nunique()
+
+
 def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
     """FID (KID when FID is missing) against model evaluations per image, one curve per sampler and guidance
     kind at that kind's best scale; points labelled by step count. None unless several samplers or step
@@ -261,6 +269,7 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
         return None
     data = df[pd.to_numeric(df[metric], errors="coerce").notna() & df["evals_per_image"].notna()]
     fields = [f for f in varying_fields(data) if f not in ("sampler", "steps")]
+    fields = [f for f in fields if not _names_the_sweep_entry(data, f)]
     data = best_scales(data, metric, fields)
     samplers = sorted(data["sampler"].astype(str).unique())
     styler = _Styler(data, fields)

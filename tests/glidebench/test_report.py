@@ -532,3 +532,41 @@ def test_copy_of_run_dir_renders_the_same_numbers(single, tmp_path):
     shutil.copytree(run, moved)
     again = Page(render_report([moved], tmp_path / "out").read_text(encoding="utf-8"))
     assert again.tables["results"] == page.tables["results"]
+
+
+def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler():
+    """The nfe suite writes one run per (sampler, steps): the run name must not split the curves."""
+    import pandas as pd
+
+    from glidebench.report import plots
+
+    rows = []
+    for i, (sampler, steps, evals, fid) in enumerate(
+        [
+            ("ddim", "10", 20, 90.0),
+            ("ddim", "25", 50, 70.0),
+            ("ancestral", "25", 50, 60.0),
+            ("ancestral", "50", 100, 50.0),
+        ]
+    ):
+        rows.append(
+            {"run": f"run-{i}", "model": "m", "guidance": "cfg", "scale": 3.0, "sampler": sampler,
+             "steps": steps, "resolution": 64, "evals_per_image": evals, "fid": fid}
+        )  # fmt: skip
+    df = pd.DataFrame(rows)
+    assert plots._names_the_sweep_entry(df, "run")
+    assert not plots._names_the_sweep_entry(df.assign(run=["a", "a", "b", "b"]), "run")
+    import unittest.mock
+
+    from matplotlib.axes import Axes
+
+    seen = []
+    real_plot = Axes.plot
+
+    def spy(self, x, y, *args, **kwargs):
+        seen.append((kwargs.get("label"), list(x)))
+        return real_plot(self, x, y, *args, **kwargs)
+
+    with unittest.mock.patch.object(Axes, "plot", spy):
+        assert plots.fid_vs_evals(df) is not None
+    assert sorted(len(x) for _, x in seen) == [2, 2], seen  # two curves of two points, not four points
