@@ -64,8 +64,9 @@ def test_run_writes_the_contract_and_correct_numbers(env: Path, capsys) -> None:
     assert len({p["source"] for p in prompts}) == 8  # one caption per distinct image
     settings = json.loads((run / "settings.json").read_text())
     assert list(settings) == ["cfg-1", "cfg-3", "clip-2"]
+    # the embedded profile's sampler; the steps come from base_args
     assert settings["cfg-3"] == {
-        "guidance": "cfg", "scale": 3.0, "sampler": "ddim", "steps": "ddim5", "resolution": 8,
+        "guidance": "cfg", "scale": 3.0, "sampler": "dpm++2m-sde", "steps": "ddim5", "resolution": 8,
         "model": "embedded", "up_sampler": None, "up_steps": None,
     }  # fmt: skip
     for sid in settings:
@@ -194,7 +195,7 @@ def test_ls_lists_suites_models_and_runs(env: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["ls", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "coco-fid (version 1" in text and "paper" in text
+    assert "coco-fid (version 2" in text and "paper" in text
     assert "embedded  base" in text and "trained" in text
     assert "finished" in text and str(only_run_dir(out)) in text
 

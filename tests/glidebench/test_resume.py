@@ -157,8 +157,11 @@ def test_images_are_what_the_pipeline_gives_for_each_seed(reference_run, tiny_mo
     prompts = json.loads((ref_dir / "prompts.json").read_text())
     plan = M.plan_models("embedded", None, False, directory=tiny_models_dir)
     pipe = M.load_models(plan, "cpu", "fp32").pipeline(torch.device("cpu"), "fp32")
+    setting = json.loads((ref_dir / "settings.json").read_text())["cfg-3"]
     x = pipe.generate([p["caption"] for p in prompts[6:8]], [p["seed"] for p in prompts[6:8]], guidance="cfg",
-                      scale=3.0, sampler="ddim", steps="ddim25")  # fmt: skip
+                      scale=3.0, sampler=setting["sampler"], steps=setting["steps"])  # fmt: skip
+    # the profile's sampler, the test's steps
+    assert (setting["sampler"], setting["steps"]) == ("dpm++2m-sde", "ddim25")
     for j, i in enumerate(range(6, 8)):
         got = np.asarray(Image.open(ref_dir / "images" / "cfg-3" / f"{i:06d}.png"))
         assert np.array_equal(got, x[j].permute(1, 2, 0).numpy())
