@@ -237,6 +237,17 @@ def plms(
         img = sample
 
 
+def _check_threshold(threshold: str | None) -> None:
+    if threshold not in (None, "static", "dynamic"):
+        raise ValueError("threshold must be None, 'static' or 'dynamic'")
+
+
+def _data_prediction(diffusion, model, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, threshold):
+    """The DPM-Solver++ data prediction x0 at (x_t, t): conditioned, then thresholded (threshold None = none)."""
+    args = (clip_denoised and threshold is not None, denoised_fn, cond_fn, model_kwargs, threshold)
+    return _eps_x0(diffusion, model, x, t, *args)[1]
+
+
 def dpm_solver_pp_2m(
     diffusion: GaussianDiffusion,
     model: Callable[..., torch.Tensor],
@@ -256,22 +267,13 @@ def dpm_solver_pp_2m(
     x_{t_i} = (sigma_i / sigma_{i-1}) x - alpha_i (e^{-h_i} - 1) D_i, with D_i = x0_i (first step, last
     step) or (1 + 1/(2 r)) x0_i - 1/(2 r) x0_{i-1}, r = h_{i-1} / h_i.
     """
-    if threshold not in (None, "static", "dynamic"):
-        raise ValueError("threshold must be None, 'static' or 'dynamic'")
+    _check_threshold(threshold)
     abar = torch.from_numpy(diffusion.alphas_cumprod)
     img, x0_prev, h_prev = x_T, None, None
     for i, t in _steps(diffusion, x_T, progress, "dpm++2m"):
         with torch.no_grad():
-            _, x0 = _eps_x0(
-                diffusion,
-                model,
-                img,
-                t,
-                clip_denoised and threshold is not None,
-                denoised_fn,
-                cond_fn,
-                model_kwargs,
-                threshold,
+            x0 = _data_prediction(
+                diffusion, model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, threshold
             )
             if i == 0:  # to abar = 1: the solution is the data prediction itself
                 sample = x0
@@ -320,8 +322,7 @@ def dpm_solver_pp_2m_sde(
     k-diffusion's ``sample_dpmpp_2m_sde``. ``eta`` = 0 gives back the deterministic DPM-Solver++(2M) update
     with a midpoint correction. The last step (to abar = 1) returns the data prediction, as dpm++2m does.
     """
-    if threshold not in (None, "static", "dynamic"):
-        raise ValueError("threshold must be None, 'static' or 'dynamic'")
+    _check_threshold(threshold)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     noise_fn = noise_fn or torch.randn_like
@@ -329,16 +330,8 @@ def dpm_solver_pp_2m_sde(
     img, x0_prev, h_prev = x_T, None, None
     for i, t in _steps(diffusion, x_T, progress, "dpm++2m-sde"):
         with torch.no_grad():
-            _, x0 = _eps_x0(
-                diffusion,
-                model,
-                img,
-                t,
-                clip_denoised and threshold is not None,
-                denoised_fn,
-                cond_fn,
-                model_kwargs,
-                threshold,
+            x0 = _data_prediction(
+                diffusion, model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, threshold
             )
             if i == 0:
                 sample = x0
