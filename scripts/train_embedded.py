@@ -38,9 +38,12 @@ RUNS: dict[str, tuple[str, str, int, int]] = {
 PACKAGE_TO = {"embedded-base-stage1": ROOT / "runs" / "embedded-base-stage1.safetensors"}
 # earlier stages a shipped model continues (their wall time counts towards its training time)
 STAGES = {"embedded-base": ["embedded-base-stage1"]}
+_BASE_MACHINE = (
+    "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, alone on the machine"
+)
 MACHINE = {
-    "embedded-base-stage1": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, alone on the machine",
-    "embedded-base": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, alone on the machine",
+    "embedded-base-stage1": _BASE_MACHINE,
+    "embedded-base": _BASE_MACHINE,
     "embedded-inpaint": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 1 torch thread, channels_last, beside one other 1-thread job",
 }
 OLD_MACHINE = (

@@ -144,17 +144,18 @@ class Trainer:
             raise ValueError(
                 f"recipe kind {r.kind!r} but its model options describe a {config.variant!r} model"
             )
-        model = create_model(config)
-        if r.base_checkpoint:  # warm start: the recipe's architecture, the checkpoint's weights
-            start = load_model(r.base_checkpoint)
-            if start.config.to_dict() != config.to_dict():
-                raise ValueError(
-                    f"base_checkpoint {r.base_checkpoint} is a different model from the recipe's "
-                    f"(checkpoint config {start.config.to_dict()}, recipe {config.to_dict()}); make the recipe's "
-                    "model options match the checkpoint"
-                )
-            model.load_state_dict(start.state_dict())
-        return model
+        if not r.base_checkpoint:
+            return create_model(config)
+        start = load_model(
+            r.base_checkpoint
+        )  # warm start: the checkpoint's weights, the recipe's architecture
+        if start.config.to_dict() != config.to_dict():
+            raise ValueError(
+                f"base_checkpoint {r.base_checkpoint} is a different model from the recipe's "
+                f"(checkpoint config {start.config.to_dict()}, recipe {config.to_dict()}); make the recipe's "
+                "model options match the checkpoint"
+            )
+        return start
 
     @staticmethod
     def check_output_norm(config: ModelConfig) -> None:
