@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", required=True, type=Path, help="output PNG (a grid when --batch-size > 1)")
         sp.add_argument("--batch-size", type=int, default=1)
         sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--steps", default="100", help="base respacing: N, a,b,c, ddimN or fast27")
+        sp.add_argument("--steps", default="100", help="base respacing: N, a,b,c, ddimN, quadN or fast27")
         sp.add_argument("--sampler", default="ancestral", choices=sorted(SAMPLERS))
         sp.add_argument("--base", default=None, help="base checkpoint: official name or file")
         sp.add_argument("--upsampler", default=None, help="upsampler checkpoint: official name or file")

@@ -68,7 +68,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--sampler", choices=list(SAMPLERS), help="base sampler (plms, dpm++2m and dpm++2m-sde use eps only)"
     )
-    g.add_argument("--steps", help="base respacing: 250, 100, ddim25, 10,10,3,2,2, fast27")
+    g.add_argument("--steps", help="base respacing: 250, 100, ddim25, quad12, 10,10,3,2,2, fast27")
     g.add_argument("--resolution", help="64 (base only) | 256 (with the upsampler) | base | up")
     g.add_argument("--up-sampler", choices=list(SAMPLERS))
     g.add_argument("--up-steps", help="upsampler respacing (default fast27)")

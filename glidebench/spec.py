@@ -38,7 +38,7 @@ DATA_KINDS = ("embedded", "coco")
 CAPTION_MODES = ("one-per-image", "random", "single-object")  # single-object: embedded set only
 MODEL_FAMILIES = ("embedded", "official")
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
-_STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|fast27)$")
+_STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|quad\d+|fast27)$")
 
 
 def _format_scale(scale: float) -> str:
@@ -162,7 +162,7 @@ class RunSpec:
         for name in ("steps", "up_steps"):
             if not _STEPS_RE.match(getattr(self, name)):
                 raise ValueError(
-                    f"{name}={getattr(self, name)!r} is not a respacing: use 'N' (e.g. 100), 'a,b,c', 'ddimN' or 'fast27'"
+                    f"{name}={getattr(self, name)!r} is not a respacing: use 'N' (e.g. 100), 'a,b,c', 'ddimN', 'quadN' or 'fast27'"
                 )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")

@@ -271,12 +271,15 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
     fields = [f for f in varying_fields(data) if f not in ("sampler", "steps")]
     fields = [f for f in fields if not _names_the_sweep_entry(data, f)]
     data = best_scales(data, metric, fields)
-    samplers = sorted(data["sampler"].astype(str).unique())
+    # one curve per sampler and step spacing: "quadN" (time-quadratic) runs are not points of the "N" curve
+    spacing = data["steps"].astype(str).str.startswith("quad").map({True: " (quadratic spacing)", False: ""})
+    data = data.assign(_curve=data["sampler"].astype(str) + spacing)
+    samplers = sorted(data["_curve"].unique())
     styler = _Styler(data, fields)
     with rc_context(RC):
         fig = _new_figure(6.4, 4.3)
         ax = fig.add_subplot()
-        for key, sub in data.groupby(["guidance", *fields, "sampler"], sort=True):
+        for key, sub in data.groupby(["guidance", *fields, "_curve"], sort=True):
             kind, *rest, sampler = (str(k) for k in key)
             sub = sub.sort_values("evals_per_image", kind="stable")
             j = samplers.index(sampler)

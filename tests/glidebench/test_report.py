@@ -570,3 +570,10 @@ def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler()
     with unittest.mock.patch.object(Axes, "plot", spy):
         assert plots.fid_vs_evals(df) is not None
     assert sorted(len(x) for _, x in seen) == [2, 2], seen  # two curves of two points, not four points
+    seen.clear()
+    quad = pd.DataFrame(rows[:2]).assign(steps=["quad10", "quad25"], run=["run-4", "run-5"], fid=[80.0, 65.0])
+    with unittest.mock.patch.object(Axes, "plot", spy):
+        assert plots.fid_vs_evals(pd.concat([df, quad], ignore_index=True)) is not None
+    labels = sorted(label for label, _ in seen)
+    assert [len(x) for _, x in sorted(seen, key=lambda s: s[0])] == [2, 2, 2], seen  # quadN is its own curve
+    assert labels[1].startswith("ddim (quadratic spacing),") and labels[2].startswith("ddim,"), labels

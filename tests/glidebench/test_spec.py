@@ -102,6 +102,11 @@ def test_invalid_specs_are_rejected_with_the_reason(change, message) -> None:
         make_spec(**change)
 
 
+@pytest.mark.parametrize("steps", ["250", "10,10,3,2,2", "ddim25", "quad12", "fast27"])
+def test_every_respacing_form_is_a_valid_spec(steps) -> None:
+    assert make_spec(steps=steps).steps == steps
+
+
 def test_unknown_or_missing_keys_are_errors() -> None:
     record = make_spec().record()
     with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
