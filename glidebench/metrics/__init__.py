@@ -16,7 +16,7 @@ from .fid import (
     frechet_distance,
 )
 from .inception_score import inception_score
-from .kid import kid_from_features
+from .kid import kid_from_features, paired_kid_jackknife
 from .prc import knn_radii, precision_recall
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "frechet_distance",
     "inception_score",
     "kid_from_features",
+    "paired_kid_jackknife",
     "knn_radii",
     "precision_recall",
 ]

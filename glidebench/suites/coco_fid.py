@@ -431,6 +431,7 @@ def _metrics_and_results(
 ) -> None:
     """Rank 0: features (cached), metrics per setting, then every result file, each written atomically."""
     from .. import models as M
+    from ..features import feature_cache_path
     from ..provenance import build_provenance
     from ..results import cache_root, features_for, setting_metrics, write_markdown, write_results
 
@@ -475,10 +476,15 @@ def _metrics_and_results(
     indices = list(range(spec.num_samples))
     scenes = prompt_scenes(prompts, records) if spec.data == "embedded" else None
     rows = []
+    feature_files = {
+        "reference": feature_cache_path(extractor, ref_fp, cache_root() / "features").name,
+        "settings": {},
+    }
     for s in spec.settings:
         t_s = time.monotonic()
         store = ImageStore(run_dir / "images" / s.setting_id)
         fp = store.fingerprint(indices)
+        feature_files["settings"][s.setting_id] = feature_cache_path(extractor, fp, run_dir / "features").name
         gen = features_for(
             extractor, fp, lambda store=store: store.batches(indices, fbatch), len(indices), run_dir / "features",
             fbatch, progress,
@@ -543,6 +549,8 @@ def _metrics_and_results(
         "clip_score_definition": "100 x mean cosine(image, caption), no clamp; clamped variant max(cos, 0)",
         "prc": f"k={spec.prc_k}, reference subset of the generated set's size (seeded)",
         "kid": f"polynomial kernel degree 3, subsets of min({spec.kid_subset_size}, N), 100 subsets",
+        # Inception feature files: the reference set's in the user cache (features/), each setting's in the run
+        "files": feature_files,
     }
     provenance = build_provenance(
         started, t0, time.monotonic(), device, checkpoints, data_record, feature_record,

@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -103,21 +104,67 @@ def run(args: argparse.Namespace) -> int:
         raise SuiteError(f"{where}: reference {list(reference)} is not one of the sweep's entries")
 
     run_dirs: list[Path] = []
+    unfinished: list[str] = []
     for i, (sampler, steps) in enumerate(sweep):
         print(f"== nfe sweep {i + 1}/{len(sweep)}: {sampler} {steps}", flush=True)
         sub = copy.copy(args)
         sub.sampler, sub.steps, sub.no_report = sampler, steps, True
         run_dir = execute(sub)
-        if run_dir is None:
-            if getattr(args, "dry_run", False):
-                continue
-            print("nfe: this process did not finish every entry (shards or ranks); rerun to summarise")
-            return 0
+        if run_dir is None:  # a dry run, a rank other than 0, or a shard whose peers still have images to do:
+            unfinished.append(f"{sampler} {steps}")  # go on with this process's part of the next entries
+            continue
         run_dirs.append(run_dir)
-    if not run_dirs:
+    if getattr(args, "dry_run", False):
+        return 0
+    if unfinished:
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0  # rank 0 of the same torchrun job summarises
+        print(
+            f"nfe: {len(unfinished)} of {len(sweep)} entries ({', '.join(unfinished)}) have no results from this "
+            "process (other shards or ranks still had images to make, or compute them); once every shard is done, "
+            "rerun the same command without --shard to compute what is left and summarise"
+        )
         return 0
     summarise(run_dirs, reference, Path(getattr(args, "out", None) or "runs"))
     return 0
+
+
+def _feature_file(run_dir: Path, setting_id: str) -> tuple[Path, Path] | None:
+    """(generated, reference) Inception feature files of one setting, from the run's provenance (None when the
+    run predates that record or a file is gone, e.g. the reference cache of another machine)."""
+    from ..results import cache_root
+
+    try:
+        files = json.loads((run_dir / "provenance.json").read_text())["feature_extractor"]["files"]
+        gen = run_dir / "features" / files["settings"][setting_id]
+        ref = cache_root() / "features" / files["reference"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return (gen, ref) if gen.is_file() and ref.is_file() else None
+
+
+def kid_vs_reference_se(df: pd.DataFrame, run_dirs: list[Path], reference: tuple[str, str]) -> list[float]:
+    """Per row, the jackknife standard error of its KID relative to the reference entry's (the same setting),
+    pairing sample i of both runs (same caption and seed); NaN where the features cannot be found."""
+    import numpy as np
+
+    from ..metrics import paired_kid_jackknife
+
+    dirs = {d.name: d for d in run_dirs}
+    ref_runs = df[_is_entry(df, reference)].set_index("setting_id")["run"]
+    out = []
+    for _, row in df.iterrows():
+        mine = _feature_file(dirs[row["run"]], row["setting_id"])
+        theirs = _feature_file(dirs[ref_runs[row["setting_id"]]], row["setting_id"])
+        if mine is None or theirs is None or mine[1] != theirs[1]:
+            out.append(math.nan)
+            continue
+        with np.load(mine[0]) as g, np.load(theirs[0]) as r, np.load(mine[1]) as real:
+            if len(g["pool3"]) != len(r["pool3"]):
+                out.append(math.nan)
+                continue
+            out.append(paired_kid_jackknife(r["pool3"], g["pool3"], real["pool3"])["rel_se"])
+    return out
 
 
 def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) -> Path:
@@ -127,6 +174,7 @@ def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) 
         df = pd.read_json(d / "results.json", orient="records", dtype={"steps": str})
         frames.append(df.assign(run=d.name))
     df = relative_to_reference(pd.concat(frames, ignore_index=True), reference)
+    df["kid_vs_ref_se"] = kid_vs_reference_se(df, run_dirs, reference)
     df = df.sort_values(["setting_id", "evals_per_image"], kind="stable").reset_index(drop=True)
     key = hashlib.sha256(json.dumps(sorted(d.name for d in run_dirs)).encode()).hexdigest()[:12]
     out = out_root / SUITE / f"summary-{key}"
@@ -139,7 +187,7 @@ def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) 
     atomic_write_bytes(out / "summary.csv", df.to_csv(index=False).encode("utf-8"))
     cols = [
         "setting_id", "sampler", "steps", "evals_per_image", "fid", "kid_mean", "kid_std", "precision", "recall",
-        "clip_score", "kid_vs_ref", "clip_vs_ref", "within_tol", "images_per_s",
+        "clip_score", "kid_vs_ref", "kid_vs_ref_se", "clip_vs_ref", "within_tol", "images_per_s",
     ]  # fmt: skip
     table = markdown_table(df, cols)
     best = _cheapest_within(df, reference)
@@ -148,7 +196,9 @@ def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) 
         "",
         f"Reference entry: {reference[0]} {reference[1]}. kid_vs_ref and clip_vs_ref are relative differences "
         f"from it; within_tol: KID at most {TOLERANCE:.0%} above the reference's and CLIP score within "
-        f"{TOLERANCE:.0%}. Evaluations per image count both halves of a classifier-free batch.",
+        f"{TOLERANCE:.0%}. kid_vs_ref_se: the jackknife standard error of kid_vs_ref over the shared captions "
+        "(full-set KID; a difference smaller than about two of these is within the caption draw's noise). "
+        "Evaluations per image count both halves of a classifier-free batch.",
         "",
         table,
         "",

@@ -202,6 +202,9 @@ def test_nfe_suite_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.Mon
     rows = {(r["sampler"], r["steps"]): r for r in data["rows"]}
     assert set(rows) == {("ancestral", "8"), ("ddim", "4"), ("dpm++2m", "4")}
     assert rows[("ancestral", "8")]["kid_vs_ref"] == 0.0
+    # the jackknife error over the shared captions: none for the reference against itself, finite otherwise
+    assert rows[("ancestral", "8")]["kid_vs_ref_se"] == 0.0
+    assert all(0 < rows[e]["kid_vs_ref_se"] < float("inf") for e in [("ddim", "4"), ("dpm++2m", "4")])
     # both halves of a classifier-free batch count
     assert rows[("ddim", "4")]["evals_per_image"] == 8 and rows[("ancestral", "8")]["evals_per_image"] == 16
     assert (summary.parent / "report" / "index.html").is_file()
@@ -213,6 +216,32 @@ def test_nfe_suite_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.Mon
     before = {p: p.stat().st_mtime_ns for r in runs for p in (r / "images").rglob("*.png")}
     assert main(args) == 0  # a rerun samples nothing again
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_nfe_suite_shards_do_their_part_of_every_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A shard whose peer still has images to make goes on to its chunks of the next entries (it used to stop
+    after the first); the shard that finishes last computes every entry's metrics and the summary, equal to
+    a one-process run's."""
+    import glidebench.suites as S
+
+    harness_env(monkeypatch, build_tiny_models(tmp_path / "models"), tmp_path / "cache")
+    suites = _tiny_suite_dir(tmp_path)
+    monkeypatch.setattr(S, "suites_dir", lambda: suites)
+    args = ["run", "nfe", "--cfg", "3", "--quiet", "--no-report"]
+    sharded, single = tmp_path / "sharded", tmp_path / "single"
+    assert main([*args, "--out", str(sharded), "--shard", "0/2"]) == 0
+    assert "3 of 3 entries" in capsys.readouterr().out
+    runs = sorted((sharded / "nfe").iterdir())
+    assert len(runs) == 3 and not list((sharded / "nfe").glob("summary-*"))
+    assert all(len(list((r / "images").rglob("*.png"))) == 3 for r in runs)  # chunk 0 of 2 (batch 3) each
+    assert main([*args, "--out", str(sharded), "--shard", "1/2"]) == 0
+    assert main([*args, "--out", str(single)]) == 0
+    (a,), (b,) = (list((d / "nfe").glob("summary-*/summary.json")) for d in (sharded, single))
+    rows_a, rows_b = (json.loads(p.read_text())["rows"] for p in (a, b))
+    key = ("sampler", "steps", "kid_mean", "clip_score", "kid_vs_ref")
+    assert [tuple(r[k] for k in key) for r in rows_a] == [tuple(r[k] for k in key) for r in rows_b]
 
 
 def test_attributes_suite_adds_caption_agreement_columns(

@@ -20,6 +20,7 @@ from glidebench.metrics import (
     inception_score,
     kid_from_features,
     knn_radii,
+    paired_kid_jackknife,
     precision_recall,
 )
 
@@ -134,6 +135,44 @@ def test_kid_matches_direct_unbiased_mmd_on_the_same_subsets(n_a, n_b, subset_si
         direct.append(_mmd2_unbiased_direct(a[ia], b[ib]))
     assert mean == pytest.approx(np.mean(direct), rel=1e-10)
     assert std == pytest.approx(np.std(direct), rel=1e-8)
+
+
+def _mmd2_general(x, y, degree=3, coef0=1.0):
+    """Unbiased MMD^2 for sets of different sizes, from its definition (loops over the off-diagonal pairs)."""
+    gamma = 1.0 / x.shape[1]
+    k = lambda u, v: (u @ v.T * gamma + coef0) ** degree  # noqa: E731
+    kxx, kyy = k(x, x), k(y, y)
+    sxx = sum(kxx[i, j] for i in range(len(x)) for j in range(len(x)) if i != j) / (len(x) * (len(x) - 1))
+    syy = sum(kyy[i, j] for i in range(len(y)) for j in range(len(y)) if i != j) / (len(y) * (len(y) - 1))
+    return sxx + syy - 2 * k(x, y).mean()
+
+
+def test_paired_kid_jackknife_against_its_definition():
+    """Full-set unbiased MMD^2 and the delete-one-pair jackknife SE of kid_b / kid_a - 1, recomputed by brute
+    force (each pair removed, MMD^2 recomputed from the definition); with equal set sizes the full-set value is
+    also torch-fidelity's KID with one subset holding every sample."""
+    rng = np.random.default_rng(8)
+    real = rng.normal(size=(30, 5))
+    a = rng.normal(loc=0.4, size=(12, 5))
+    b = a + rng.normal(scale=0.5, size=(12, 5)) + 0.2  # paired with a (same "captions"), a bit further off
+    out = paired_kid_jackknife(a, b, real)
+    assert out["kid_a"] == pytest.approx(_mmd2_general(a, real), rel=1e-10)
+    assert out["kid_b"] == pytest.approx(_mmd2_general(b, real), rel=1e-10)
+    assert out["rel"] == pytest.approx(out["kid_b"] / out["kid_a"] - 1, rel=1e-12)
+    loo = np.array(
+        [
+            _mmd2_general(np.delete(b, i, 0), real) / _mmd2_general(np.delete(a, i, 0), real) - 1
+            for i in range(12)
+        ]
+    )
+    se = np.sqrt(11 / 12 * ((loo - loo.mean()) ** 2).sum())
+    assert out["rel_se"] == pytest.approx(se, rel=1e-9) and out["rel_se"] > 0
+    real12 = rng.normal(size=(12, 5))
+    tf_mean, _ = kid_from_features(b, real12, subsets=1, subset_size=12)
+    assert paired_kid_jackknife(a, b, real12)["kid_b"] == pytest.approx(tf_mean, rel=1e-10)
+    assert paired_kid_jackknife(a, a, real)["rel_se"] == 0.0  # identical sets: no spread at all
+    with pytest.raises(ValueError, match="same rows"):
+        paired_kid_jackknife(a, b[:5], real)
 
 
 def test_kid_is_seeded_and_separates_distributions():
