@@ -260,11 +260,18 @@ def _names_the_sweep_entry(data: pd.DataFrame, field: str) -> bool:
 
 
 def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
-    """FID (KID when FID is missing) against model evaluations per image, one curve per sampler and guidance
-    kind at that kind's best scale; points labelled by step count. None unless several samplers or step
-    counts were run."""
+    """FID against model evaluations per image (KID when FID is missing or a setting has fewer than 2,048
+    samples), one curve per sampler and guidance kind at that kind's best scale; points labelled by step
+    count. None unless several samplers or step counts were run."""
+    from ..metrics import FID_MIN_SAMPLES
+
     pairs = df[["sampler", "steps"]].astype(str).drop_duplicates()
-    metric = "fid" if _has(df, "fid") else ("kid_mean" if _has(df, "kid_mean") else None)
+    # below 2,048 samples FID is biased and unstable (the results carry that warning): draw KID there instead
+    few = _has(df, "n_samples") and pd.to_numeric(df["n_samples"], errors="coerce").min() < FID_MIN_SAMPLES
+    if _has(df, "kid_mean") and (few or not _has(df, "fid")):
+        metric = "kid_mean"
+    else:
+        metric = "fid" if _has(df, "fid") else None
     if len(pairs) < 2 or metric is None or not _has(df, "evals_per_image"):
         return None
     data = df[pd.to_numeric(df[metric], errors="coerce").notna() & df["evals_per_image"].notna()]

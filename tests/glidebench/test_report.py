@@ -575,5 +575,8 @@ def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler()
     with unittest.mock.patch.object(Axes, "plot", spy):
         assert plots.fid_vs_evals(pd.concat([df, quad], ignore_index=True)) is not None
     labels = sorted(label for label, _ in seen)
+    small = df.assign(n_samples=100, kid_mean=[0.04, 0.03, 0.02, 0.01])
+    assert plots.fid_vs_evals(small)[1] == "kid_mean"  # 100 samples: FID is unstable, the curve shows KID
+    assert plots.fid_vs_evals(small.assign(n_samples=5000))[1] == "fid"
     assert [len(x) for _, x in sorted(seen, key=lambda s: s[0])] == [2, 2, 2], seen  # quadN is its own curve
     assert labels[1].startswith("ddim (quadratic spacing),") and labels[2].startswith("ddim,"), labels
