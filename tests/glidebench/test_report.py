@@ -337,7 +337,7 @@ def test_multi_run_comparison(tmp_path):
     assert sampler_row[1:] == ["ddim 25", "ddim 10, ddim 25, plms 50"]
     assert page.tables["paper-comparison"][0] == ["quantity", "paper", "a/run", "b/run"]
     alts = [str(x["alt"]) for x in page.elements("img")]
-    assert any(s.startswith("FID against model evaluations per image") for s in alts)
+    assert any(s.startswith("KID against model evaluations per image") for s in alts)  # < 2,048 samples: KID
     # grids: run a (cfg, clip) + run b per sampler/steps (3 x (cfg, clip))
     assert sum(s.startswith(("classifier-free:", "CLIP guidance:")) for s in alts) == 8
     assert "b/run, ddim 10" in page.plain and "plms 50" in page.plain
@@ -434,7 +434,7 @@ def test_unguided_without_scale_and_stale_files(tmp_path):
     (out / "photo.png").write_bytes(b"not ours")
     page = Page(render_report([run], out).read_text(encoding="utf-8"))
     alts = [str(a["alt"]) for a in page.elements("img")]
-    assert any(s.startswith("FID against model evaluations") for s in alts)
+    assert any(s.startswith("KID against model evaluations") for s in alts)  # few samples: KID, not FID
     assert sum(s.startswith("classifier-free:") for s in alts) == 2  # one per step count
     assert any("unguided" in s for s in alts)
     assert not (out / "grid-old-cfg.png").exists() and (out / "photo.png").exists()
