@@ -82,6 +82,14 @@ def check_sample_counts(n_fake: int, n_real: int) -> None:
         )
 
 
+def prc_reference_subset(real: np.ndarray, n_fake: int, seed: int) -> np.ndarray:
+    """The references precision/recall compares with: a seeded subset of the generated set's size (the k-NN
+    radius depends on the set size), or all of them when there are not more than ``n_fake``."""
+    if len(real) <= n_fake:
+        return real
+    return real[np.sort(np.random.default_rng([seed, 2]).permutation(len(real))[:n_fake])]
+
+
 def setting_metrics(
     gen: dict[str, np.ndarray],
     ref: dict[str, np.ndarray],
@@ -110,11 +118,7 @@ def setting_metrics(
     kid_mean, kid_std = kid_from_features(
         fake, real, subset_size=min(kid_subset_size, n_fake, n_real), seed=seed
     )
-    if n_real > n_fake:
-        idx = np.sort(np.random.default_rng([seed, 2]).permutation(n_real)[:n_fake])
-        real_prc = real[idx]
-    else:
-        real_prc = real
+    real_prc = prc_reference_subset(real, n_fake, seed)
     if min(n_fake, len(real_prc)) <= k:
         raise MetricsError(
             f"precision/recall with k={k} needs more than {k} images per set; use more samples"

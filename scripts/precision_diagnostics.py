@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glidebench.features import InceptionExtractor  # noqa: E402
 from glidebench.metrics.prc import precision_recall  # noqa: E402
+from glidebench.results import prc_reference_subset  # noqa: E402
 from glidebench.store import atomic_write_json  # noqa: E402
 from glidebench.suites.embedded_protocol import embedded_prompts, embedded_reference_image  # noqa: E402
 
@@ -90,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return np.concatenate([ex(t[i : i + 100])["pool3"] for i in range(0, len(t), 100)])
 
     ref = feats(ref_imgs)
-    # the harness compares equal-sized sets: a seeded subset of the references of the fakes' size
-    idx = (
-        np.sort(np.random.default_rng([int(spec["seed"]), 2]).permutation(len(ref))[:n])
-        if len(ref) > n
-        else None
-    )
-    real = ref if idx is None else ref[idx]
+    real = prc_reference_subset(ref, n, int(spec["seed"]))  # the harness's equal-sized reference subset
     k = int(spec.get("prc_k", 3))
 
     def pr(images: np.ndarray) -> dict[str, float]:
