@@ -41,6 +41,27 @@ from .recipes import Recipe, resolve_factory, resolved_model_options
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+def emphasise_timesteps(
+    t: torch.Tensor,
+    num_timesteps: int,
+    g: torch.Generator,
+    high_fraction: float = 0.0,
+    high_start: float = 0.8,
+    low_fraction: float = 0.0,
+    low_end: float = 0.1,
+) -> torch.Tensor:
+    """Redraw shares of the timesteps ``t``: ``high_fraction`` of them uniformly from ``[int(high_start * T), T)``
+    and another ``low_fraction`` from ``[0, int(low_end * T))``; the rest stay (all draws seeded by ``g``)."""
+    u = torch.rand(t.shape, generator=g)
+    if high_fraction:
+        high = torch.randint(int(high_start * num_timesteps), num_timesteps, t.shape, generator=g)
+        t = torch.where(u < high_fraction, high, t)
+    if low_fraction:
+        low = torch.randint(0, max(1, int(low_end * num_timesteps)), t.shape, generator=g)
+        t = torch.where((u >= high_fraction) & (u < high_fraction + low_fraction), low, t)
+    return t
+
+
 def inpaint_from_base(base: Text2ImUNet, **overrides: Any) -> Text2ImUNet:
     """The inpaint variant of ``base`` with all weights copied and the 4 extra input channels zeroed.
 
@@ -276,6 +297,8 @@ class Trainer:
         x0 = D.resize(images, cfg.image_size)
         captions = D.drop_captions(list(captions), r.p_uncond, g)
         t = torch.randint(0, T, (n,), generator=g)
+        if r.high_t_fraction or r.low_t_fraction:
+            t = emphasise_timesteps(t, T, g, r.high_t_fraction, r.high_t_start, r.low_t_fraction, r.low_t_end)
         noise = torch.randn(x0.shape, generator=g)
         if r.offset_noise:
             noise = noise + r.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=g)

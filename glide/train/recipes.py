@@ -76,6 +76,15 @@ class Recipe:
     # weight and the model learns to predict it; without it a small model's samples take their global colour
     # from the starting noise instead of the caption. 0 = the paper's iid Gaussian noise.
     offset_noise: float = 0.0
+    # timestep emphasis: this fraction of each batch draws t uniformly from [high_t_start * T, T) instead of
+    # [0, T). For fine-tuning what is decided at high noise (an image's global colour: with offset noise its
+    # mean is ambiguous there, so only the caption can set it); 0 = the paper's uniform t.
+    high_t_fraction: float = 0.0
+    high_t_start: float = 0.8
+    # and the same at the low end: this fraction is redrawn from [0, low_t_end * T) (what the last sampling
+    # steps need: removing the final grey level of noise exactly)
+    low_t_fraction: float = 0.0
+    low_t_end: float = 0.1
     # inpainting: base checkpoint to start from, and the erased-rectangle sizes (fraction of the side);
     # for base/upsample recipes a base_checkpoint is a warm start (fine-tuning from those weights)
     base_checkpoint: str = ""
@@ -103,6 +112,17 @@ class Recipe:
             raise ValueError(
                 f"offset_noise must be in [0, 1] (0.1 is the usual value), got {self.offset_noise}"
             )
+        if not 0.0 <= self.high_t_fraction <= 1.0 or not 0.0 <= self.high_t_start < 1.0:
+            raise ValueError(
+                f"need high_t_fraction in [0, 1] and high_t_start in [0, 1), got {self.high_t_fraction}, "
+                f"{self.high_t_start}"
+            )
+        if not 0.0 <= self.low_t_fraction <= 1.0 or not 0.0 < self.low_t_end <= 1.0:
+            raise ValueError(
+                f"need low_t_fraction in [0, 1] and low_t_end in (0, 1], got {self.low_t_fraction}, {self.low_t_end}"
+            )
+        if self.high_t_fraction + self.low_t_fraction > 1.0:
+            raise ValueError("high_t_fraction + low_t_fraction must not exceed 1")
         if self.kind == "clip" and self.base_checkpoint:
             raise ValueError("base_checkpoint is for UNet recipes (base, inpaint, upsample), not clip")
         if self.batch_size < 1 or self.max_steps < 0:

@@ -517,6 +517,65 @@ def test_offset_noise_adds_one_constant_per_image_and_channel(monkeypatch, tmp_p
         tiny_recipe(offset_noise=-0.1)
 
 
+def _captured_timesteps(monkeypatch, recipe: Recipe, tmp_path) -> torch.Tensor:
+    import glide.train.loop as L
+
+    seen = {}
+    real = L.hybrid_loss
+
+    def spy(diffusion, out, x0, x_t, t, noise, lambda_vlb):
+        seen["t"] = t.detach().clone()
+        return real(diffusion, out, x0, x_t, t, noise, lambda_vlb)
+
+    monkeypatch.setattr(L, "hybrid_loss", spy)
+    Trainer(recipe, tmp_path, progress=False).compute_loss(5)
+    return seen["t"]
+
+
+def test_emphasise_timesteps_redraws_the_stated_shares_from_the_stated_ranges():
+    from glide.train.loop import emphasise_timesteps
+
+    t = torch.full((20000,), 500, dtype=torch.long)  # all 500, so every redrawn entry is visible
+    g = torch.Generator().manual_seed(0)
+    out = emphasise_timesteps(t, 1000, g, high_fraction=0.3, high_start=0.8, low_fraction=0.2, low_end=0.1)
+    high, low, kept = out[out >= 800], out[out < 100], out[out == 500]
+    assert high.max() <= 999 and low.min() >= 0
+    assert high.numel() + low.numel() + kept.numel() == t.numel()
+    # binomial sd of a share over 20,000 draws is at most 0.0035
+    assert abs(high.numel() / t.numel() - 0.3) < 0.015 and abs(low.numel() / t.numel() - 0.2) < 0.015
+    assert abs(high.float().mean().item() - 899.5) < 2.0  # uniform on [800, 999]: sd of the mean 0.7
+    assert abs(low.float().mean().item() - 49.5) < 1.5  # uniform on [0, 99]: sd of the mean 0.45
+    assert torch.equal(emphasise_timesteps(t, 1000, g), t)
+    assert (emphasise_timesteps(t, 1000, g, high_fraction=1.0, high_start=0.5) >= 500).all()
+    assert (emphasise_timesteps(t, 1000, g, low_fraction=1.0, low_end=0.05) < 50).all()
+
+
+def test_high_t_fraction_in_a_recipe_shifts_the_training_timesteps(monkeypatch, tmp_path):
+    plain = _captured_timesteps(monkeypatch, tiny_recipe(batch_size=400), tmp_path / "a")
+    high = _captured_timesteps(
+        monkeypatch, tiny_recipe(batch_size=400, high_t_fraction=0.5, high_t_start=0.8), tmp_path / "b"
+    )
+    assert plain.max() < TINY_MODEL["diffusion_steps"] == 50
+    share = lambda t: (t >= 40).float().mean().item()  # noqa: E731  (high_t_start 0.8 of T = 50)
+    assert abs(share(plain) - 0.2) < 0.07  # uniform: 20% of 400 draws, sd 0.02
+    assert abs(share(high) - 0.6) < 0.08  # 0.5 redrawn + 0.5 * 0.2 uniform, sd 0.025
+    low = _captured_timesteps(
+        monkeypatch, tiny_recipe(batch_size=400, low_t_fraction=0.5, low_t_end=0.2), tmp_path / "c"
+    )
+    assert abs((low < 10).float().mean().item() - 0.6) < 0.08  # 0.5 redrawn + 0.5 * 0.2 uniform
+    bad_recipes = (
+        {"high_t_fraction": 1.5},
+        {"high_t_fraction": -0.1},
+        {"high_t_start": 1.0},
+        {"low_t_fraction": 2.0},
+        {"low_t_end": 0.0},
+        {"high_t_fraction": 0.6, "low_t_fraction": 0.6},
+    )
+    for bad in bad_recipes:
+        with pytest.raises(ValueError, match="_t_"):
+            tiny_recipe(**bad)
+
+
 def test_base_checkpoint_warm_starts_a_base_run_and_rejects_another_architecture(tmp_path):
     first = Trainer(tiny_recipe(), tmp_path / "a", progress=False)
     first.run(max_steps=2)
