@@ -195,7 +195,7 @@ def test_ls_lists_suites_models_and_runs(env: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["ls", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "coco-fid (version 2" in text and "paper" in text
+    assert "coco-fid (version 3" in text and "paper" in text
     assert "embedded  base" in text and "trained" in text
     assert "finished" in text and str(only_run_dir(out)) in text
 
