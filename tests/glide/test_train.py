@@ -488,19 +488,28 @@ def test_package_writes_weights_and_card(tmp_path):
     assert load_model(tmp_path / "m.safetensors").config == tr.config
 
 
-def _captured_noise(monkeypatch, recipe: Recipe, tmp_path) -> torch.Tensor:
+def _captured_loss_inputs(monkeypatch, recipe: Recipe, tmp_path, step: int = 3) -> dict[str, torch.Tensor]:
+    """The noise and timesteps that batch ``step`` of ``recipe`` hands to the hybrid loss."""
     import glide.train.loop as L
 
     seen = {}
     real = L.hybrid_loss
 
     def spy(diffusion, out, x0, x_t, t, noise, lambda_vlb):
-        seen["noise"] = noise.detach().clone()
+        seen["noise"], seen["t"] = noise.detach().clone(), t.detach().clone()
         return real(diffusion, out, x0, x_t, t, noise, lambda_vlb)
 
     monkeypatch.setattr(L, "hybrid_loss", spy)
-    Trainer(recipe, tmp_path, progress=False).compute_loss(3)
-    return seen["noise"]
+    Trainer(recipe, tmp_path, progress=False).compute_loss(step)
+    return seen
+
+
+def _captured_noise(monkeypatch, recipe: Recipe, tmp_path) -> torch.Tensor:
+    return _captured_loss_inputs(monkeypatch, recipe, tmp_path)["noise"]
+
+
+def _captured_timesteps(monkeypatch, recipe: Recipe, tmp_path) -> torch.Tensor:
+    return _captured_loss_inputs(monkeypatch, recipe, tmp_path, step=5)["t"]
 
 
 def test_offset_noise_adds_one_constant_per_image_and_channel(monkeypatch, tmp_path):
@@ -515,21 +524,6 @@ def test_offset_noise_adds_one_constant_per_image_and_channel(monkeypatch, tmp_p
     assert 0.4 < per_channel.std().item() < 0.6  # N(0, 0.5^2) over 64 x 3 draws
     with pytest.raises(ValueError, match="offset_noise"):
         tiny_recipe(offset_noise=-0.1)
-
-
-def _captured_timesteps(monkeypatch, recipe: Recipe, tmp_path) -> torch.Tensor:
-    import glide.train.loop as L
-
-    seen = {}
-    real = L.hybrid_loss
-
-    def spy(diffusion, out, x0, x_t, t, noise, lambda_vlb):
-        seen["t"] = t.detach().clone()
-        return real(diffusion, out, x0, x_t, t, noise, lambda_vlb)
-
-    monkeypatch.setattr(L, "hybrid_loss", spy)
-    Trainer(recipe, tmp_path, progress=False).compute_loss(5)
-    return seen["t"]
 
 
 def test_emphasise_timesteps_redraws_the_stated_shares_from_the_stated_ranges():
