@@ -51,7 +51,6 @@ DISPLAY_ORDER: tuple[str, ...] = (
 )  # fmt: skip
 # Name prefixes of the PNGs a report writes (a re-render removes its own stale ones, nothing else).
 OWN_PNG_PREFIXES = ("fig6-", "metrics-vs-scale", "fid-vs-evals", "kid-vs-evals", "grid-", "inpaint")
-MIN_FID_SAMPLES = 2048  # below the 2048-d Inception feature size the covariance is singular
 
 
 @dataclass(frozen=True)
@@ -391,10 +390,10 @@ def _warnings(run: RunData) -> list[str]:
             "No checkpoint hashes are recorded, so the weights behind these numbers cannot be identified."
         )
     ns = run.results["n_samples"]
-    small = run.results[ns < MIN_FID_SAMPLES]
+    small = run.results[ns < plots.MIN_FID_SAMPLES]
     if len(small):
         out.append(
-            f"{len(small)} of {len(run.results)} settings have fewer than {MIN_FID_SAMPLES} samples (as few as "
+            f"{len(small)} of {len(run.results)} settings have fewer than {plots.MIN_FID_SAMPLES} samples (as few as "
             f"{int(small['n_samples'].min()):,}). With 2048-dimensional Inception features the covariance is "
             "then singular: FID, KID and precision/recall are smoke-test numbers, not measurements."
         )

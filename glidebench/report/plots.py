@@ -34,6 +34,9 @@ EXTRA_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 SERIES_FIELDS = ("run", "model", "sampler", "steps", "resolution")
+# below the 2048-d Inception feature size FID's covariance is singular: the report warns and plots KID instead.
+# Equal to glidebench.metrics.FID_MIN_SAMPLES (a test checks it), kept here so rendering does not import torch.
+MIN_FID_SAMPLES = 2048
 # (column, axis label) for the metrics-vs-scale panel, in the order they are drawn.
 METRICS: tuple[tuple[str, str, str | None], ...] = (
     ("fid", "FID (lower is better)", None),
@@ -263,11 +266,9 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
     """FID against model evaluations per image (KID when FID is missing or a setting has fewer than 2,048
     samples), one curve per sampler and guidance kind at that kind's best scale; points labelled by step
     count. None unless several samplers or step counts were run."""
-    from ..metrics import FID_MIN_SAMPLES
-
     pairs = df[["sampler", "steps"]].astype(str).drop_duplicates()
     # below 2,048 samples FID is biased and unstable (the results carry that warning): draw KID there instead
-    few = _has(df, "n_samples") and pd.to_numeric(df["n_samples"], errors="coerce").min() < FID_MIN_SAMPLES
+    few = _has(df, "n_samples") and pd.to_numeric(df["n_samples"], errors="coerce").min() < MIN_FID_SAMPLES
     if _has(df, "kid_mean") and (few or not _has(df, "fid")):
         metric = "kid_mean"
     else:

@@ -580,3 +580,10 @@ def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler()
     assert plots.fid_vs_evals(small.assign(n_samples=5000))[1] == "fid"
     assert [len(x) for _, x in sorted(seen, key=lambda s: s[0])] == [2, 2, 2], seen  # quadN is its own curve
     assert labels[1].startswith("ddim (quadratic spacing),") and labels[2].startswith("ddim,"), labels
+
+
+def test_report_few_sample_threshold_is_the_metrics_one():
+    from glidebench.metrics import FID_MIN_SAMPLES
+    from glidebench.report import plots
+
+    assert plots.MIN_FID_SAMPLES == FID_MIN_SAMPLES == 2048
