@@ -1,6 +1,6 @@
 """Checks of the embedded GLIDE family that the coco-fid style suites do not cover.
 
-    python -m glidebench check                   # both checks, results in runs/checks/<models hash>/
+    python -m glidebench check                   # all three checks, results in runs/checks/<models hash>/
 
 - **Evaluator retrieval** (``retrieval_accuracy``): for each held-out test image, is its own caption the
   evaluator CLIP's best match among itself and 9 other captions of the split (drawn with a seed, all
@@ -11,6 +11,12 @@
   largest change of any kept pixel (0 means the known region is kept exactly), and the attribute
   classifier's colour / shape accuracy against the *requested* attributes (the fill follows the caption, not
   the erased object; chance is 1/7 and 1/4).
+- **Upsampler** (``upsample_check``): test scenes rendered at the base resolution (the box-downsampled,
+  8-bit render the base model learns) are upsampled with the text-conditional upsampler (the harness's
+  upsampling settings: DDIM fast27, temperature 0.997) and compared with the true render at the upsampler's
+  resolution. Reported: RMSE in grey levels of the upsampled images and of plain bilinear upsampling (the
+  upsampler's own view of its low-res input), and how far the upsampled images, box-downsampled again, are
+  from the low-res input (an upsampler must keep what it was given).
 """
 
 from __future__ import annotations
@@ -137,6 +143,67 @@ def inpaint_check(
     }
 
 
+def _grey_rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+    """RMSE of two [-1, 1] image batches, in 8-bit grey levels."""
+    return float(((a.double() - b.double()) * 127.5).pow(2).mean().sqrt())
+
+
+def upsample_check(
+    pipeline: Any,
+    records: list[EvalRecord],
+    sampler: str = "ddim",
+    steps: str = "fast27",
+    temp: float = 0.997,
+    seed: int = 0,
+    batch: int = 50,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Upsample each scene's low-resolution render and compare with its true high-resolution render; see the
+    module docstring. ``images``: uint8 [3, N, 3, H, W], the true renders, bilinear, upsampled."""
+    import torch.nn.functional as F
+
+    from .suites.embedded_protocol import embedded_reference_image
+
+    low_size = pipeline.base.config.image_size
+    size = pipeline.upsampler.config.image_size
+    if size % low_size:
+        raise ValueError(f"upsampler resolution {size} is not a multiple of the base resolution {low_size}")
+    native = EmbeddedCaptionSet().size
+
+    def as_tensor(images: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    truth, bilinear, ups, lows = [], [], [], []
+    for lo in tqdm(range(0, len(records), batch), desc="upsample check", disable=not progress):
+        chunk = records[lo : lo + batch]
+        low = as_tensor([embedded_reference_image(r.scene, low_size, native) for r in chunk])
+        truth.append(as_tensor([embedded_reference_image(r.scene, size, native) for r in chunk]))
+        bilinear.append(F.interpolate(low, (size, size), mode="bilinear", align_corners=False).clamp(-1, 1))
+        seeds = [seed + lo + i for i in range(len(chunk))]
+        ups.append(pipeline.upsample(low, [r.caption for r in chunk], seeds, sampler=sampler, steps=steps,
+                                     temp=temp).cpu().float())  # fmt: skip
+        lows.append(low)
+    truth_t, bil_t, up_t, low_t = (torch.cat(x) for x in (truth, bilinear, ups, lows))
+    if not torch.isfinite(up_t).all():
+        raise ValueError("the upsampler produced NaN/inf samples")
+    per_image = ((up_t - truth_t) * 127.5).pow(2).mean(dim=(1, 2, 3))
+    per_image_bil = ((bil_t - truth_t) * 127.5).pow(2).mean(dim=(1, 2, 3))
+
+    def u8(x: torch.Tensor) -> torch.Tensor:
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+    return {
+        "n": len(records),
+        "resolution": f"{low_size} -> {size}",
+        "sampler": f"{sampler} {steps}, temperature {temp:g}",
+        "rmse_grey_levels": _grey_rmse(up_t, truth_t),
+        "bilinear_rmse_grey_levels": _grey_rmse(bil_t, truth_t),
+        "beats_bilinear_fraction": float((per_image < per_image_bil).double().mean()),
+        "low_res_consistency_rmse_grey_levels": _grey_rmse(F.avg_pool2d(up_t, size // low_size), low_t),
+        "images": torch.stack([u8(truth_t), u8(bil_t), u8(up_t)]),
+    }
+
+
 def _models_key(files: dict[str, Any]) -> str:
     h = hashlib.sha256()
     for role in sorted(files):
@@ -154,7 +221,7 @@ def run_checks(args: argparse.Namespace) -> int:
     from .models import GlideClipEmbedder
 
     files = M.embedded_files()
-    missing = [r for r in ("eval-clip", "inpaint") if r not in files]
+    missing = [r for r in ("eval-clip", "inpaint", "base", "upsample") if r not in files]
     if missing:
         raise FileNotFoundError(
             f"the embedded family lacks {missing} in {M.models_dir()}; restore glidebench/assets/models from git "
@@ -177,7 +244,6 @@ def run_checks(args: argparse.Namespace) -> int:
     inp = inpaint_check(pipe, singles, scale=args.scale, seed=args.seed, progress=True)
     images, captions = inp.pop("images"), inp.pop("captions")
     result["inpaint"] = inp
-    result["seconds"] = round(time.monotonic() - t0, 1)
     print(
         f"inpainting ({inp['n']} one-object scenes, object box erased, edited caption, CFG {args.scale:g}): kept "
         f"region max |diff| {inp['kept_region_max_abs_diff']}, requested colour {inp['requested_colour_acc']:.3f}, "
@@ -189,6 +255,23 @@ def run_checks(args: argparse.Namespace) -> int:
         out / "inpaint-examples.png"
     )
     atomic_write_text(out / "inpaint-examples.txt", "\n".join(captions[:16]) + "\n")
+    up_pipe = GlidePipeline(
+        load_model(str(files["base"].path)), upsampler=load_model(str(files["upsample"].path))
+    )
+    up = upsample_check(up_pipe, data.eval_split("test", args.num_upsample), seed=args.seed, progress=True)
+    up_images = up.pop("images")
+    result["upsample"] = up
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    print(
+        f"upsampler ({up['n']} test scenes, {up['resolution']} px, {up['sampler']}): RMSE "
+        f"{up['rmse_grey_levels']:.1f} grey levels (bilinear {up['bilinear_rmse_grey_levels']:.1f}), better than "
+        f"bilinear on {up['beats_bilinear_fraction']:.0%}, low-res consistency RMSE "
+        f"{up['low_res_consistency_rmse_grey_levels']:.1f}"
+    )
+    rows = [np.concatenate(list(kind[:8].permute(0, 2, 3, 1).numpy()), axis=1) for kind in up_images]
+    Image.fromarray(np.concatenate(rows, axis=0)).resize(
+        (rows[0].shape[1] * 2, rows[0].shape[0] * 6), Image.Resampling.NEAREST
+    ).save(out / "upsample-examples.png")  # rows: true render, bilinear, upsampler
     atomic_write_json(out / "checks.json", result)
     print(f"wrote {out / 'checks.json'}")
     print(json.dumps(result, indent=1))

@@ -139,13 +139,16 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
-        help="checks of the embedded family: evaluator retrieval among 10, inpainting (kept region, edits)",
+        help="checks of the embedded family: evaluator retrieval among 10, inpainting (kept region, edits), "
+        "upsampler (error against the true render and against bilinear)",
         description="Evaluator CLIP: top-1 retrieval of each held-out test image's caption among 10. Inpainting: "
         "erase the object of one-object test scenes, fill it under an edited caption (new colour and shape), "
-        "check the kept pixels are unchanged and the fill shows the requested attributes.",
+        "check the kept pixels are unchanged and the fill shows the requested attributes. Upsampler: upsample "
+        "test scenes' low-resolution renders and compare with the true renders and with bilinear upsampling.",
     )
     p.add_argument("--num-retrieval", type=int, default=1000, help="held-out test images for retrieval")
     p.add_argument("--num-inpaint", type=int, default=200, help="one-object test scenes for inpainting")
+    p.add_argument("--num-upsample", type=int, default=100, help="test scenes for the upsampler")
     p.add_argument("--scale", type=float, default=3.0, help="classifier-free scale of the inpainting model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="CPU threads")

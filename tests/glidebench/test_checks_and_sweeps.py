@@ -1,4 +1,4 @@
-"""`glidebench check` (evaluator retrieval, inpainting), the nfe suite and the attributes suite's columns."""
+"""`glidebench check` (evaluator retrieval, inpainting, upsampler), the nfe suite and the attributes suite's columns."""
 
 from __future__ import annotations
 
@@ -113,19 +113,78 @@ def test_inpaint_check_keeps_known_pixels_exactly(tmp_path: Path) -> None:
     assert 0.0 <= out["requested_colour_acc"] <= 1.0
 
 
+class _FakeUpsamplerPipeline:
+    """Stands in for GlidePipeline in the upsampler check: returns the true render (``oracle``) or the bilinear
+    upsampling of its input, so the check's numbers have closed-form answers."""
+
+    def __init__(self, mode: str, low: int = 32, size: int = 64) -> None:
+        from types import SimpleNamespace
+
+        self.mode = mode
+        self.base = SimpleNamespace(config=SimpleNamespace(image_size=low))
+        self.upsampler = SimpleNamespace(config=SimpleNamespace(image_size=size))
+        self.truth = {}
+
+    def upsample(self, low_res, prompts, seeds, **kwargs):
+        size = self.upsampler.config.image_size
+        if self.mode == "bilinear":
+            return torch.nn.functional.interpolate(
+                low_res, (size, size), mode="bilinear", align_corners=False
+            )
+        return torch.stack([self.truth[p] for p in prompts])
+
+
+def test_upsample_check_closed_form_cases() -> None:
+    from glidebench.data.embedded import render
+
+    recs = [r for r in RECORDS if r.caption not in {q.caption for q in RECORDS if q is not r}][:6]
+    oracle = _FakeUpsamplerPipeline("oracle")
+    for r in recs:  # the true 64-px render is the embedded set's native render
+        oracle.truth[r.caption] = torch.from_numpy(render(r.scene, 64)).permute(2, 0, 1).float() / 127.5 - 1
+    out = checks.upsample_check(oracle, recs, batch=4, progress=False)
+    assert out["n"] == 6 and out["resolution"] == "32 -> 64" and out["images"].shape == (3, 6, 3, 64, 64)
+    assert out["rmse_grey_levels"] == 0.0
+    # anti-aliased shape edges are what bilinear upsampling cannot restore, so it has a real error ...
+    assert out["bilinear_rmse_grey_levels"] > 1.0 and out["beats_bilinear_fraction"] == 1.0
+    # ... and the true render, box-downsampled, differs from the 8-bit low-res input by rounding alone
+    assert 0.0 < out["low_res_consistency_rmse_grey_levels"] <= 0.5
+    bil = checks.upsample_check(_FakeUpsamplerPipeline("bilinear"), recs, batch=4, progress=False)
+    assert bil["rmse_grey_levels"] == pytest.approx(out["bilinear_rmse_grey_levels"], abs=1e-9)
+    assert bil["beats_bilinear_fraction"] == 0.0  # equal is not better
+    with pytest.raises(ValueError, match="not a multiple"):
+        checks.upsample_check(_FakeUpsamplerPipeline("bilinear", low=24), recs, progress=False)
+
+
+def test_upsample_check_runs_a_real_tiny_upsampler(tmp_path: Path) -> None:
+    from glide.checkpoints import load_model
+    from glide.pipeline import GlidePipeline
+
+    d = build_tiny_models(tmp_path / "m", roles=("base", "upsample"))
+    pipe = GlidePipeline(load_model(str(d / "embedded-base.safetensors")),
+                         upsampler=load_model(str(d / "embedded-upsample.safetensors")))  # fmt: skip
+    out = checks.upsample_check(pipe, RECORDS[:3], steps="3", batch=2, progress=False)
+    assert out["resolution"] == "8 -> 16" and out["images"].dtype == torch.uint8
+    assert out["images"].shape == (3, 3, 3, 16, 16)
+    assert np.isfinite(out["rmse_grey_levels"]) and out["rmse_grey_levels"] > 0
+
+
 def test_check_command_writes_results_and_fails_cleanly_without_models(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     harness_env(monkeypatch, tmp_path / "empty", tmp_path / "cache")
     assert main(["check", "--out", str(tmp_path / "o")]) == 1
-    assert "lacks ['eval-clip', 'inpaint']" in capsys.readouterr().err
+    assert "lacks ['eval-clip', 'inpaint', 'base', 'upsample']" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     models = build_tiny_models(tmp_path / "models")
     monkeypatch.setenv("GLIDEBENCH_MODELS", str(models))
-    assert main(["check", "--num-retrieval", "20", "--num-inpaint", "3", "--out", str(tmp_path / "o")]) == 0
+    argv = ["check", "--num-retrieval", "20", "--num-inpaint", "3", "--num-upsample", "2"]
+    argv += ["--out", str(tmp_path / "o")]
+    assert main(argv) == 0
     (result,) = (tmp_path / "o" / "checks").glob("*/checks.json")
     data = json.loads(result.read_text())
     assert data["retrieval"]["n"] == 20 and data["inpaint"]["kept_region_max_abs_diff"] == 0
+    assert data["upsample"]["n"] == 2 and data["upsample"]["resolution"] == "8 -> 16"
+    assert (result.parent / "upsample-examples.png").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------- nfe
