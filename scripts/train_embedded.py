@@ -17,7 +17,10 @@ packaged to ``runs/embedded-base-stage1.safetensors``; stage 2 (``recipes/embedd
 each batch at t >= 800, so that the caption, not the starting noise, sets the background ->
 ``runs/embedded-base-stage3.safetensors`` (none of these is shipped); stage 4 (``recipes/embedded-base-lowt.json``,
 733 steps, 24.0 min) fine-tunes stage 3 with 40% of each batch at t < 100 and is what ships as ``embedded-base``.
-The inpainting model was fine-tuned from stage 1.
+The inpainting model was fine-tuned from stage 1. The upsampler is trained in two stages: stage 1
+(``recipes/embedded-upsample.json``, 305 steps) -> ``runs/embedded-upsample-stage1.safetensors``; stage 2
+(``recipes/embedded-upsample-offset.json``, 1,047 steps, offset noise 0.2 and 30% of each batch at t >= 700)
+ships as ``embedded-upsample``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ RUNS: dict[str, tuple[str, str, int, int]] = {
     "embedded-base": ("base", "recipes/embedded-base-lowt.json", 733, 2),
     "embedded-clip-noised": ("clip", "recipes/embedded-clip-noised.json", 1928, 1),
     "embedded-clip-eval": ("clip", "recipes/embedded-clip-eval.json", 334, 1),
-    "embedded-upsample": ("upsample", "recipes/embedded-upsample.json", 258, 1),
+    "embedded-upsample-stage1": ("upsample", "recipes/embedded-upsample.json", 305, 1),
+    "embedded-upsample": ("upsample", "recipes/embedded-upsample-offset.json", 1047, 1),
     "embedded-inpaint": ("inpaint", "recipes/embedded-inpaint.json", 487, 1),
 }
 # packaged somewhere other than glidebench/assets/models (intermediate stages that are not shipped)
@@ -45,9 +49,13 @@ PACKAGE_TO = {
     "embedded-base-stage1": ROOT / "runs" / "embedded-base-stage1.safetensors",
     "embedded-base-stage2": ROOT / "runs" / "embedded-base-stage2.safetensors",
     "embedded-base-stage3": ROOT / "runs" / "embedded-base-stage3.safetensors",
+    "embedded-upsample-stage1": ROOT / "runs" / "embedded-upsample-stage1.safetensors",
 }
 # earlier stages a shipped model continues (their wall time counts towards its training time)
-STAGES = {"embedded-base": ["embedded-base-stage1", "embedded-base-stage2", "embedded-base-stage3"]}
+STAGES = {
+    "embedded-base": ["embedded-base-stage1", "embedded-base-stage2", "embedded-base-stage3"],
+    "embedded-upsample": ["embedded-upsample-stage1"],
+}
 _BASE_MACHINE = (
     "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, alone on the machine"
 )
@@ -59,6 +67,10 @@ MACHINE = {
     "embedded-base": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, with one-thread "
     "evaluation and test jobs beside it for most of the run (about 2 s per step)",
     "embedded-inpaint": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 1 torch thread, channels_last, beside one other 1-thread job",
+    "embedded-upsample-stage1": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 1 torch thread, channels_last, beside two "
+    "one-thread evaluation jobs (about 6.5 s per step)",
+    "embedded-upsample": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 1 torch thread, channels_last, beside one or two "
+    "one-thread evaluation jobs (3.8-7 s per step)",
 }
 OLD_MACHINE = (
     "shared 2-core AMD EPYC CPU VM (load average 3-12 from other jobs during the runs), torch CPU build, "
