@@ -163,7 +163,8 @@ def _embedded_vocab() -> list[str]:
 
 
 def random_base_config() -> ModelConfig:
-    """The embedded base architecture (recipes/embedded-base.json): 32 px, 32 channels, words tokenizer."""
+    """A small base architecture for the random-init fallback: 32 px, 32 channels, words tokenizer (the trained
+    base, recipes/embedded-base.json, has 64 channels; this keeps the fallback cheap)."""
     return ModelConfig(
         image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2,2", num_head_channels=32,
         attention_resolutions="8,4", dropout=0.0, text_ctx=24, xf_width=128, xf_layers=2, xf_heads=4,
@@ -175,7 +176,7 @@ def random_base_config() -> ModelConfig:
 def random_upsample_config() -> ModelConfig:
     """The embedded 32->64 upsampler architecture (recipes/embedded-upsample.json)."""
     return ModelConfig(
-        image_size=64, num_channels=32, num_res_blocks=1, channel_mult="1,1,2,2", num_head_channels=32,
+        image_size=64, num_channels=64, num_res_blocks=1, channel_mult="1,1,2,2", num_head_channels=32,
         attention_resolutions="8", dropout=0.0, text_ctx=24, xf_width=64, xf_layers=1, xf_heads=2,
         diffusion_steps=1000, noise_schedule="linear", super_res=True,
         tokenizer={"kind": "words", "vocab": _embedded_vocab()},
