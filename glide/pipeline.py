@@ -131,8 +131,15 @@ class GlidePipeline:
         progress: bool = False,
         image: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        cfg_interval: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """64-px samples in [-1, 1] (``image``/``mask`` make it inpainting; mask 1 = keep)."""
+        """64-px samples in [-1, 1] (``image``/``mask`` make it inpainting; mask 1 = keep).
+
+        ``cfg_interval`` = (lo, hi): classifier-free guidance only at timesteps lo..hi (see
+        :func:`~glide.diffusion.guidance.classifier_free_guidance`); None (GLIDE's way) guides every step.
+        """
+        if cfg_interval is not None and guidance != "cfg":
+            raise ValueError("cfg_interval applies to classifier-free guidance only (guidance='cfg')")
         if guidance not in GUIDANCE_KINDS:
             raise ValueError(f"guidance must be one of {GUIDANCE_KINDS}, got {guidance!r}")
         if len(prompts) != len(seeds):
@@ -152,7 +159,7 @@ class GlidePipeline:
         cond_fn = None
         if guidance == "cfg" and scale != 1.0:
             uncond = {"text_emb": self._text_emb(model, [""] * b)} | img_kwargs
-            model_fn = classifier_free_guidance(counter.wrap(model), scale, uncond)
+            model_fn = classifier_free_guidance(counter.wrap(model), scale, uncond, cfg_interval)
         else:
             model_fn = counter.wrap(model)
             if guidance == "clip":
@@ -233,10 +240,13 @@ class GlidePipeline:
         up_steps: str = "fast27",
         upsample_temp: float = 0.997,
         progress: bool = False,
+        cfg_interval: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """uint8 images [B, 3, H, W]: the base model's 64 px, or the upsampler's output when ``upsample``."""
         self.last_evals_per_image = {}
-        x = self.sample_base(prompts, seeds, guidance, scale, sampler, steps, progress)
+        x = self.sample_base(
+            prompts, seeds, guidance, scale, sampler, steps, progress, cfg_interval=cfg_interval
+        )
         if upsample:
             x = self.upsample(x, prompts, seeds, up_sampler, up_steps, upsample_temp, progress)
         return to_uint8(x)

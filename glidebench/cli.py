@@ -55,6 +55,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--coco-root", help="MS-COCO directory with annotations/ and val2014/ (or $GLIDEBENCH_COCO)"
     )
     g.add_argument("--coco-split", choices=["val2014", "val2017"])
+    g.add_argument(
+        "--embedded-split",
+        choices=["test", "val"],
+        help="the embedded set's fixed split for captions and references (default test; val gives an "
+        "independent set, e.g. to confirm a choice made on test)",
+    )
     g.add_argument("--captions", choices=["one-per-image", "random", "single-object"], help="caption selection "
                    "(recorded); single-object: the embedded set's one-object scenes (the attributes suite)")  # fmt: skip
     g.add_argument("--num-samples", type=int, help="samples per setting")
@@ -65,6 +71,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cfg", help="classifier-free guidance scales, e.g. 1,1.5,2,3,4 ('' for none)")
     g.add_argument("--clip", help="CLIP-guidance scales, e.g. 1,2,3 ('' for none)")
     g.add_argument("--unguided", action="store_true", default=None, help="add an unguided setting")
+    g.add_argument(
+        "--cfg-interval",
+        help="classifier-free guidance only at timesteps LO,HI of 0..T-1 (Kynkaanniemi et al. 2024; one model "
+        "evaluation instead of two at the other steps); default: every step, as GLIDE",
+    )
     g.add_argument(
         "--sampler", choices=list(SAMPLERS), help="base sampler (plms, dpm++2m and dpm++2m-sde use eps only)"
     )

@@ -62,10 +62,16 @@ class GenerationStats:
     seconds: float = 0.0
 
 
-def expected_evals_per_image(spec: RunSpec, setting: Setting, base_steps: int, up_steps: int) -> float:
-    """Model evaluations per image: base steps x (2 for a classifier-free batch) + upsampler steps."""
-    factor = 2 if setting.guidance == "cfg" and setting.scale != 1.0 else 1
-    return float(base_steps * factor + (up_steps if spec.upsample else 0))
+def expected_evals_per_image(
+    spec: RunSpec, setting: Setting, base_steps: int, up_steps: int, guided_steps: int | None = None
+) -> float:
+    """Model evaluations per image: base steps x (2 for a classifier-free batch) + upsampler steps.
+
+    ``guided_steps``: with a guidance interval, how many of the base steps are guided (the rest cost one).
+    """
+    guided = setting.guidance == "cfg" and setting.scale != 1.0
+    extra = (base_steps if guided_steps is None else guided_steps) if guided else 0
+    return float(base_steps + extra + (up_steps if spec.upsample else 0))
 
 
 def generate_setting(
@@ -107,6 +113,11 @@ def generate_setting(
                 up_steps=spec.up_steps,
                 upsample_temp=spec.upsample_temp,
                 progress=progress,
+                **(
+                    {"cfg_interval": spec.cfg_interval}
+                    if spec.cfg_interval and setting.guidance == "cfg"
+                    else {}
+                ),
             )
         except Exception as e:
             from glide.pipeline import SamplingError

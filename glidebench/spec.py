@@ -120,6 +120,9 @@ class RunSpec:
     prc_k: int = 3
     random_init: bool = False
     spec_version: int = SPEC_VERSION
+    # classifier-free guidance only at timesteps lo..hi (Kynkaanniemi et al. 2024); None = every step, as GLIDE.
+    # Left out of the canonical JSON when None, so runs without it keep their fingerprints.
+    cfg_interval: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(sorted((str(r), str(i)) for r, i in self.weights)))
@@ -164,6 +167,8 @@ class RunSpec:
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} is not a respacing: use 'N' (e.g. 100), 'a,b,c', 'ddimN', 'quadN' or 'fast27'"
                 )
+        if self.cfg_interval is not None:
+            object.__setattr__(self, "cfg_interval", parse_interval(self.cfg_interval, "cfg_interval"))
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.inception not in INCEPTION_SOURCES:
@@ -199,13 +204,17 @@ class RunSpec:
             "model": self.model_label,
             "up_sampler": self.up_sampler if self.upsample else None,
             "up_steps": self.up_steps if self.upsample else None,
-        }
+        } | ({"cfg_interval": list(self.cfg_interval)} if self.cfg_interval is not None else {})
 
     # -- serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["weights"] = dict(self.weights)
         d["settings"] = [s.to_dict() for s in self.settings]
+        if self.cfg_interval is None:
+            del d["cfg_interval"]
+        else:
+            d["cfg_interval"] = list(self.cfg_interval)
         return d
 
     @classmethod
@@ -238,6 +247,32 @@ class RunSpec:
 
     def replace(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, **changes)
+
+
+def parse_interval(value: Any, option: str) -> tuple[int, int]:
+    """'lo,hi' / 'lo-hi' / [lo, hi] -> (lo, hi): timesteps on the model's 0..T-1 scale, 0 <= lo <= hi."""
+    parts: list[Any]
+    if isinstance(value, str):
+        parts = value.replace("-", ",").split(",")
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        parts = []
+    try:
+        lo, hi = (int(str(p).strip()) for p in parts)
+    except ValueError:
+        lo, hi = -1, -2
+    if not 0 <= lo <= hi:
+        raise ValueError(
+            f"{option}={value!r} is not a timestep interval: give 'lo,hi' with 0 <= lo <= hi on the model's 0..T-1 "
+            "scale, e.g. 100,750 (guidance at timesteps 100 to 750 only)"
+        )
+    return lo, hi
+
+
+def format_interval(interval: tuple[int, int] | None) -> str:
+    """(lo, hi) -> 'lo-hi'; None -> '' (guidance at every step)."""
+    return "" if interval is None else f"{interval[0]}-{interval[1]}"
 
 
 def parse_scales(text: str | None, option: str) -> list[float]:

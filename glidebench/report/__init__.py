@@ -46,7 +46,7 @@ NUMERIC_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in TEXT_COLUMNS)
 DISPLAY_ORDER: tuple[str, ...] = (
     "run", "setting_id", "guidance", "scale", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision",
     "recall", "clip_score", "clip_score_clamped", "colour_acc", "shape_acc", "object_acc", "position_acc",
-    "n_samples", "model", "sampler", "steps", "resolution",
+    "n_samples", "model", "sampler", "steps", "cfg_interval", "resolution",
     "evals_per_image", "wall_s", "images_per_s",
 )  # fmt: skip
 # Name prefixes of the PNGs a report writes (a re-render removes its own stale ones, nothing else).

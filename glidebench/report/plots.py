@@ -255,9 +255,11 @@ def best_scales(df: pd.DataFrame, metric: str, fields: Sequence[str]) -> pd.Data
 
 
 def _names_the_sweep_entry(data: pd.DataFrame, field: str) -> bool:
-    """True when ``field`` only names the (sampler, steps) entry it belongs to (one run per entry, as the nfe
+    """True when ``field`` only names the (sampler, steps[, guidance interval]) entry it belongs to (one run per entry, as the nfe
     suite writes): a series per value of it would split every curve into single points."""
     entry = data["sampler"].astype(str) + "|" + data["steps"].astype(str)
+    if "cfg_interval" in data.columns:
+        entry = entry + "|" + data["cfg_interval"].fillna("").astype(str)
     values = data[field].astype(str)
     return bool((values.groupby(entry).nunique() == 1).all()) and values.nunique() == entry.nunique()
 
@@ -276,12 +278,16 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
     if len(pairs) < 2 or metric is None or not _has(df, "evals_per_image"):
         return None
     data = df[pd.to_numeric(df[metric], errors="coerce").notna() & df["evals_per_image"].notna()]
-    fields = [f for f in varying_fields(data) if f not in ("sampler", "steps")]
+    fields = [f for f in varying_fields(data) if f not in ("sampler", "steps", "cfg_interval")]
     fields = [f for f in fields if not _names_the_sweep_entry(data, f)]
     data = best_scales(data, metric, fields)
     # one curve per sampler and step spacing: "quadN" (time-quadratic) runs are not points of the "N" curve
     spacing = data["steps"].astype(str).str.startswith("quad").map({True: " (quadratic spacing)", False: ""})
-    data = data.assign(_curve=data["sampler"].astype(str) + spacing)
+    curve = data["sampler"].astype(str) + spacing
+    if "cfg_interval" in data.columns:  # guidance in a limited interval: its own curve
+        iv = data["cfg_interval"].fillna("").astype(str)
+        curve = curve + iv.map(lambda v: f", guidance at t {v}" if v else "")
+    data = data.assign(_curve=curve)
     samplers = sorted(data["_curve"].unique())
     styler = _Styler(data, fields)
     with rc_context(RC):

@@ -42,7 +42,7 @@ from ..generate import (
     owned_chunks,
     read_timing,
 )
-from ..spec import RunSpec, Shard, Worker, make_settings, parse_scales
+from ..spec import RunSpec, Shard, Worker, format_interval, make_settings, parse_interval, parse_scales
 from ..store import ImageStore, atomic_write_json, read_json, remove_stale_tmp, to_json
 from . import SuiteDef, load_suite
 from .embedded_protocol import (
@@ -125,11 +125,19 @@ def _options(args: argparse.Namespace, suite: SuiteDef, data: str) -> dict[str, 
             opts[key] = v
     if data == "coco" and getattr(args, "coco_split", None):
         opts["split"] = args.coco_split
+    if getattr(args, "embedded_split", None):
+        if data != "embedded":
+            raise ValueError("--embedded-split applies to the embedded set; for MS-COCO use --coco-split")
+        opts["split"] = args.embedded_split
     opts["cfg"] = (
         parse_scales(args.cfg, "--cfg") if getattr(args, "cfg", None) is not None else list(opts["cfg"])
     )
     opts["clip_explicit"] = getattr(args, "clip", None) is not None
     opts["clip"] = parse_scales(args.clip, "--clip") if opts["clip_explicit"] else list(opts["clip"])
+    if getattr(args, "cfg_interval", None) is not None:
+        opts["cfg_interval"] = args.cfg_interval or None  # '' = every step
+    if opts.get("cfg_interval") is not None:
+        opts["cfg_interval"] = parse_interval(opts["cfg_interval"], "--cfg-interval")
     if getattr(args, "limit", None):
         opts["num_samples"] = min(int(opts["num_samples"]), int(args.limit))
     return opts
@@ -283,7 +291,7 @@ def execute(args: argparse.Namespace) -> Path | None:
             up_sampler=opts["up_sampler"], up_steps=str(opts["up_steps"]), upsample_temp=float(opts["upsample_temp"]),
             batch_size=int(opts["batch_size"]), dtype=opts["dtype"], device_type=device.type,
             inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]), prc_k=int(opts["prc_k"]),
-            random_init=plan.random_init,
+            random_init=plan.random_init, cfg_interval=opts.get("cfg_interval"),
         )  # fmt: skip
         shard = Shard.parse(getattr(args, "shard", None))
         worker = Worker.make(shard, dist_ctx.rank, dist_ctx.world)
@@ -520,6 +528,9 @@ def _metrics_and_results(
                 "steps": spec.steps,
                 "resolution": spec.resolution,
                 "n_samples": spec.num_samples,
+                **(
+                    {"cfg_interval": format_interval(spec.cfg_interval)} if _interval_applies(spec, s) else {}
+                ),
                 "evals_per_image": evals,
                 **metrics,
                 "wall_s": timing.seconds if timing.chunks_timed else float("nan"),
@@ -574,16 +585,25 @@ def _metrics_and_results(
         _render_report(run_dir, log)
 
 
+def _interval_applies(spec: RunSpec, s) -> bool:
+    return spec.cfg_interval is not None and s.guidance == "cfg" and s.scale != 1.0
+
+
 def _analytic_evals(spec: RunSpec, s, plan) -> float:
     from glide.diffusion.schedules import space_timesteps
 
     base = plan.configs["base"]
-    n_base = len(space_timesteps(base.diffusion_steps, spec.steps))
+    kept = space_timesteps(base.diffusion_steps, spec.steps)
+    n_base = len(kept)
     n_up = 0
     if spec.upsample:
         up = plan.configs["upsample"]
         n_up = len(space_timesteps(up.diffusion_steps, spec.up_steps))
-    return expected_evals_per_image(spec, s, n_base, n_up)
+    guided = None
+    if _interval_applies(spec, s):
+        lo, hi = spec.cfg_interval
+        guided = sum(lo <= t <= hi for t in kept)
+    return expected_evals_per_image(spec, s, n_base, n_up, guided)
 
 
 def _render_report(run_dir: Path, log) -> None:

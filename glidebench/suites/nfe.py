@@ -34,31 +34,62 @@ SUITE = "nfe"
 TOLERANCE = 0.10  # "within 10%" of the reference entry's KID and CLIP score
 
 
-def parse_sweep(value: Any, where: str) -> list[tuple[str, str]]:
-    """``[[sampler, steps], ...]`` from the suite file, validated (a named error for each bad entry)."""
-    from ..spec import SAMPLERS
+Entry = tuple[str, str, str]  # (sampler, steps, cfg_interval as "lo-hi", or "" for guidance at every step)
+
+
+def parse_sweep(value: Any, where: str) -> list[Entry]:
+    """``[[sampler, steps], [sampler, steps, "lo,hi"], ...]`` from the suite file, validated (a named error for
+    each bad entry); the optional third element limits classifier-free guidance to timesteps lo..hi."""
+    from ..spec import SAMPLERS, format_interval, parse_interval
 
     if not isinstance(value, list) or not value:
         raise SuiteError(f"{where}: 'sweep' must be a non-empty list of [sampler, steps] pairs")
     out = []
     for entry in value:
-        if not (isinstance(entry, list | tuple) and len(entry) == 2):
-            raise SuiteError(f"{where}: sweep entry {entry!r} is not a [sampler, steps] pair")
+        if not (isinstance(entry, list | tuple) and len(entry) in (2, 3)):
+            raise SuiteError(
+                f'{where}: sweep entry {entry!r} is not a [sampler, steps] pair or a [sampler, steps, "lo,hi"] triple'
+            )
         sampler, steps = str(entry[0]), str(entry[1])
         if sampler not in SAMPLERS:
             raise SuiteError(f"{where}: sweep entry {entry!r}: sampler must be one of {SAMPLERS}")
-        out.append((sampler, steps))
+        interval = ""
+        if len(entry) == 3:
+            try:
+                interval = format_interval(parse_interval(entry[2], "cfg_interval"))
+            except ValueError as e:
+                raise SuiteError(f"{where}: sweep entry {entry!r}: {e}") from None
+        out.append((sampler, steps, interval))
     if len(set(out)) != len(out):
         raise SuiteError(f"{where}: the sweep lists an entry twice")
     return out
 
 
-def _is_entry(df: pd.DataFrame, entry: tuple[str, str]) -> pd.Series:
-    return (df["sampler"] == entry[0]) & (df["steps"].astype(str) == entry[1])
+def entry_name(entry: tuple[str, ...]) -> str:
+    """'dpm++2m-sde quad16' or 'dpm++2m-sde quad16, guidance at t 111-750'."""
+    name = f"{entry[0]} {entry[1]}"
+    return name + (f", guidance at t {entry[2]}" if len(entry) > 2 and entry[2] else "")
+
+
+def _as_entry(entry: tuple[str, ...]) -> Entry:
+    return (str(entry[0]), str(entry[1]), str(entry[2]) if len(entry) > 2 else "")
+
+
+def _interval_column(df: pd.DataFrame) -> pd.Series:
+    if "cfg_interval" not in df.columns:
+        return pd.Series([""] * len(df), index=df.index)
+    return df["cfg_interval"].fillna("").astype(str)
+
+
+def _is_entry(df: pd.DataFrame, entry: tuple[str, ...]) -> pd.Series:
+    sampler, steps, interval = _as_entry(entry)
+    return (
+        (df["sampler"] == sampler) & (df["steps"].astype(str) == steps) & (_interval_column(df) == interval)
+    )
 
 
 def relative_to_reference(
-    df: pd.DataFrame, reference: tuple[str, str], tol: float = TOLERANCE
+    df: pd.DataFrame, reference: tuple[str, ...], tol: float = TOLERANCE
 ) -> pd.DataFrame:
     """Add ``kid_vs_ref``, ``clip_vs_ref`` (relative differences) and ``within_tol`` per guidance setting.
 
@@ -99,19 +130,20 @@ def run(args: argparse.Namespace) -> int:
     opts = suite.options(data, getattr(args, "preset", None))
     where = f"{suite.path} (profile {data})"
     sweep = parse_sweep(opts.get("sweep"), where)
-    reference = tuple(str(v) for v in opts.get("reference") or sweep[0])
+    reference = _as_entry(tuple(str(v) for v in opts.get("reference") or sweep[0][:2]))
     if reference not in sweep:
         raise SuiteError(f"{where}: reference {list(reference)} is not one of the sweep's entries")
 
     run_dirs: list[Path] = []
     unfinished: list[str] = []
-    for i, (sampler, steps) in enumerate(sweep):
-        print(f"== nfe sweep {i + 1}/{len(sweep)}: {sampler} {steps}", flush=True)
+    for i, entry in enumerate(sweep):
+        sampler, steps, interval = entry
+        print(f"== nfe sweep {i + 1}/{len(sweep)}: {entry_name(entry)}", flush=True)
         sub = copy.copy(args)
-        sub.sampler, sub.steps, sub.no_report = sampler, steps, True
+        sub.sampler, sub.steps, sub.cfg_interval, sub.no_report = sampler, steps, interval, True
         run_dir = execute(sub)
         if run_dir is None:  # a dry run, a rank other than 0, or a shard whose peers still have images to do:
-            unfinished.append(f"{sampler} {steps}")  # go on with this process's part of the next entries
+            unfinished.append(entry_name(entry))  # go on with this process's part of the next entries
             continue
         run_dirs.append(run_dir)
     if getattr(args, "dry_run", False):
@@ -143,7 +175,7 @@ def _feature_file(run_dir: Path, setting_id: str) -> tuple[Path, Path] | None:
     return (gen, ref) if gen.is_file() and ref.is_file() else None
 
 
-def kid_vs_reference_se(df: pd.DataFrame, run_dirs: list[Path], reference: tuple[str, str]) -> list[float]:
+def kid_vs_reference_se(df: pd.DataFrame, run_dirs: list[Path], reference: tuple[str, ...]) -> list[float]:
     """Per row, the jackknife standard error of its KID relative to the reference entry's (the same setting),
     pairing sample i of both runs (same caption and seed); NaN where the features cannot be found."""
     import numpy as np
@@ -167,13 +199,15 @@ def kid_vs_reference_se(df: pd.DataFrame, run_dirs: list[Path], reference: tuple
     return out
 
 
-def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) -> Path:
+def summarise(run_dirs: list[Path], reference: tuple[str, ...], out_root: Path) -> Path:
     """Combined table, relative KID / CLIP score, and the report, in ``OUT/nfe/summary-<hash>/`` (atomic)."""
     frames = []
     for d in run_dirs:
         df = pd.read_json(d / "results.json", orient="records", dtype={"steps": str})
         frames.append(df.assign(run=d.name))
-    df = relative_to_reference(pd.concat(frames, ignore_index=True), reference)
+    df = pd.concat(frames, ignore_index=True)
+    df["cfg_interval"] = _interval_column(df)
+    df = relative_to_reference(df, reference)
     df["kid_vs_ref_se"] = kid_vs_reference_se(df, run_dirs, reference)
     df = df.sort_values(["setting_id", "evals_per_image"], kind="stable").reset_index(drop=True)
     key = hashlib.sha256(json.dumps(sorted(d.name for d in run_dirs)).encode()).hexdigest()[:12]
@@ -181,12 +215,13 @@ def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         out / "summary.json",
-        {"reference": list(reference), "tolerance": TOLERANCE, "runs": [str(d) for d in run_dirs],
+        {"reference": list(_as_entry(reference)), "tolerance": TOLERANCE, "runs": [str(d) for d in run_dirs],
          "rows": json.loads(df.to_json(orient="records"))},
     )  # fmt: skip
     atomic_write_bytes(out / "summary.csv", df.to_csv(index=False).encode("utf-8"))
     cols = [
-        "setting_id", "sampler", "steps", "evals_per_image", "fid", "kid_mean", "kid_std", "precision", "recall",
+        "setting_id", "sampler", "steps", *(["cfg_interval"] if (df["cfg_interval"] != "").any() else []),
+        "evals_per_image", "fid", "kid_mean", "kid_std", "precision", "recall",
         "clip_score", "kid_vs_ref", "kid_vs_ref_se", "clip_vs_ref", "within_tol", "images_per_s",
     ]  # fmt: skip
     table = markdown_table(df, cols)
@@ -194,11 +229,13 @@ def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) 
     lines = [
         f"# nfe summary: quality against model evaluations per image ({len(run_dirs)} runs)",
         "",
-        f"Reference entry: {reference[0]} {reference[1]}. kid_vs_ref and clip_vs_ref are relative differences "
+        f"Reference entry: {entry_name(reference)}. kid_vs_ref and clip_vs_ref are relative differences "
         f"from it; within_tol: KID at most {TOLERANCE:.0%} above the reference's and CLIP score within "
         f"{TOLERANCE:.0%}. kid_vs_ref_se: the jackknife standard error of kid_vs_ref over the shared captions "
         "(full-set KID; a difference smaller than about two of these is within the caption draw's noise). "
-        "Evaluations per image count both halves of a classifier-free batch.",
+        "Evaluations per image count both halves of a classifier-free batch. cfg_interval (where present): "
+        "classifier-free guidance only at those timesteps, the conditional model alone at the others "
+        "(Kynkaanniemi et al. 2024; not GLIDE's guidance).",
         "",
         table,
         "",
@@ -219,7 +256,7 @@ def summarise(run_dirs: list[Path], reference: tuple[str, str], out_root: Path) 
     return out
 
 
-def _cheapest_within(df: pd.DataFrame, reference: tuple[str, str]) -> list[str]:
+def _cheapest_within(df: pd.DataFrame, reference: tuple[str, ...]) -> list[str]:
     lines = []
     for setting, sub in df.groupby("setting_id", sort=True):
         ref = sub[_is_entry(sub, reference)].iloc[0]
@@ -229,7 +266,8 @@ def _cheapest_within(df: pd.DataFrame, reference: tuple[str, str]) -> list[str]:
             continue
         r = ok.iloc[0]
         lines.append(
-            f"- {setting}: cheapest within tolerance: {r['sampler']} {r['steps']} at {r['evals_per_image']:g} "
+            f"- {setting}: cheapest within tolerance: {entry_name((r['sampler'], str(r['steps']), r['cfg_interval']))} "
+            f"at {r['evals_per_image']:g} "
             f"evaluations per image (KID {r['kid_mean']:.4f} vs {ref['kid_mean']:.4f}, CLIP score "
             f"{r['clip_score']:.2f} vs {ref['clip_score']:.2f}; the reference takes {ref['evals_per_image']:g})."
         )

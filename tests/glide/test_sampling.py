@@ -62,6 +62,59 @@ def test_cfg_counts_both_halves(pipe):
     assert pipe.last_evals_per_image["base"] == 4
 
 
+def test_cfg_interval_guides_inside_and_runs_the_conditional_model_outside():
+    """Kynkaanniemi et al.'s limited interval: inside [lo, hi] the ordinary guided output, outside it the
+    conditional model alone (one evaluation per image instead of two)."""
+    model = tiny_model(seed=2)
+    tokens, mask = model.tokenizer.batch(["a red circle", ""], 12)
+    calls = []
+
+    def counted(x, t, **kw):
+        calls.append(x.shape[0])
+        return model(x, t, **kw)
+
+    uncond = {"tokens": tokens[1:], "mask": mask[1:]}
+    everywhere = classifier_free_guidance(model, 3.0, uncond)
+    limited = classifier_free_guidance(counted, 3.0, uncond, interval=(100, 500))
+    x = torch.randn(1, 3, 32, 32)
+    cond = {"tokens": tokens[:1], "mask": mask[:1]}
+    with torch.no_grad():
+        for t, inside in ((100, True), (500, True), (99, False), (501, False)):
+            tt = torch.tensor([t])
+            want = everywhere(x, tt, **cond) if inside else model(x, tt, **cond)
+            assert torch.equal(limited(x, tt, **cond), want), t
+    assert calls == [2, 2, 1, 1]
+    with pytest.raises(ValueError, match="0 <= lo <= hi"):
+        classifier_free_guidance(model, 3.0, uncond, interval=(500, 100))
+    with pytest.raises(ValueError, match="one timestep per model call"), torch.no_grad():
+        limited(
+            torch.randn(2, 3, 32, 32),
+            torch.tensor([50, 200]),
+            tokens=tokens[:1].repeat(2, 1),
+            mask=mask[:1].repeat(2, 1),
+        )
+
+
+def test_cfg_interval_in_the_pipeline(pipe):
+    """An interval holding every timestep is GLIDE's guidance exactly; one holding none is the conditional
+    model (scale 1); in between, the evaluations count one per unguided step."""
+    args = (["a red circle", "a blue square"], [3, 4])
+    full = pipe.sample_base(*args, scale=3.0, sampler="dpm++2m-sde", steps="quad6")
+    assert pipe.last_evals_per_image["base"] == 12
+    assert torch.equal(
+        full, pipe.sample_base(*args, scale=3.0, sampler="dpm++2m-sde", steps="quad6", cfg_interval=(0, 999))
+    )
+    unguided = pipe.sample_base(*args, scale=1.0, sampler="dpm++2m-sde", steps="quad6")
+    none = pipe.sample_base(*args, scale=3.0, sampler="dpm++2m-sde", steps="quad6", cfg_interval=(2000, 3000))
+    assert torch.equal(unguided, none) and pipe.last_evals_per_image["base"] == 6
+    kept = sorted(space_timesteps(1000, "quad6"))  # [0, 40, 160, 360, 640, 999]
+    mid = pipe.sample_base(*args, scale=3.0, sampler="dpm++2m-sde", steps="quad6", cfg_interval=(100, 700))
+    assert pipe.last_evals_per_image["base"] == 6 + sum(100 <= t <= 700 for t in kept) == 9
+    assert not torch.equal(mid, full) and not torch.equal(mid, unguided)
+    with pytest.raises(ValueError, match="classifier-free guidance only"):
+        pipe.sample_base(*args, guidance="none", steps="quad6", cfg_interval=(0, 999))
+
+
 def test_inpainting_keeps_known_region_exactly():
     model = tiny_model(seed=3, inpaint=True)
     pipe = GlidePipeline(model)

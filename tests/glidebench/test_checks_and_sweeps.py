@@ -212,9 +212,12 @@ def test_relative_to_reference_by_hand() -> None:
 
 
 def test_parse_sweep_names_bad_entries() -> None:
-    assert N.parse_sweep([["ddim", 25], ["dpm++2m", "12"]], "x") == [("ddim", "25"), ("dpm++2m", "12")]
+    sweep = N.parse_sweep([["ddim", 25], ["dpm++2m", "12"], ["dpm++2m", "12", "100,700"]], "x")
+    assert sweep == [("ddim", "25", ""), ("dpm++2m", "12", ""), ("dpm++2m", "12", "100-700")]
+    assert N.entry_name(sweep[2]) == "dpm++2m 12, guidance at t 100-700"
     for bad, msg in (([], "non-empty"), ([["ddim"]], "not a"), ([["euler", "5"]], "sampler must be"),
-                     ([["ddim", "5"], ["ddim", "5"]], "twice")):  # fmt: skip
+                     ([["ddim", "5"], ["ddim", "5"]], "twice"), ([["ddim", "5", "9,1"]], "0 <= lo <= hi"),
+                     ([["ddim", "5", "1,2"], ["ddim", "5", "1-2"]], "twice")):  # fmt: skip
         with pytest.raises(SuiteError, match=msg):
             N.parse_sweep(bad, "suite.json")
 
@@ -225,7 +228,7 @@ def test_shipped_suites_load() -> None:
     s = load_suite("nfe")
     for data in ("embedded", "coco"):
         sweep = N.parse_sweep(s.options(data)["sweep"], data)
-        assert tuple(s.options(data)["reference"]) in sweep
+        assert (*s.options(data)["reference"], "") in sweep
     assert load_suite("attributes").options("embedded")["captions"] == "single-object"
 
 
@@ -238,7 +241,8 @@ def _tiny_suite_dir(tmp_path: Path) -> Path:
         (d / f"{name}.json").write_text((suites_dir() / f"{name}.json").read_text())
     spec = json.loads((suites_dir() / "nfe.json").read_text())
     spec["profiles"]["embedded"] |= {
-        "sweep": [["ancestral", "8"], ["ddim", "4"], ["dpm++2m", "4"]], "reference": ["ancestral", "8"],
+        "sweep": [["ancestral", "8"], ["ddim", "4"], ["dpm++2m", "4"], ["ddim", "4", "10,40"]],
+        "reference": ["ancestral", "8"],
         "num_samples": 6, "reference_size": 10, "batch_size": 3,
     }  # fmt: skip
     (d / "nfe.json").write_text(json.dumps(spec))
@@ -258,20 +262,28 @@ def test_nfe_suite_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.Mon
     assert main(args) == 0
     (summary,) = (out / "nfe").glob("summary-*/summary.json")
     data = json.loads(summary.read_text())
-    rows = {(r["sampler"], r["steps"]): r for r in data["rows"]}
-    assert set(rows) == {("ancestral", "8"), ("ddim", "4"), ("dpm++2m", "4")}
+    rows = {
+        (r["sampler"], r["steps"]) + ((r["cfg_interval"],) if r["cfg_interval"] else ()): r
+        for r in data["rows"]
+    }
+    assert set(rows) == {("ancestral", "8"), ("ddim", "4"), ("dpm++2m", "4"), ("ddim", "4", "10-40")}
     assert rows[("ancestral", "8")]["kid_vs_ref"] == 0.0
     # the jackknife error over the shared captions: none for the reference against itself, finite otherwise
     assert rows[("ancestral", "8")]["kid_vs_ref_se"] == 0.0
     assert all(0 < rows[e]["kid_vs_ref_se"] < float("inf") for e in [("ddim", "4"), ("dpm++2m", "4")])
     # both halves of a classifier-free batch count
     assert rows[("ddim", "4")]["evals_per_image"] == 8 and rows[("ancestral", "8")]["evals_per_image"] == 16
+    # "4" of the tiny models' T = 50 keeps t = 0, 16, 33, 49: guidance at 10..40 doubles two of the four
+    assert rows[("ddim", "4", "10-40")]["evals_per_image"] == 6
+    assert rows[("ddim", "4", "10-40")]["kid_mean"] != rows[("ddim", "4")]["kid_mean"]
+    md = (summary.parent / "summary.md").read_text()
+    assert "| cfg_interval |" in md and "| 10-40 |" in md
     assert (summary.parent / "report" / "index.html").is_file()
     assert (summary.parent / "report" / "fid-vs-evals.png").is_file() or any(
         (summary.parent / "report").glob("*-vs-evals*.png")
     )
     runs = sorted(p for p in (out / "nfe").iterdir() if not p.name.startswith("summary-"))
-    assert len(runs) == 3
+    assert len(runs) == 4
     before = {p: p.stat().st_mtime_ns for r in runs for p in (r / "images").rglob("*.png")}
     assert main(args) == 0  # a rerun samples nothing again
     assert {p: p.stat().st_mtime_ns for p in before} == before
@@ -291,15 +303,15 @@ def test_nfe_suite_shards_do_their_part_of_every_entry(
     args = ["run", "nfe", "--cfg", "3", "--quiet", "--no-report"]
     sharded, single = tmp_path / "sharded", tmp_path / "single"
     assert main([*args, "--out", str(sharded), "--shard", "0/2"]) == 0
-    assert "3 of 3 entries" in capsys.readouterr().out
+    assert "4 of 4 entries" in capsys.readouterr().out
     runs = sorted((sharded / "nfe").iterdir())
-    assert len(runs) == 3 and not list((sharded / "nfe").glob("summary-*"))
+    assert len(runs) == 4 and not list((sharded / "nfe").glob("summary-*"))
     assert all(len(list((r / "images").rglob("*.png"))) == 3 for r in runs)  # chunk 0 of 2 (batch 3) each
     assert main([*args, "--out", str(sharded), "--shard", "1/2"]) == 0
     assert main([*args, "--out", str(single)]) == 0
     (a,), (b,) = (list((d / "nfe").glob("summary-*/summary.json")) for d in (sharded, single))
     rows_a, rows_b = (json.loads(p.read_text())["rows"] for p in (a, b))
-    key = ("sampler", "steps", "kid_mean", "clip_score", "kid_vs_ref")
+    key = ("sampler", "steps", "cfg_interval", "kid_mean", "clip_score", "kid_vs_ref")
     assert [tuple(r[k] for k in key) for r in rows_a] == [tuple(r[k] for k in key) for r in rows_b]
 
 

@@ -258,6 +258,38 @@ def test_bad_scales_and_shard_fail_cleanly(env: Path, capsys) -> None:
     _assert_failed_cleanly(out, main(base_args(out, "--steps", "fast")), capsys.readouterr().err, "respacing")
 
 
+def test_cfg_interval_is_recorded_counted_and_validated(env: Path, capsys) -> None:
+    """--cfg-interval: in the spec and the results; the tiny models have T = 50 and ddim5 keeps t = 0, 10, 20,
+    30, 40, so 15..35 guides two of the five steps: 5 + 2 evaluations per image for cfg-3 (measured by the pipeline's counter), 5 for
+    the unguided scale 1 and CLIP guidance (the interval is classifier-free guidance's)."""
+    out = env / "runs"
+    assert main(base_args(out, "--limit", "4", "--clip", "2", "--cfg-interval", "15,35")) == 0
+    run = only_run_dir(out)
+    assert json.loads((run / "spec.json").read_text())["cfg_interval"] == [15, 35]
+    rows = {r["setting_id"]: r for r in _read_csv(run / "results.csv")}
+    assert float(rows["cfg-3"]["evals_per_image"]) == 7 and rows["cfg-3"]["cfg_interval"] == "15-35"
+    assert float(rows["cfg-1"]["evals_per_image"]) == 5 and rows["cfg-1"]["cfg_interval"] == ""
+    assert float(rows["clip-2"]["evals_per_image"]) == 5 and rows["clip-2"]["cfg_interval"] == ""
+    # without the option the spec has no such key (older runs keep their fingerprints)
+    assert main(base_args(env / "plain", "--limit", "4", "--cfg", "3")) == 0
+    assert "cfg_interval" not in json.loads((only_run_dir(env / "plain") / "spec.json").read_text())
+    for bad in ("700,300", "x", "1,2,3"):
+        code = main(base_args(env / "bad", "--cfg-interval", bad))
+        _assert_failed_cleanly(env / "bad", code, capsys.readouterr().err, "--cfg-interval", "0 <= lo <= hi")
+
+
+def test_embedded_split_option(env: Path, capsys) -> None:
+    """--embedded-split val takes captions and references from the other fixed split: recorded, and other images."""
+    assert main(base_args(env / "val", "--limit", "4", "--cfg", "3", "--embedded-split", "val")) == 0
+    assert main(base_args(env / "test", "--limit", "4", "--cfg", "3")) == 0
+    val, test = only_run_dir(env / "val"), only_run_dir(env / "test")
+    assert json.loads((val / "spec.json").read_text())["split"] == "val"
+    assert json.loads((test / "spec.json").read_text())["split"] == "test"
+    assert (val / "prompts.json").read_bytes() != (test / "prompts.json").read_bytes()
+    code = main(base_args(env / "coco", "--embedded-split", "val", "--coco-root", str(env / "nowhere")))
+    _assert_failed_cleanly(env / "coco", code, capsys.readouterr().err, "--embedded-split", "--coco-split")
+
+
 def test_missing_coco_fails_cleanly(env: Path, capsys) -> None:
     out = env / "runs"
     code = main(base_args(out, "--coco-root", str(env / "nowhere")))

@@ -8,7 +8,16 @@ import json
 
 import pytest
 
-from glidebench.spec import RunSpec, Setting, Shard, Worker, make_settings, parse_scales
+from glidebench.spec import (
+    RunSpec,
+    Setting,
+    Shard,
+    Worker,
+    format_interval,
+    make_settings,
+    parse_interval,
+    parse_scales,
+)
 
 
 def make_spec(**changes) -> RunSpec:
@@ -54,6 +63,7 @@ def test_fingerprint_is_sha256_of_canonical_json_and_roundtrips() -> None:
         {"resolution": 64},
         {"inception": "fid-helper"},
         {"prc_k": 5},
+        {"cfg_interval": (100, 700)},
     ],
 )
 def test_every_field_changes_the_fingerprint_and_the_run_dir(change, tmp_path) -> None:
@@ -68,7 +78,7 @@ def test_every_field_is_covered_by_the_fingerprint_test() -> None:
     names = {f.name for f in dataclasses.fields(RunSpec)}
     covered = {"weights", "model_label", "random_init", "data_id", "captions", "num_samples", "reference_size",
                "seed", "settings", "steps", "sampler", "batch_size", "dtype", "device_type", "resolution",
-               "inception", "prc_k"}  # fmt: skip
+               "inception", "prc_k", "cfg_interval"}  # fmt: skip
     # The rest are constants of one suite/run kind or derived from the covered ones.
     rest = {"suite", "suite_version", "model", "data", "split", "base_resolution", "up_sampler", "up_steps",
             "upsample_temp", "kid_subset_size", "spec_version"}  # fmt: skip
@@ -160,3 +170,26 @@ def test_harness_samplers_are_glides() -> None:
     from glidebench.spec import SAMPLERS
 
     assert set(SAMPLERS) == set(GLIDE_SAMPLERS)
+
+
+def test_guidance_interval_parses_validates_and_leaves_older_specs_alone() -> None:
+    assert (
+        parse_interval("100,700", "x")
+        == parse_interval("100-700", "x")
+        == parse_interval([100, 700], "x")
+        == (100, 700)
+    )
+    assert format_interval((100, 700)) == "100-700" and format_interval(None) == ""
+    for bad in ("700,100", "-1,5", "a,b", "1", "1,2,3", 5):
+        with pytest.raises(ValueError, match="0 <= lo <= hi"):
+            parse_interval(bad, "--cfg-interval")
+    plain = make_spec()
+    assert (
+        "cfg_interval" not in plain.to_dict()
+    )  # a spec without it hashes exactly as before the field existed
+    limited = make_spec(cfg_interval=[100, 700])
+    assert limited.cfg_interval == (100, 700) and limited.to_dict()["cfg_interval"] == [100, 700]
+    assert RunSpec.from_dict(json.loads(json.dumps(limited.record()))) == limited
+    assert limited.setting_record(limited.settings[1])["cfg_interval"] == [100, 700]
+    with pytest.raises(ValueError, match="0 <= lo <= hi"):
+        make_spec(cfg_interval=(7, 3))
