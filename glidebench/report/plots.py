@@ -32,6 +32,9 @@ KIND_NAMES = {"cfg": "classifier-free", "clip": "CLIP guidance", "none": "unguid
 KIND_COLOURS = {"cfg": "#1f77b4", "clip": "#d95f02", "none": "#222222"}
 EXTRA_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# one colour per curve when a plot has one guidance kind (matplotlib's tab10, colour-blind-friendlier order)
+CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf")  # fmt: skip
 LINESTYLES = ("-", "--", ":", "-.")
 SERIES_FIELDS = ("run", "model", "sampler", "steps", "resolution")
 # below the 2048-d Inception feature size FID's covariance is singular: the report warns and plots KID instead.
@@ -113,7 +116,8 @@ def _legend_below(fig: Figure, ax, fontsize: float = 8) -> None:
     """Put the legend under the axes (never over the data), growing the figure to fit it."""
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
-    ncol = 1 if len(uniq) <= 3 else 2
+    # two columns only when the labels fit half the width (about 48 characters at 7-8 pt on a 6.4 in figure)
+    ncol = 2 if len(uniq) > 3 and max(len(k) for k in uniq) <= 48 else 1
     rows = math.ceil(len(uniq) / ncol)
     axes_h = fig.get_figheight()
     height = axes_h + 0.2 * rows
@@ -290,6 +294,7 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
     data = data.assign(_curve=curve)
     samplers = sorted(data["_curve"].unique())
     styler = _Styler(data, fields)
+    one_kind = data["guidance"].nunique() == 1
     with rc_context(RC):
         fig = _new_figure(6.4, 4.3)
         ax = fig.add_subplot()
@@ -298,6 +303,8 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
             sub = sub.sort_values("evals_per_image", kind="stable")
             j = samplers.index(sampler)
             st = styler.style(kind, tuple(rest))
+            if one_kind:  # one guidance kind: colour tells the curves apart (else it tells the kinds apart)
+                st["color"] = CURVE_COLOURS[j % len(CURVE_COLOURS)]
             name = f"{sampler}, {KIND_NAMES.get(kind, kind)}"
             name += "" if kind == "none" else f" {float(sub['scale'].iloc[0]):g}"
             name += "".join(f", {v}" for v in rest)
@@ -306,13 +313,23 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
                 sub[metric].to_numpy(float),
                 label=name,
                 color=st["color"],
-                marker=MARKERS[j % len(MARKERS)],
+                marker=MARKERS[(j // len(CURVE_COLOURS) + j) % len(MARKERS)]
+                if one_kind
+                else MARKERS[j % len(MARKERS)],
                 linestyle=st["linestyle"],
             )
             for xe, ye, steps in zip(sub["evals_per_image"], sub[metric], sub["steps"]):
                 ax.annotate(str(steps), (xe, ye), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
-        ticks = sorted({float(v) for v in data["evals_per_image"]})
+        values = pd.to_numeric(data[metric], errors="coerce")
+        if (
+            values > 0
+        ).all() and values.max() > 10 * values.min():  # a wide range: the best entries stay visible
+            ax.set_yscale("log")
+        ticks = []
+        for v in sorted({float(v) for v in data["evals_per_image"]}):
+            if not ticks or math.log10(v / ticks[-1]) >= 0.06:  # 24 and 25 would print over each other
+                ticks.append(v)
         if len(ticks) <= 8:
             ax.set_xticks(ticks)
             ax.xaxis.set_major_formatter(ScalarFormatter())
