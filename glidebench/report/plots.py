@@ -259,8 +259,8 @@ def best_scales(df: pd.DataFrame, metric: str, fields: Sequence[str]) -> pd.Data
 
 
 def _names_the_sweep_entry(data: pd.DataFrame, field: str) -> bool:
-    """True when ``field`` only names the (sampler, steps[, guidance interval]) entry it belongs to (one run per entry, as the nfe
-    suite writes): a series per value of it would split every curve into single points."""
+    """True when ``field`` only names the (sampler, steps[, guidance interval]) entry it belongs to (one run
+    per entry, as the nfe suite writes): a series per value of it would split every curve into single points."""
     entry = data["sampler"].astype(str) + "|" + data["steps"].astype(str)
     if "cfg_interval" in data.columns:
         entry = entry + "|" + data["cfg_interval"].fillna("").astype(str)
@@ -322,9 +322,8 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
                 ax.annotate(str(steps), (xe, ye), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
         values = pd.to_numeric(data[metric], errors="coerce")
-        if (
-            values > 0
-        ).all() and values.max() > 10 * values.min():  # a wide range: the best entries stay visible
+        wide = bool((values > 0).all()) and values.max() > 10 * values.min()
+        if wide:  # a log axis keeps the best entries apart
             ax.set_yscale("log")
         ticks = []
         for v in sorted({float(v) for v in data["evals_per_image"]}):

@@ -587,3 +587,30 @@ def test_report_few_sample_threshold_is_the_metrics_one():
     from glidebench.report import plots
 
     assert plots.MIN_FID_SAMPLES == FID_MIN_SAMPLES == 2048
+
+
+def test_a_guidance_interval_is_part_of_the_sweep_entry() -> None:
+    """Two nfe entries that differ only in the guidance interval are two entries: the run column names them
+    (so it is no series of its own), and the KID-vs-evaluations plot renders from such a table."""
+    import pandas as pd
+
+    from glidebench.report import plots
+
+    df = pd.DataFrame(
+        {
+            "run": ["a", "b", "c"],
+            "setting_id": ["cfg-3"] * 3,
+            "guidance": ["cfg"] * 3,
+            "scale": [3.0] * 3,
+            "sampler": ["dpm++2m-sde", "dpm++2m-sde", "ancestral"],
+            "steps": ["quad16", "quad16", "250"],
+            "cfg_interval": ["", "71-639", ""],
+            "n_samples": [100] * 3,
+            "evals_per_image": [32.0, 25.0, 500.0],
+            "kid_mean": [0.004, 0.002, 0.0045],
+        }
+    )
+    assert plots._names_the_sweep_entry(df, "run")
+    assert not plots._names_the_sweep_entry(df.drop(columns="cfg_interval"), "run")
+    png, metric = plots.fid_vs_evals(df)
+    assert metric == "kid_mean" and png.startswith(b"\x89PNG")
