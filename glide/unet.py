@@ -119,20 +119,26 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor, encoder_out: torch.Tensor | None = None) -> torch.Tensor:
         b, c, *spatial = x.shape
         heads, d = self.num_heads, c // self.num_heads
-        qkv = self.qkv(self.norm(x).view(b, c, -1))
-        q, k, v = qkv.reshape(b * heads, 3 * d, -1).split(d, dim=1)  # grouped by head
-        if encoder_out is not None:
-            ek, ev = self.encoder_kv(encoder_out).reshape(b * heads, 2 * d, -1).split(d, dim=1)
-            k = torch.cat([ek, k], dim=-1)
-            v = torch.cat([ev, v], dim=-1)
+        qkv = self.qkv(self.norm(x).view(b, c, -1)).reshape(b * heads, 3 * d, -1)  # grouped by head
+        ekv = None if encoder_out is None else self.encoder_kv(encoder_out).reshape(b * heads, 2 * d, -1)
         if self.attention_impl == "einsum":  # the official layout, for bit-level parity
+            q, k, v = qkv.split(d, dim=1)
+            if ekv is not None:
+                ek, ev = ekv.split(d, dim=1)
+                k, v = torch.cat([ek, k], dim=-1), torch.cat([ev, v], dim=-1)
             scale = 1 / math.sqrt(math.sqrt(d))
             weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
             weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
             a = torch.einsum("bts,bcs->bct", weight, v)
         else:
-            a = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.attention_impl)
-            a = a.transpose(1, 2)
+            # [B*heads, L, d] with unit stride along d, which the fused SDPA kernels (flash, memory-efficient)
+            # require: given transposed views SDPA silently takes its unfused math path (seen on an H200: bmm,
+            # softmax and where kernels, a third of a forward). One copy for qkv, one for the text's kv.
+            q, k, v = qkv.transpose(1, 2).contiguous().split(d, dim=-1)
+            if ekv is not None:
+                ek, ev = ekv.transpose(1, 2).contiguous().split(d, dim=-1)
+                k, v = torch.cat([ek, k], dim=1), torch.cat([ev, v], dim=1)
+            a = attention(q, k, v, self.attention_impl).transpose(1, 2)
         h = self.proj_out(a.reshape(b, c, -1))
         return x + h.reshape(b, c, *spatial)
 
