@@ -43,6 +43,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     tp.add_argument("--compile", default="off", help="off, on or off,on")
     tp.add_argument("--channels-last", default="off", help="off, on or off,on")
     tp.add_argument(
+        "--cuda-graph", default="off", help="off, on or off,on: time CUDA-graph replays (CUDA only)"
+    )
+    tp.add_argument(
         "--size", default="full", choices=["full", "tiny"], help="official sizes or tiny test models"
     )
     tp.add_argument("--repeats", type=int, default=5)
@@ -201,7 +204,7 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = (args.dtypes or ("fp32,fp16,bf16" if device.startswith("cuda") else "fp32")).split(",")
     onoff = {"off": [False], "on": [True], "off,on": [False, True], "on,off": [True, False]}
-    for name in ("compile", "channels_last"):
+    for name in ("compile", "channels_last", "cuda_graph"):
         if getattr(args, name) not in onoff:
             raise ValueError(f"--{name.replace('_', '-')} must be off, on or off,on")
     case_list = cases(
@@ -211,6 +214,7 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
         args.attention.split(","),
         onoff[args.compile],
         onoff[args.channels_last],
+        onoff[args.cuda_graph],
     )
     out = Path(args.out) / "throughput" / f"{device.replace(':', '')}-{args.size}"
     table = run_throughput(case_list, out, device, args.size, repeats=args.repeats, trace=args.trace)
@@ -221,6 +225,7 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
         "attention",
         "compile",
         "channels_last",
+        "cuda_graph",
         "ms_per_eval",
         "images_per_s",
         "gflop_per_eval",

@@ -93,6 +93,7 @@ class Case:
     attention: str = "einsum"  # einsum | sdpa
     compile: bool = False
     channels_last: bool = False
+    cuda_graph: bool = False  # capture the evaluation once and time graph replays (no host launch cost)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("fp32", "fp16", "bf16"):
@@ -101,6 +102,8 @@ class Case:
             raise ValueError(f"attention must be einsum or sdpa, got {self.attention!r}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.cuda_graph and self.compile:
+            raise ValueError("cuda_graph and compile are separate cases (compile has its own graph mode)")
 
 
 def prepare_model(model: torch.nn.Module, case: Case, device: torch.device) -> torch.nn.Module:
@@ -159,6 +162,8 @@ def profile_call(
         "achieved_tflops": achieved / 1e12,
         "utilisation": achieved / peak if peak else None,
         "peak_memory_mib": peak_memory_bytes(device) / 2**20,
+        # fp32 on an Ampere-or-later GPU runs cuDNN convolutions in TF32 unless this is off (torch's default)
+        "tf32_conv": torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None,
     }
     gc.collect()
     return row
@@ -171,6 +176,31 @@ def maybe_compile(fn: Callable, case: Case) -> Callable:
         return torch.compile(fn)
     except Exception as e:  # compile is an optimisation: report, never fail the benchmark
         raise RuntimeError(f"torch.compile failed for {case}: {e}") from e
+
+
+def capture_cuda_graph(call: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
+    """Record ``call`` (bound to static inputs) as a CUDA graph; return a replay that yields its outputs.
+
+    Warm-up runs on a side stream as torch's documentation prescribes; a call that synchronises with the
+    host or allocates outside the graph's pool fails here, with torch's error.
+    """
+    if device.type != "cuda":
+        raise ValueError("CUDA graphs need a CUDA device")
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.no_grad(), torch.cuda.stream(side):
+        for _ in range(2):
+            call()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        out = call()
+
+    def replay():
+        graph.replay()
+        return out
+
+    return replay
 
 
 def export_trace(call: Callable[[], Any], path: str | Path, device: torch.device | str = "cpu") -> Path:

@@ -2,7 +2,7 @@
 
 Per model (the base UNet at its classifier-free batch 2B, the upsampler, the noised-CLIP guidance step, which is
 a forward + backward through the image encoder), over batch sizes x dtypes x attention implementations x
-torch.compile x channels_last. Weights do not change the timing, so the models are built from their configs
+torch.compile x channels_last x CUDA-graph replay. Weights do not change the timing, so the models are built from their configs
 with random weights (the official sizes by default; ``size="tiny"`` for tests). End-to-end images/s per guidance
 kind follow from the per-step costs and the step counts: CFG = one 2B base evaluation per step; CLIP guidance
 = one B base evaluation + one CLIP step per step.
@@ -10,6 +10,7 @@ kind follow from the per-step costs and the step counts: CFG = one 2B base evalu
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -21,7 +22,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from glidebench.profile import Case, count_flops, export_trace, maybe_compile, prepare_model, profile_call
+from glidebench.profile import (
+    Case,
+    autocast_for,
+    capture_cuda_graph,
+    count_flops,
+    export_trace,
+    maybe_compile,
+    prepare_model,
+    profile_call,
+)
 
 MODELS = ("base", "upsample", "clip-step")
 
@@ -84,8 +94,12 @@ def _clip(size: str, device: torch.device):
     return create_clip_model(config=config, device=device)
 
 
-def build_call(case: Case, size: str, device: torch.device):
-    """(call, images per call) for one case: the bound model evaluation to time."""
+def build_call(case: Case, size: str, device: torch.device, cache: dict | None = None):
+    """(call, images per call) for one case: the bound model evaluation to time.
+
+    ``cache`` keeps one freshly initialised fp32 CPU model per (model, size); each case works on a deep copy,
+    so a sweep initialises each 400M-parameter UNet once rather than once per case.
+    """
     from glide.tokenizer import vocab_size
     from glide.unet import create_model
 
@@ -93,7 +107,13 @@ def build_call(case: Case, size: str, device: torch.device):
     b = case.batch_size
     if case.model in ("base", "upsample"):
         cfg = _unet_config(case.model, size)
-        model = prepare_model(create_model(cfg), case, device)
+        if cache is None:
+            fresh = create_model(cfg)
+        else:
+            if (case.model, size) not in cache:
+                cache[(case.model, size)] = create_model(cfg)
+            fresh = copy.deepcopy(cache[(case.model, size)])
+        model = prepare_model(fresh, case, device)
         n = 2 * b if case.model == "base" else b  # the base model runs [cond | uncond]
         s = cfg.image_size
         x = torch.randn(n, 3, s, s, generator=g).to(device)
@@ -106,7 +126,11 @@ def build_call(case: Case, size: str, device: torch.device):
         if case.model == "upsample":
             kwargs["low_res"] = torch.randn(n, 3, s // 4, s // 4, generator=g).to(device)
         fwd = maybe_compile(model, case)
-        return (lambda: fwd(x, t, **kwargs)), b
+        call = lambda: fwd(x, t, **kwargs)  # noqa: E731
+        if case.cuda_graph:
+            with autocast_for(case, device):
+                call = capture_cuda_graph(call, device)
+        return call, b
     if case.model == "clip-step":
         if case.dtype == "fp16":
             raise ValueError("the official code runs the noised CLIP in fp32; use fp32 or bf16 for clip-step")
@@ -134,11 +158,13 @@ def cases(
     attentions: Iterable[str],
     compile_modes: Iterable[bool] = (False,),
     channels_last: Iterable[bool] = (False,),
+    cuda_graphs: Iterable[bool] = (False,),
 ) -> list[Case]:
-    return [
-        Case(*c)
-        for c in itertools.product(models, batch_sizes, dtypes, attentions, compile_modes, channels_last)
-    ]
+    """The cross product, less the pairs that are one optimisation twice (compile x CUDA graph)."""
+    product = itertools.product(
+        models, batch_sizes, dtypes, attentions, compile_modes, channels_last, cuda_graphs
+    )
+    return [Case(*c) for c in product if not (c[4] and c[6])]
 
 
 def run_throughput(
@@ -156,14 +182,16 @@ def run_throughput(
     dev = torch.device(device)
     rows = []
     flop_cache: dict[tuple, int] = {}
+    model_cache: dict[tuple, torch.nn.Module] = {}
     for case in tqdm(case_list, desc="throughput"):
+        call = ref_call = None
         try:
             key = (case.model, case.batch_size)
             if key not in flop_cache:  # the model's FLOPs, counted on the einsum path in fp32
-                ref_call, _ = build_call(Case(case.model, case.batch_size), size, dev)
+                ref_call, _ = build_call(Case(case.model, case.batch_size), size, dev, model_cache)
                 with torch.no_grad():
                     flop_cache[key] = count_flops(ref_call)
-            call, images = build_call(case, size, dev)
+            call, images = build_call(case, size, dev, model_cache)
             row = profile_call(case, call, dev, images, warmup, repeats, flops=flop_cache[key])
             if trace:
                 name = f"trace-{case.model}-b{case.batch_size}-{case.dtype}-{case.attention}.json"
@@ -172,8 +200,15 @@ def run_throughput(
             row = {**case.__dict__, "error": str(e)[:300]}
         row["size"] = size
         rows.append(row)
-    table = pd.DataFrame(rows)
-    table = add_end_to_end(table, base_steps, up_steps)
+        call = ref_call = None  # free this case's model before the next one is built
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        _write(rows, out_dir, base_steps, up_steps)  # after every case: a killed sweep keeps its rows
+    return _write(rows, out_dir, base_steps, up_steps)
+
+
+def _write(rows: list[dict], out_dir: Path, base_steps: int, up_steps: int) -> pd.DataFrame:
+    table = add_end_to_end(pd.DataFrame(rows), base_steps, up_steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (
         ("throughput.json", json.dumps(table.to_dict(orient="records"), indent=1, default=str)),
