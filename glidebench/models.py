@@ -476,13 +476,21 @@ def _load_clip(source: Any, device: torch.device) -> torch.nn.Module:
     return load_clip("official", device=device)
 
 
-def load_models(plan: ModelPlan, device: torch.device | str, dtype: str) -> LoadedModels:
-    """Load the generators of ``plan`` (base, upsampler, noised CLIP) onto ``device``."""
+def load_models(
+    plan: ModelPlan, device: torch.device | str, dtype: str, attention: str = "einsum"
+) -> LoadedModels:
+    """Load the generators of ``plan`` (base, upsampler, noised CLIP) onto ``device``, with the attention
+    kernel ``attention`` ("einsum": the official numerics; "sdpa": PyTorch's fused kernel)."""
+    from glide.nn import set_attention_impl
+
     device = torch.device(device)
     fp16 = dtype == "fp16"
     base = _load_unet(plan.sources["base"], device, fp16)
     up = _load_unet(plan.sources["upsample"], device, fp16) if "upsample" in plan.sources else None
     clip = _load_clip(plan.sources["noised-clip"], device) if "noised-clip" in plan.sources else None
+    for model in (base, up, clip):
+        if model is not None:
+            set_attention_impl(model, attention)
     return LoadedModels(plan, base, up, clip)
 
 

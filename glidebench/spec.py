@@ -5,7 +5,7 @@ Owns the resolved description of one evaluation run and its identity:
 - :class:`Setting`: one guidance kind and scale (a row of the results table).
 - :class:`RunSpec`: suite, model identities (weights' SHA-256, or the recipe of a random initialisation), data
   identity and caption selection, sample count, seed, settings, sampler/steps, resolution, chunk size, dtype,
-  device type and the metric options.
+  attention kernel, device type and the metric options.
 - :meth:`RunSpec.fingerprint`: SHA-256 of the canonical JSON of all fields. The run directory is
   ``OUT/<suite>/<label>-<fingerprint[:12]>``, so a changed spec never writes into an old run's directory.
 
@@ -34,6 +34,7 @@ SPEC_VERSION = 1
 GUIDANCE_KINDS = ("cfg", "clip", "none")
 SAMPLERS = ("ancestral", "ddim", "plms", "dpm++2m", "dpm++2m-sde")  # glide.diffusion.samplers.SAMPLERS
 DTYPES = ("fp32", "fp16", "bf16")
+ATTENTION_IMPLS = ("einsum", "sdpa")  # as glide.nn.ATTENTION_IMPLS (this module stays torch-free)
 DATA_KINDS = ("embedded", "coco")
 CAPTION_MODES = ("one-per-image", "random", "single-object")  # single-object: embedded set only
 MODEL_FAMILIES = ("embedded", "official")
@@ -123,6 +124,10 @@ class RunSpec:
     # classifier-free guidance only at timesteps lo..hi (Kynkaanniemi et al. 2024); None = every step, as GLIDE.
     # Left out of the canonical JSON when None, so runs without it keep their fingerprints.
     cfg_interval: tuple[int, int] | None = None
+    # attention kernel of the generators: "einsum" (the official numerics, the default) or "sdpa" (PyTorch's
+    # fused kernel: equal within float rounding, faster, so images differ in the last bits). Left out of the
+    # canonical JSON when "einsum", so runs from before this option keep their fingerprints.
+    attention: str = "einsum"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(sorted((str(r), str(i)) for r, i in self.weights)))
@@ -171,6 +176,8 @@ class RunSpec:
             object.__setattr__(self, "cfg_interval", parse_interval(self.cfg_interval, "cfg_interval"))
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
         if self.inception not in INCEPTION_SOURCES:
             raise ValueError(f"inception must be one of {INCEPTION_SOURCES}, got {self.inception!r}")
         if self.resolution < self.base_resolution:
@@ -211,6 +218,8 @@ class RunSpec:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["weights"] = dict(self.weights)
         d["settings"] = [s.to_dict() for s in self.settings]
+        if self.attention == "einsum":
+            del d["attention"]
         if self.cfg_interval is None:
             del d["cfg_interval"]
         else:

@@ -138,6 +138,8 @@ def _options(args: argparse.Namespace, suite: SuiteDef, data: str) -> dict[str, 
         opts["cfg_interval"] = args.cfg_interval or None  # '' = every step
     if opts.get("cfg_interval") is not None:
         opts["cfg_interval"] = parse_interval(opts["cfg_interval"], "--cfg-interval")
+    if getattr(args, "attention", None) is not None:
+        opts["attention"] = args.attention
     if getattr(args, "limit", None):
         opts["num_samples"] = min(int(opts["num_samples"]), int(args.limit))
     return opts
@@ -292,6 +294,7 @@ def execute(args: argparse.Namespace) -> Path | None:
             batch_size=int(opts["batch_size"]), dtype=opts["dtype"], device_type=device.type,
             inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]), prc_k=int(opts["prc_k"]),
             random_init=plan.random_init, cfg_interval=opts.get("cfg_interval"),
+            attention=opts.get("attention", "einsum"),
         )  # fmt: skip
         shard = Shard.parse(getattr(args, "shard", None))
         worker = Worker.make(shard, dist_ctx.rank, dist_ctx.world)
@@ -305,6 +308,7 @@ def execute(args: argparse.Namespace) -> Path | None:
             f"  run dir {run_dir} | {len(settings)} settings ({', '.join(s.setting_id for s in settings)}) x "
             f"{spec.num_samples} samples | {spec.sampler} {spec.steps} | {spec.resolution} px | chunk {spec.batch_size}"
             f" | device {device} {spec.dtype}"
+            + (f" {spec.attention}" if spec.attention != "einsum" else "")
             + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
             + (f" | worker {worker.index}/{worker.count}" if worker.count > 1 else "")
         )
@@ -323,7 +327,7 @@ def execute(args: argparse.Namespace) -> Path | None:
         for s in spec.settings:
             clean_leftovers(run_dir, spec, s, worker)
         if not merge and any(missing_counts(run_dir, spec, worker).values()):
-            loaded = M.load_models(plan, device, spec.dtype)
+            loaded = M.load_models(plan, device, spec.dtype, spec.attention)
             pipeline = loaded.pipeline(device, spec.dtype)
             for s in spec.settings:
                 stats = generate_setting(

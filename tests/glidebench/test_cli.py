@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from PIL import Image
 
 from glidebench.cli import main
 from glidebench.results import RESULT_COLUMNS
@@ -276,6 +277,25 @@ def test_cfg_interval_is_recorded_counted_and_validated(env: Path, capsys) -> No
     for bad in ("700,300", "x", "1,2,3"):
         code = main(base_args(env / "bad", "--cfg-interval", bad))
         _assert_failed_cleanly(env / "bad", code, capsys.readouterr().err, "--cfg-interval", "0 <= lo <= hi")
+
+
+def test_attention_option_is_recorded_and_changes_only_the_last_bits(env: Path, capsys) -> None:
+    """--attention sdpa: a run of its own (recorded in the spec), whose images agree with the einsum run's
+    within a uint8 level or two (the kernels are equal up to float rounding); a list is refused."""
+    assert main(base_args(env / "einsum", "--limit", "4", "--cfg", "3")) == 0
+    assert main(base_args(env / "sdpa", "--limit", "4", "--cfg", "3", "--attention", "sdpa")) == 0
+    a, b = only_run_dir(env / "einsum"), only_run_dir(env / "sdpa")
+    assert a.name != b.name
+    assert json.loads((b / "spec.json").read_text())["attention"] == "sdpa"
+    assert "attention" not in json.loads((a / "spec.json").read_text())
+    pngs = sorted((a / "images").rglob("*.png"))
+    assert len(pngs) >= 4  # every setting of the run, 4 samples each
+    for p in pngs:
+        x = np.asarray(Image.open(p), dtype=np.int16)
+        y = np.asarray(Image.open(b / p.relative_to(a)), dtype=np.int16)
+        assert np.abs(x - y).max() <= 2, p.name
+    code = main(base_args(env / "bad", "--attention", "einsum,sdpa"))
+    _assert_failed_cleanly(env / "bad", code, capsys.readouterr().err, "attention must be one of")
 
 
 def test_embedded_split_option(env: Path, capsys) -> None:

@@ -64,6 +64,7 @@ def test_fingerprint_is_sha256_of_canonical_json_and_roundtrips() -> None:
         {"inception": "fid-helper"},
         {"prc_k": 5},
         {"cfg_interval": (100, 700)},
+        {"attention": "sdpa"},
     ],
 )
 def test_every_field_changes_the_fingerprint_and_the_run_dir(change, tmp_path) -> None:
@@ -78,7 +79,7 @@ def test_every_field_is_covered_by_the_fingerprint_test() -> None:
     names = {f.name for f in dataclasses.fields(RunSpec)}
     covered = {"weights", "model_label", "random_init", "data_id", "captions", "num_samples", "reference_size",
                "seed", "settings", "steps", "sampler", "batch_size", "dtype", "device_type", "resolution",
-               "inception", "prc_k", "cfg_interval"}  # fmt: skip
+               "inception", "prc_k", "cfg_interval", "attention"}  # fmt: skip
     # The rest are constants of one suite/run kind or derived from the covered ones.
     rest = {"suite", "suite_version", "model", "data", "split", "base_resolution", "up_sampler", "up_steps",
             "upsample_temp", "kid_subset_size", "spec_version"}  # fmt: skip
@@ -193,3 +194,13 @@ def test_guidance_interval_parses_validates_and_leaves_older_specs_alone() -> No
     assert limited.setting_record(limited.settings[1])["cfg_interval"] == [100, 700]
     with pytest.raises(ValueError, match="0 <= lo <= hi"):
         make_spec(cfg_interval=(7, 3))
+
+
+def test_attention_is_validated_and_absent_from_older_specs() -> None:
+    """The default (einsum) is left out of the canonical JSON, so runs from before the option keep their
+    fingerprints; sdpa is recorded; anything else is refused with the choices named."""
+    assert "attention" not in make_spec().to_dict()
+    assert make_spec(attention="sdpa").to_dict()["attention"] == "sdpa"
+    assert RunSpec.from_dict(make_spec(attention="sdpa").to_dict()).attention == "sdpa"
+    with pytest.raises(ValueError, match="attention must be one of"):
+        make_spec(attention="flash")
