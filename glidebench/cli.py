@@ -115,6 +115,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--inception", choices=["auto", "torch-fidelity", "fid-helper"], help="Inception weights source"
     )
     g.add_argument("--feature-batch-size", type=int, help="Inception batch (default 8 on CPU, 64 on GPU)")
+    g.add_argument(
+        "--profile",
+        action="store_true",
+        help="also time one evaluation of each generator of the run (its weights, chunk size, dtype, attention, "
+        "device) into RUN_DIR/throughput.json; the report shows it. Does not change the run's identity",
+    )
     g.add_argument("--progress", action="store_true", help="progress bars")
     g.add_argument("--quiet", action="store_true", help="only the first line, notes and the results")
     g.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")

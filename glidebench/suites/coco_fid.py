@@ -361,11 +361,42 @@ def execute(args: argparse.Namespace) -> Path | None:
             log.main(f"shard {shard.index}/{shard.count} done; {msg} (the last shard, or `--merge`).")
             return None
 
+        if getattr(args, "profile", False):
+            _profile(plan, spec, device, run_dir, log)
         _metrics_and_results(args, spec, plan, prompts, records, coco, data_record, run_dir, device, notes, log,
                              started, t0)  # fmt: skip
         return run_dir
     finally:
         dist_ctx.close()
+
+
+def _profile(plan, spec: RunSpec, device: torch.device, run_dir: Path, log) -> None:
+    """``--profile``: time one evaluation of each generator of this run (throughput suite's measurement, on the
+    run's own weights, chunk size, dtype, attention and device) into RUN_DIR/throughput.json for the report."""
+    from .. import models as M
+    from .throughput import profile_run_models
+
+    loaded = M.load_models(plan, device, spec.dtype, spec.attention)
+    rows = profile_run_models(
+        loaded.base,
+        loaded.upsampler if spec.upsample else None,
+        loaded.noised_clip if any(s.guidance == "clip" for s in spec.settings) else None,
+        spec.batch_size,
+        spec.dtype,
+        spec.attention,
+        device,
+        base_resolution=spec.base_resolution,
+    )
+    doc = {
+        "rows": rows,
+        "measured": "one model evaluation per generator of this run, on its own weights, chunk size, dtype, "
+        "attention and device (warm-up 1, median of 3; the base model at its classifier-free batch of 2 x chunk "
+        "rows); end-to-end images/s per setting are in the results",
+    }
+    atomic_write_json(run_dir / "throughput.json", doc)
+    for r in rows:
+        log(f"profile: {r['model']} x{r['batch_size']} {r['dtype']} {r['attention']}: {r['ms_per_eval']:.1f} ms "
+            f"per evaluation, {r['gflop_per_eval']:.1f} GFLOP")  # fmt: skip
 
 
 def data_kind(args: argparse.Namespace, coco_root: Path | None) -> str:

@@ -348,3 +348,24 @@ def test_real_inception_end_to_end(monkeypatch, tmp_path: Path, tiny_models_dir:
         == "fid-helper"
     )
     assert row["is_mean"] == "" and "IS not computed" in row["warnings"]
+
+
+def test_profile_option_times_the_runs_own_models_into_the_report(env: Path) -> None:
+    """--profile: RUN_DIR/throughput.json with one row per generator the run used (the base model at the run's
+    chunk size, the noised CLIP because a CLIP setting is there), same fingerprint as without it, and the
+    report's throughput section shows it."""
+    args = base_args(env / "runs", "--limit", "4", "--cfg", "3", "--clip", "2", "--profile")
+    args.remove("--no-report")
+    assert main(args) == 0
+    run = only_run_dir(env / "runs")
+    doc = json.loads((run / "throughput.json").read_text())
+    rows = {r["model"]: r for r in doc["rows"]}
+    assert set(rows) == {"base", "clip-step"}
+    chunk = json.loads((run / "spec.json").read_text())["batch_size"]
+    assert rows["base"]["batch_size"] == chunk and rows["base"]["dtype"] == "fp32"
+    assert all(r["ms_per_eval"] > 0 and r["gflop_per_eval"] > 0 for r in rows.values())
+    html = (run / "report" / "index.html").read_text()
+    assert 'id="throughput"' in html and "clip-step" in html
+    # not part of the run's identity: the same command without --profile reuses the run directory
+    assert main(base_args(env / "runs", "--limit", "4", "--cfg", "3", "--clip", "2")) == 0
+    assert only_run_dir(env / "runs") == run

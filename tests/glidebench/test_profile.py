@@ -68,3 +68,22 @@ def test_trace_export(tmp_path):
     table = run_throughput([Case("base", 1)], tmp_path, size="tiny", warmup=0, repeats=1, trace=True)
     trace = tmp_path / table.loc[0, "trace"].split("/")[-1]
     assert trace.exists() and json.loads(trace.read_text())["traceEvents"]
+
+
+def test_profile_run_models_measures_each_generator_at_the_runs_settings():
+    """A run's --profile: base (2 x chunk rows), upsampler (chunk rows, the run's base resolution as low-res
+    input) and CLIP step, labelled with the run's chunk size / dtype / attention, left in that attention."""
+    from glide.nn import set_attention_impl
+    from glide.unet import create_model
+    from glidebench.suites.throughput import _clip, _unet_config, bind_unet, profile_run_models
+
+    base, up = create_model(_unet_config("base", "tiny")), create_model(_unet_config("upsample", "tiny"))
+    clip = _clip("tiny", torch.device("cpu"))
+    rows = profile_run_models(base, up, clip, 2, "fp32", "sdpa", torch.device("cpu"), base_resolution=32)
+    assert [r["model"] for r in rows] == ["base", "upsample", "clip-step"]
+    assert all(r["batch_size"] == 2 and r["attention"] == "sdpa" and r["ms_per_eval"] > 0 for r in rows)
+    assert all(m.attention_impl == "sdpa" for m in up.modules() if hasattr(m, "attention_impl"))
+    # FLOPs are counted on the einsum path: the base row equals a direct count of its 4-row evaluation
+    call, _ = bind_unet(set_attention_impl(base, "einsum").eval(), Case("base", 2), torch.device("cpu"))
+    with torch.no_grad():
+        assert rows[0]["gflop_per_eval"] == pytest.approx(count_flops(call) / 1e9)
