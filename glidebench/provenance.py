@@ -63,7 +63,12 @@ def device_description(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{idx} {torch.cuda.get_device_name(idx)}"
+        # fp32 on Ampere and later runs cuDNN convolutions in TF32 by default (the official code leaves it so):
+        # record it, since it changes fp32 results at the 1e-3 level.
+        tf32 = f"TF32 convolutions {'on' if torch.backends.cudnn.allow_tf32 else 'off'}, matmul " + (
+            "on" if torch.backends.cuda.matmul.allow_tf32 else "off"
+        )
+        return f"cuda:{idx} {torch.cuda.get_device_name(idx)} ({tf32})"
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -87,3 +87,18 @@ def test_profile_run_models_measures_each_generator_at_the_runs_settings():
     call, _ = bind_unet(set_attention_impl(base, "einsum").eval(), Case("base", 2), torch.device("cpu"))
     with torch.no_grad():
         assert rows[0]["gflop_per_eval"] == pytest.approx(count_flops(call) / 1e9)
+
+
+def test_cuda_device_description_records_tf32(monkeypatch):
+    """fp32 on a recent GPU means TF32 convolutions unless switched off; the provenance says which."""
+    from glidebench.provenance import device_description
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda idx=None: "NVIDIA H200")
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:  # torch's backend flags are properties that monkeypatch cannot undo
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+        assert device_description("cuda") == "cuda:0 NVIDIA H200 (TF32 convolutions on, matmul off)"
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert "TF32" not in device_description("cpu")
