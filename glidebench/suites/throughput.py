@@ -2,8 +2,9 @@
 
 Per model (the base UNet at its classifier-free batch 2B, the upsampler, the noised-CLIP guidance step, which is
 a forward + backward through the image encoder), over batch sizes x dtypes x attention implementations x
-torch.compile x channels_last x CUDA-graph replay. Weights do not change the timing, so the models are built from their configs
-with random weights (the official sizes by default; ``size="tiny"`` for tests). End-to-end images/s per guidance
+torch.compile x channels_last x CUDA-graph replay. Weights do not change the timing, so the models are built
+from their configs with random weights (the official sizes by default; ``size="tiny"`` for tests); a real
+run's ``--profile`` times its own loaded models the same way (:func:`profile_run_models`). End-to-end images/s per guidance
 kind follow from the per-step costs and the step counts: CFG = one 2B base evaluation per step; CLIP guidance
 = one B base evaluation + one CLIP step per step.
 """
