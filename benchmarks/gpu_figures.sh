@@ -36,13 +36,15 @@ tp() {  # tp NAME LIMIT_S ARGS...: one throughput sweep, its CSV copied to OUTDI
 tp base 110 --models base --batch-sizes 1,4,16 --dtypes fp32,fp16,bf16 --attention einsum,sdpa --repeats 5
 
 log "sampler, full-size models"
-timeout 130 "$py" benchmarks/bench_sampler.py --device cuda --size full --dtypes fp16,bf16 --attention sdpa \
+timeout 200 "$py" benchmarks/bench_sampler.py --device cuda --size full --dtypes fp16,bf16 --attention sdpa \
   --batch-sizes 16,64 --repeats 1 --warm-steps 2 --out "$work/sampler-full" \
   --settings "cfg/ancestral/100;cfg/dpm++2m-sde/quad16/71,639;clip/ancestral/100;up/ddim/fast27" 2>&1 | tail -20
 cp "$work/sampler-full/sampler.csv" "$out/sampler-full.csv" 2>/dev/null || echo "no sampler table"
 
 tp other 70 --models upsample,clip-step --batch-sizes 1,8 --dtypes fp32,bf16 --attention sdpa --repeats 5
-tp compile 110 --models base --batch-sizes 16 --dtypes bf16 --attention sdpa --compile off,on --channels-last off,on --repeats 5
+# compile last: over a minute per compiled model on an H200 (compile x CUDA graph is not crossed)
+tp compile 200 --models base --batch-sizes 16 --dtypes bf16 --attention sdpa --compile off,on --channels-last off,on \
+  --cuda-graph off,on --repeats 5
 
 log "sampler, embedded models"
 timeout 40 "$py" benchmarks/bench_sampler.py --device cuda --size embedded --dtypes fp32,bf16 --tf32 off \
