@@ -2,8 +2,9 @@
 # The GPU figures in one pass (run by hand on a CUDA machine; not a test): the gpu-marked tests, the
 # throughput suite over the full-size models (batch sizes x fp32/fp16/bf16 x einsum/SDPA, channels_last,
 # torch.compile) and end-to-end sampler throughput (benchmarks/bench_sampler.py) for the full-size and the
-# embedded models. Each part has its own time limit and writes its table as soon as it ends, so a part that
-# runs out of time costs only itself.
+# embedded models. Each part has its own time limit and its table is written as rows come, so a part that
+# runs out of time costs only its remaining rows. All parts take about 13 minutes on an H200 (2026-11-27: the
+# sampler part needed more than its first 130 s, the compile part more than 110 s).
 #
 #   bash benchmarks/gpu_figures.sh OUTDIR        (PYTHON=... to pick the interpreter)
 #
