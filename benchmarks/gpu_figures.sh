@@ -3,8 +3,8 @@
 # throughput suite over the full-size models (batch sizes x fp32/fp16/bf16 x einsum/SDPA, channels_last,
 # torch.compile) and end-to-end sampler throughput (benchmarks/bench_sampler.py) for the full-size and the
 # embedded models. Each part has its own time limit and its table is written as rows come, so a part that
-# runs out of time costs only its remaining rows. All parts take about 13 minutes on an H200 (2026-11-27: the
-# sampler part needed more than its first 130 s, the compile part more than 110 s).
+# runs out of time costs only its remaining rows. The limits add up to 580 s, inside a 10-minute device call
+# (on an H200 on 2026-11-27 the sampler part ran out at 130 s and the compile part at 110 s; both have more now).
 #
 #   bash benchmarks/gpu_figures.sh OUTDIR        (PYTHON=... to pick the interpreter)
 #
@@ -25,7 +25,7 @@ log "device"
 cat "$out/device.txt"
 
 log "gpu tests"
-timeout 90 "$py" -m pytest -q -m gpu -rs tests/glide/test_cuda.py tests/glide/test_clip.py > "$out/tests.log" 2>&1
+timeout 80 "$py" -m pytest -q -m gpu -rs tests/glide/test_cuda.py tests/glide/test_clip.py > "$out/tests.log" 2>&1
 tail -4 "$out/tests.log"
 
 tp() {  # tp NAME LIMIT_S ARGS...: one throughput sweep, its CSV copied to OUTDIR/tp-NAME.csv
@@ -34,21 +34,21 @@ tp() {  # tp NAME LIMIT_S ARGS...: one throughput sweep, its CSV copied to OUTDI
   timeout "$limit" "$py" -m glidebench run throughput --device cuda --out "$work/$name" "$@" 2>&1 | tail -30
   cp "$work/$name/throughput/cuda-full/throughput.csv" "$out/tp-$name.csv" 2>/dev/null || echo "no table for $name"
 }
-tp base 110 --models base --batch-sizes 1,4,16 --dtypes fp32,fp16,bf16 --attention einsum,sdpa --repeats 5
+tp base 100 --models base --batch-sizes 1,4,16 --dtypes fp32,fp16,bf16 --attention einsum,sdpa --repeats 5
 
 log "sampler, full-size models"
-timeout 200 "$py" benchmarks/bench_sampler.py --device cuda --size full --dtypes fp16,bf16 --attention sdpa \
+timeout 160 "$py" benchmarks/bench_sampler.py --device cuda --size full --dtypes fp16,bf16 --attention sdpa \
   --batch-sizes 16,64 --repeats 1 --warm-steps 2 --out "$work/sampler-full" \
   --settings "cfg/ancestral/100;cfg/dpm++2m-sde/quad16/71,639;clip/ancestral/100;up/ddim/fast27" 2>&1 | tail -20
 cp "$work/sampler-full/sampler.csv" "$out/sampler-full.csv" 2>/dev/null || echo "no sampler table"
 
-tp other 70 --models upsample,clip-step --batch-sizes 1,8 --dtypes fp32,bf16 --attention sdpa --repeats 5
+tp other 60 --models upsample,clip-step --batch-sizes 1,8 --dtypes fp32,bf16 --attention sdpa --repeats 5
 # compile last: over a minute per compiled model on an H200 (compile x CUDA graph is not crossed)
-tp compile 200 --models base --batch-sizes 16 --dtypes bf16 --attention sdpa --compile off,on --channels-last off,on \
+tp compile 150 --models base --batch-sizes 16 --dtypes bf16 --attention sdpa --compile off,on --channels-last off,on \
   --cuda-graph off,on --repeats 5
 
 log "sampler, embedded models"
-timeout 40 "$py" benchmarks/bench_sampler.py --device cuda --size embedded --dtypes fp32,bf16 --tf32 off \
+timeout 30 "$py" benchmarks/bench_sampler.py --device cuda --size embedded --dtypes fp32,bf16 --tf32 off \
   --attention sdpa --batch-sizes 100 --repeats 2 --out "$work/sampler-emb" \
   --settings "cfg/dpm++2m-sde/quad20;cfg/ancestral/250;up/ddim/fast27" 2>&1 | tail -8
 cp "$work/sampler-emb/sampler.csv" "$out/sampler-embedded.csv" 2>/dev/null || echo "no embedded table"
