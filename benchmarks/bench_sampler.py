@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glide.nn import set_attention_impl  # noqa: E402
 from glide.pipeline import GlidePipeline  # noqa: E402
 from glidebench.profile import peak_memory_bytes, synchronize  # noqa: E402
+from glidebench.store import atomic_write_text  # noqa: E402
 
 
 def _models(size: str, dtype: str, device: torch.device, need_clip: bool, need_up: bool):
@@ -175,13 +175,8 @@ def main() -> None:
 def _write(rows: list[dict], out: Path) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows)
-    for name, text in (
-        ("sampler.json", json.dumps(rows, indent=1, default=str)),
-        ("sampler.csv", table.to_csv(index=False)),
-    ):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    atomic_write_text(out / "sampler.json", json.dumps(rows, indent=1, default=str))
+    atomic_write_text(out / "sampler.csv", table.to_csv(index=False))
     return table
 
 

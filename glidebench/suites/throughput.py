@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from glidebench.profile import (
     prepare_model,
     profile_call,
 )
+from glidebench.store import atomic_write_text
 
 MODELS = ("base", "upsample", "clip-step")
 
@@ -267,13 +267,10 @@ def run_throughput(
 def _write(rows: list[dict], out_dir: Path, base_steps: int, up_steps: int) -> pd.DataFrame:
     table = add_end_to_end(pd.DataFrame(rows), base_steps, up_steps)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (
-        ("throughput.json", json.dumps(table.to_dict(orient="records"), indent=1, default=str)),
-        ("throughput.csv", table.to_csv(index=False)),
-    ):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
+    atomic_write_text(
+        out_dir / "throughput.json", json.dumps(table.to_dict(orient="records"), indent=1, default=str)
+    )
+    atomic_write_text(out_dir / "throughput.csv", table.to_csv(index=False))
     return table
 
 

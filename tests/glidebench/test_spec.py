@@ -204,3 +204,11 @@ def test_attention_is_validated_and_absent_from_older_specs() -> None:
     assert RunSpec.from_dict(make_spec(attention="sdpa").to_dict()).attention == "sdpa"
     with pytest.raises(ValueError, match="attention must be one of"):
         make_spec(attention="flash")
+
+
+def test_attention_choices_match_the_model_library() -> None:
+    """spec.py keeps its own copy so it stays torch-free; it must name the kernels glide.nn accepts."""
+    from glide.nn import ATTENTION_IMPLS as GLIDE_IMPLS
+    from glidebench.spec import ATTENTION_IMPLS
+
+    assert ATTENTION_IMPLS == GLIDE_IMPLS
