@@ -79,6 +79,14 @@ SUPERSAMPLE = 4  # render at 4x and box-filter down: anti-aliased and determinis
 # SeedSequence spawn keys; training takes its entropy from the user's seed, evaluation from EVAL_ENTROPY.
 TRAIN_KEY = 0
 SPLIT_KEYS: dict[str, int] = {"val": 1, "test": 2}
+# short captions draw from their own streams, so a scene is the same whichever caption it is shown with
+SHORT_CAPTION_KEY = 100  # added to TRAIN_KEY / a split key
+
+# Short captions ("a red circle", "a large square above a circle on a black background"): the scene is the
+# same, the caption leaves some of it unsaid, as people's captions do (MS-COCO's never list every object and
+# attribute). The first object and every shape noun are always kept; each other part is kept with this
+# probability, independently; later objects are dropped from the end of the relation chain.
+SHORT_KEEP: dict[str, float] = {"size": 0.4, "colour": 0.6, "next_object": 0.5, "background": 0.4}
 EVAL_ENTROPY = 20211220  # GLIDE's arXiv date; any fixed constant works, it must just never change
 DEFAULT_SPLIT_SIZES: dict[str, int] = {"val": 1000, "test": 1000}
 
@@ -142,6 +150,30 @@ class SceneObject:
     def from_dict(cls, data: Mapping[str, Any]) -> SceneObject:
         _check_keys(cls, data)
         return cls(**data)
+
+
+def short_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A caption of ``scene`` that leaves parts unsaid (``SHORT_KEEP``); every word it keeps is true.
+
+    Always draws ``3 * n_objects`` uniforms from ``rng`` (n - 1 for the chain, two per object, one for the
+    background), whatever it keeps.
+    """
+    n = scene.n_objects
+    u = rng.random(3 * n)
+    n_kept = 1
+    while n_kept < n and u[n_kept - 1] < SHORT_KEEP["next_object"]:
+        n_kept += 1
+    phrases = []
+    for i, obj in enumerate(scene.objects[:n_kept]):
+        size = obj.size if u[n - 1 + 2 * i] < SHORT_KEEP["size"] else None
+        colour = obj.colour if u[n + 2 * i] < SHORT_KEEP["colour"] else None
+        phrases.append(" ".join(w for w in ("a", size, colour, obj.shape) if w))
+    parts = [phrases[0]]
+    for rel, phrase in zip(scene.relations, phrases[1:]):
+        parts += [rel, phrase]
+    if u[3 * n - 1] < SHORT_KEEP["background"]:
+        parts.append(f"on a {scene.background} background")
+    return " ".join(parts)
 
 
 def make_caption(objects: Sequence[SceneObject], relations: Sequence[str], background: str) -> str:
@@ -243,6 +275,48 @@ def parse_caption(caption: str) -> dict[str, Any]:
             raise ValueError(f"caption {caption!r}: bad object phrase {' '.join(words[i : i + 4])!r}")
         objects.append((size, colour, shape))
         i += 4
+        if i == len(words):
+            break
+        for rel in RELATIONS:
+            n = len(rel.split())
+            if words[i : i + n] == rel.split():
+                relations.append(rel)
+                i += n
+                break
+        else:
+            raise ValueError(f"caption {caption!r}: expected a relation at word {i}")
+    return {"objects": objects, "relations": relations, "background": background}
+
+
+def parse_stated(caption: str) -> dict[str, Any]:
+    """What an exact or short caption states: ``{"objects": [(size | None, colour | None, shape), ...],
+    "relations": [...], "background": str | None}`` (None = left unsaid).
+
+    Raises ``ValueError`` for any caption neither ``make_caption`` nor ``short_caption`` can produce.
+    """
+    words = caption.split()
+    background = None
+    if len(words) >= 4 and words[-4:-2] == ["on", "a"] and words[-1] == "background":
+        background = words[-2]
+        if background not in BACKGROUNDS:
+            raise ValueError(f"caption {caption!r}: unknown background {background!r}")
+        words = words[:-4]
+    objects: list[tuple[str | None, str | None, str]] = []
+    relations: list[str] = []
+    i = 0
+    while True:
+        if i >= len(words) or words[i] != "a":
+            raise ValueError(f"caption {caption!r}: expected 'a [size] [colour] <shape>' at word {i}")
+        i += 1
+        size = colour = None
+        if i < len(words) and words[i] in SIZES:
+            size, i = words[i], i + 1
+        if i < len(words) and words[i] in COLOURS:
+            colour, i = words[i], i + 1
+        if i >= len(words) or words[i] not in SHAPES:
+            raise ValueError(f"caption {caption!r}: expected a shape ({', '.join(SHAPES)}) at word {i}")
+        objects.append((size, colour, words[i]))
+        i += 1
         if i == len(words):
             break
         for rel in RELATIONS:
@@ -430,6 +504,9 @@ class EmbeddedConfig:
     object_probs: tuple[float, ...] = (0.6, 0.25, 0.15)
     eval_object_probs: tuple[float, ...] = (0.5, 0.3, 0.2)
     max_objects: int = MAX_OBJECTS
+    # fraction of training captions replaced by a short caption of the same scene (``short_caption``); 0 =
+    # every caption exact. Not written into ``to_dict`` (nor the fingerprint) while 0.
+    short_captions: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 8:
@@ -438,9 +515,14 @@ class EmbeddedConfig:
         object.__setattr__(self, "eval_object_probs", tuple(float(v) for v in self.eval_object_probs))
         _validate_probs(self.object_probs, self.max_objects)
         _validate_probs(self.eval_object_probs, self.max_objects)
+        if not 0.0 <= float(self.short_captions) <= 1.0:
+            raise ValueError(f"short_captions is a fraction in [0, 1], got {self.short_captions!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if not self.short_captions:
+            del out["short_captions"]  # configs from before short captions keep their fingerprints
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EmbeddedConfig:
@@ -486,9 +568,21 @@ class EmbeddedCaptionSet:
         """Batch ``step`` of the stream: examples ``step * batch_size`` .. ``(step + 1) * batch_size - 1``."""
         if batch_size < 1 or step < 0:
             raise ValueError(f"need batch_size >= 1 and step >= 0, got batch_size={batch_size}, step={step}")
-        scenes = [self.train_scene(seed, step * batch_size + i) for i in range(batch_size)]
+        first = step * batch_size
+        scenes = [self.train_scene(seed, first + i) for i in range(batch_size)]
         images = np.stack([render(s, self.size) for s in scenes])
-        return to_model_tensor(images), [s.caption for s in scenes], scenes
+        return (
+            to_model_tensor(images),
+            [self.train_caption(seed, first + i, s) for i, s in enumerate(scenes)],
+            scenes,
+        )
+
+    def train_caption(self, seed: int, index: int, scene: Scene) -> str:
+        """The caption training example ``index`` is shown with: exact, or short with P(short_captions)."""
+        if not self.config.short_captions:
+            return scene.caption
+        rng = example_rng(seed, TRAIN_KEY + SHORT_CAPTION_KEY, index)
+        return short_caption(scene, rng) if rng.random() < self.config.short_captions else scene.caption
 
     def train_iter(
         self, seed: int, batch_size: int, start_step: int = 0
@@ -502,8 +596,11 @@ class EmbeddedCaptionSet:
             yield self.train_batch(seed, step, batch_size)
             step += 1
 
-    def eval_split(self, name: str = "val", n: int | None = None) -> list[EvalRecord]:
-        """The first ``n`` records of a fixed evaluation split (default size from ``DEFAULT_SPLIT_SIZES``)."""
+    def eval_split(self, name: str = "val", n: int | None = None, short: bool = False) -> list[EvalRecord]:
+        """The first ``n`` records of a fixed evaluation split (default size from ``DEFAULT_SPLIT_SIZES``).
+
+        ``short``: each record's caption is a short caption of its scene (``short_caption``, from a stream of
+        its own), the scenes are the same."""
         if name not in SPLIT_KEYS:
             raise ValueError(f"unknown split {name!r}; choose one of {sorted(SPLIT_KEYS)}")
         n = DEFAULT_SPLIT_SIZES[name] if n is None else n
@@ -513,7 +610,12 @@ class EmbeddedCaptionSet:
         for i in range(n):
             rng = example_rng(EVAL_ENTROPY, SPLIT_KEYS[name], i)
             scene = sample_scene(rng, self.config.max_objects, self.config.eval_object_probs)
-            records.append(EvalRecord(name, i, scene.caption, scene))
+            caption = scene.caption
+            if short:
+                caption = short_caption(
+                    scene, example_rng(EVAL_ENTROPY, SPLIT_KEYS[name] + SHORT_CAPTION_KEY, i)
+                )
+            records.append(EvalRecord(name, i, caption, scene))
         return records
 
     def render_records(self, records: Sequence[EvalRecord]) -> np.ndarray:

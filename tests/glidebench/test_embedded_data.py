@@ -20,8 +20,10 @@ from glidebench.data.embedded import (
     SceneObject,
     example_rng,
     parse_caption,
+    parse_stated,
     render,
     sample_scene,
+    short_caption,
     single_object,
     vocabulary,
 )
@@ -288,3 +290,93 @@ def test_fingerprint_tracks_version_size_and_splits(monkeypatch: pytest.MonkeyPa
     assert EmbeddedCaptionSet(object_probs=(1.0,), eval_object_probs=(1.0,)).fingerprint() != base
     monkeypatch.setattr(E, "DATASET_VERSION", "embedded-vX")
     assert EmbeddedCaptionSet().fingerprint() != base
+
+
+# ---------------------------------------------------------------- short captions
+
+
+def test_short_captions_state_only_true_things_as_a_prefix_of_the_chain() -> None:
+    seen = set()
+    for i, scene in enumerate(scenes_for(5, 1500)):
+        caption = short_caption(scene, example_rng(6, 0, i))
+        seen.add(caption == scene.caption)
+        stated = parse_stated(caption)
+        assert 1 <= len(stated["objects"]) <= scene.n_objects
+        for (size, colour, shape), obj in zip(stated["objects"], scene.objects):
+            assert shape == obj.shape and size in (None, obj.size) and colour in (None, obj.colour)
+        assert stated["relations"] == list(scene.relations[: len(stated["objects"]) - 1])
+        assert stated["background"] in (None, scene.background)
+        assert set(caption.split()) <= set(vocabulary())
+    assert seen == {True, False}  # some short captions happen to say everything
+
+
+def test_short_caption_keep_rates_follow_short_keep() -> None:
+    counts = {"size": [], "colour": [], "background": [], "next_object": []}
+    for i, scene in enumerate(scenes_for(8, 3000)):
+        stated = parse_stated(short_caption(scene, example_rng(9, 0, i)))
+        counts["size"] += [z is not None for z, _, _ in stated["objects"]]
+        counts["colour"] += [c is not None for _, c, _ in stated["objects"]]
+        counts["background"].append(stated["background"] is not None)
+        if scene.n_objects > 1:  # was the second object named?
+            counts["next_object"].append(len(stated["objects"]) > 1)
+    for key, hits in counts.items():
+        p, n = E.SHORT_KEEP[key], len(hits)
+        assert abs(np.mean(hits) - p) < 4 * math.sqrt(p * (1 - p) / n), (key, np.mean(hits), n)
+
+
+def test_short_caption_draws_a_fixed_number_of_uniforms() -> None:
+    for i, scene in enumerate(scenes_for(2, 30)):
+        a, b = example_rng(1, 0, i), example_rng(1, 0, i)
+        short_caption(scene, a)
+        b.random(3 * scene.n_objects)
+        assert a.random() == b.random()
+
+
+def test_parse_stated_reads_exact_captions_and_rejects_others() -> None:
+    for scene in scenes_for(4, 200):
+        exact = parse_caption(scene.caption)
+        stated = parse_stated(scene.caption)
+        assert stated["objects"] == [tuple(o) for o in exact["objects"]]
+        assert stated["relations"] == exact["relations"] and stated["background"] == exact["background"]
+    assert parse_stated("a circle") == {
+        "objects": [(None, None, "circle")],
+        "relations": [],
+        "background": None,
+    }
+    for bad in ("", "a", "a red", "red circle", "a circle near a square", "a circle on a pink background",
+                "a red large circle", "a circle above"):  # fmt: skip
+        with pytest.raises(ValueError, match="caption"):
+            parse_stated(bad)
+
+
+def test_eval_split_short_keeps_the_scenes_and_is_fixed() -> None:
+    ds = EmbeddedCaptionSet()
+    exact, short = ds.eval_split("test", 200), ds.eval_split("test", 200, short=True)
+    assert [r.scene for r in exact] == [r.scene for r in short]
+    assert [r.caption for r in short] == [
+        r.caption for r in EmbeddedCaptionSet().eval_split("test", 200, short=True)
+    ]
+    assert [r.caption for r in short[:50]] == [r.caption for r in ds.eval_split("test", 50, short=True)]
+    assert sum(a.caption != b.caption for a, b in zip(exact, short)) > 150
+    assert [r.caption for r in short] != [r.caption for r in ds.eval_split("val", 200, short=True)]
+
+
+def test_training_short_captions_mix_and_leave_fingerprints_alone() -> None:
+    plain = EmbeddedCaptionSet()
+    # the fingerprint of the default config is the one every run before short captions recorded
+    # (reports/example/spec.json's data_id)
+    assert plain.fingerprint() == "ba63abc6315677f2"
+    assert "short_captions" not in plain.config.to_dict()
+    mixed = EmbeddedCaptionSet(short_captions=0.5)
+    assert mixed.fingerprint() != plain.fingerprint()
+    assert EmbeddedConfig.from_dict(mixed.config.to_dict()) == mixed.config
+    x0, c0, s0 = plain.train_batch(3, 4, 400)
+    x1, c1, s1 = mixed.train_batch(3, 4, 400)
+    assert torch.equal(x0, x1) and s0 == s1 and c0 == [s.caption for s in s0]  # same scenes and pixels
+    changed = np.array([a != b for a, b in zip(c0, c1)])
+    # P(short) = 0.5, and a short caption equals the exact one with probability ~0.05
+    assert 0.35 < changed.mean() < 0.6
+    assert mixed.train_batch(3, 8, 200)[1] == c1[:200]  # example 1600 + i whatever the batch size
+    assert [mixed.train_caption(3, 4 * 400 + i, s) for i, s in enumerate(s1)] == c1
+    with pytest.raises(ValueError, match="short_captions"):
+        EmbeddedCaptionSet(short_captions=1.5)
