@@ -42,6 +42,7 @@ from glidebench.data.embedded import (
     SHAPES,
     SIZES,
     Scene,
+    parse_stated,
 )
 
 FORMAT = "glidebench-attribute-classifier/1"
@@ -285,16 +286,25 @@ def attribute_accuracy(
     images: np.ndarray | torch.Tensor,
     scenes: Sequence[Scene],
     classifier: AttributeClassifier | None = None,
+    captions: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Accuracy of each attribute over the single-object scenes, plus ``position_acc`` over the others.
 
     Returns ``colour_acc, shape_acc, size_acc, background_acc, object_acc`` (colour, shape and size all right)
     and ``n`` (single-object images judged), then ``position_acc`` and ``n_position`` from
     ``position_accuracy``. An accuracy over zero images is NaN.
+
+    ``captions`` (the prompts, e.g. short captions): judge only what each caption states. An attribute counts
+    over the images whose caption states it (``object_acc``: every stated one right); position counts over
+    the scenes whose caption names two or more objects and states all their colours, and checks the relations
+    between those objects only.
     """
     x = to_float_nchw(images)
     if x.shape[0] != len(scenes):
         raise ValueError(f"got {x.shape[0]} images but {len(scenes)} scenes; pass one scene per image")
+    if captions is not None and len(captions) != len(scenes):
+        raise ValueError(f"got {len(captions)} captions but {len(scenes)} scenes; pass one caption per image")
+    stated = [parse_stated(c) for c in captions] if captions is not None else None
     single = [i for i, s in enumerate(scenes) if s.n_objects == 1]
     result: dict[str, float] = {}
     if single:
@@ -307,15 +317,30 @@ def attribute_accuracy(
             "background": np.array([scenes[i].background for i in single]),
         }
         hits = {k: pred[k] == truth[k] for k in HEADS}
+        if stated is None:
+            judged = {k: np.ones(len(single), bool) for k in HEADS}
+        else:
+            said = [stated[i] for i in single]
+            size, colour, shape = (np.array([s["objects"][0][j] is not None for s in said]) for j in range(3))
+            judged = {"size": size, "colour": colour, "shape": shape}
+            judged["background"] = np.array([s["background"] is not None for s in said])
         for k in HEADS:
-            result[f"{k}_acc"] = float(hits[k].mean())
-        result["object_acc"] = float((hits["colour"] & hits["shape"] & hits["size"]).mean())
+            result[f"{k}_acc"] = float(hits[k][judged[k]].mean()) if judged[k].any() else float("nan")
+        obj = [hits[k] | ~judged[k] for k in ("colour", "shape", "size")]
+        result["object_acc"] = float((obj[0] & obj[1] & obj[2]).mean())
     else:
         for k in (*HEADS, "object"):
             result[f"{k}_acc"] = float("nan")
     result["n"] = float(len(single))
     multi = [i for i, s in enumerate(scenes) if s.n_objects > 1]
-    pos = position_accuracy(x[multi], [scenes[i] for i in multi])
+    named = None
+    if stated is not None:
+        multi = [
+            i for i in multi
+            if len(stated[i]["objects"]) > 1 and all(c is not None for _, c, _ in stated[i]["objects"])
+        ]  # fmt: skip
+        named = [len(stated[i]["objects"]) for i in multi]
+    pos = position_accuracy(x[multi], [scenes[i] for i in multi], named)
     result["position_acc"] = pos["position_acc"]
     result["n_position"] = pos["n"]
     return result
@@ -357,16 +382,22 @@ def relation_holds(
     return {"above": dy, "below": -dy, "left of": dx, "right of": -dx}[relation] > margin
 
 
-def position_accuracy(images: np.ndarray | torch.Tensor, scenes: Sequence[Scene]) -> dict[str, float]:
-    """Fraction of multi-object scenes in which every stated relation holds between colour-mask centroids."""
+def position_accuracy(
+    images: np.ndarray | torch.Tensor, scenes: Sequence[Scene], named: Sequence[int] | None = None
+) -> dict[str, float]:
+    """Fraction of multi-object scenes in which every stated relation holds between colour-mask centroids.
+
+    ``named[i]``: the caption names only the first ``named[i]`` objects of scene i (a short caption), so only
+    the relations among those are checked."""
     imgs = to_uint8_nhwc(images) if len(scenes) else np.zeros((0, 1, 1, 3), np.uint8)
     if len(imgs) != len(scenes):
         raise ValueError(f"got {len(imgs)} images but {len(scenes)} scenes; pass one scene per image")
     ok = []
-    for img, scene in zip(imgs, scenes):
-        if scene.n_objects < 2:
+    for k, (img, scene) in enumerate(zip(imgs, scenes)):
+        m = scene.n_objects if named is None else named[k]
+        if m < 2:
             continue
-        cents = colour_centroids(img, scene)
+        cents = colour_centroids(img, scene)[:m]
         good = all(
             a is not None and b is not None and relation_holds(a, b, rel)
             for a, b, rel in zip(cents[:-1], cents[1:], scene.relations)

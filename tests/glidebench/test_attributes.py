@@ -26,8 +26,11 @@ from glidebench.data.embedded import (
     EmbeddedCaptionSet,
     Scene,
     example_rng,
+    make_caption,
+    parse_stated,
     render,
     sample_scene,
+    short_caption,
     single_object,
     to_model_tensor,
 )
@@ -225,3 +228,58 @@ def test_position_check_flags_reversed_relations() -> None:
     rotated = imgs[:, ::-1, ::-1].copy()  # 180 degrees: every above/below/left/right flips
     assert position_accuracy(rotated, scenes)["position_acc"] == 0.0
     assert np.isnan(position_accuracy(imgs[:0], [])["position_acc"])
+
+
+# ---------------------------------------------------------------- short captions: judge what is stated
+
+
+def test_short_captions_judge_only_stated_attributes(classifier, fresh) -> None:
+    images, scenes = fresh
+    rngs = [example_rng(9, FRESH_KEY, i) for i in range(len(scenes))]
+    captions = [short_caption(s, r) for s, r in zip(scenes, rngs)]
+    stated = [parse_stated(c)["objects"][0] for c in captions]
+    has_colour = np.array([c is not None for _, c, _ in stated])
+    assert 0 < has_colour.sum() < len(scenes)  # both kinds occur, so the mask matters
+    # pair every image with the next scene: a stated colour then agrees by chance only, an unstated one is
+    # not judged at all; with every scene's own image, everything stated is right
+    shifted = scenes[1:] + scenes[:1]
+    exact = attribute_accuracy(images, shifted, classifier)
+    short = attribute_accuracy(images, shifted, classifier, captions=captions)
+    pred = classifier.predict(images)
+    manual = np.mean([p == s.objects[0].colour for p, s, k in zip(pred["colour"], shifted, has_colour) if k])
+    assert short["colour_acc"] == pytest.approx(manual)
+    assert short["colour_acc"] < 0.4 and exact["colour_acc"] < 0.4
+    # the shape is always stated; object_acc counts an unstated colour or size as right
+    assert short["shape_acc"] == pytest.approx(exact["shape_acc"])
+    assert short["object_acc"] >= exact["object_acc"]
+    own = attribute_accuracy(images, scenes, classifier, captions=captions)
+    assert own["colour_acc"] >= 0.95 and own["object_acc"] >= 0.9
+    with pytest.raises(ValueError, match="one caption per image"):
+        attribute_accuracy(images, scenes, classifier, captions=captions[:-1])
+
+
+def test_short_captions_check_positions_among_named_objects_only(classifier) -> None:
+    scenes = [s for s in (sample_scene(example_rng(3, FRESH_KEY, i)) for i in range(120)) if s.n_objects == 3]
+    imgs = np.stack([render(s, 64) for s in scenes])
+    # claim the opposite second relation: judged on the whole chain every image fails; a caption that names
+    # only the first two objects (colours stated) is judged on their relation alone, which holds
+    flip = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
+    wrong = []
+    for s in scenes:
+        rel = (s.relations[0], flip[s.relations[1]])
+        wrong.append(Scene(s.objects, s.background, rel, make_caption(s.objects, rel, s.background)))
+    assert position_accuracy(imgs, wrong)["position_acc"] == 0.0
+    two = [make_caption(s.objects[:2], s.relations[:1], s.background) for s in scenes]
+    acc = attribute_accuracy(imgs, wrong, classifier, captions=two)
+    assert acc["n_position"] == len(scenes) and acc["position_acc"] == 1.0
+    # a caption naming one object, or leaving a named object's colour unsaid, has no position to judge
+    one = [f"a {s.objects[0].shape}" for s in scenes]
+    assert attribute_accuracy(imgs, scenes, classifier, captions=one)["n_position"] == 0
+    blank = [
+        f"a {s.objects[0].colour} {s.objects[0].shape} {s.relations[0]} a {s.objects[1].shape}"
+        for s in scenes
+    ]
+    assert attribute_accuracy(imgs, scenes, classifier, captions=blank)["n_position"] == 0
+    # the relation between the named two is still checked: a 180-degree rotation flips it
+    rotated = imgs[:, ::-1, ::-1].copy()
+    assert attribute_accuracy(rotated, scenes, classifier, captions=two)["position_acc"] == 0.0
