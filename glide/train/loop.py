@@ -148,6 +148,17 @@ class Trainer:
             from ..clip import ClipConfig, create_clip_model
 
             config = ClipConfig.from_dict(ckpt["config"] if ckpt else dict(r.model))
+            if ckpt is None and r.base_checkpoint:  # warm start from an exported CLIP (save_clip format)
+                from .export import load_trained_clip
+
+                start = load_trained_clip(r.base_checkpoint).train()
+                if start.config.to_dict() != config.to_dict():
+                    raise ValueError(
+                        f"base_checkpoint {r.base_checkpoint} is a different CLIP from the recipe's (checkpoint "
+                        f"config {start.config.to_dict()}, recipe {config.to_dict()}); make the recipe's model "
+                        "options match the checkpoint"
+                    )
+                return start
             return create_clip_model(
                 config=config, device="cpu", generator=torch.Generator().manual_seed(r.seed)
             )

@@ -86,7 +86,8 @@ class Recipe:
     low_t_fraction: float = 0.0
     low_t_end: float = 0.1
     # inpainting: base checkpoint to start from, and the erased-rectangle sizes (fraction of the side);
-    # for base/upsample recipes a base_checkpoint is a warm start (fine-tuning from those weights)
+    # for base/upsample/clip recipes a base_checkpoint is a warm start (fine-tuning from those weights; a CLIP
+    # from glide.train.export.save_clip)
     base_checkpoint: str = ""
     erase_min: float = 0.25
     erase_max: float = 0.75
@@ -123,8 +124,6 @@ class Recipe:
             )
         if self.high_t_fraction + self.low_t_fraction > 1.0:
             raise ValueError("high_t_fraction + low_t_fraction must not exceed 1")
-        if self.kind == "clip" and self.base_checkpoint:
-            raise ValueError("base_checkpoint is for UNet recipes (base, inpaint, upsample), not clip")
         if self.batch_size < 1 or self.max_steps < 0:
             raise ValueError("batch_size must be >= 1 and max_steps >= 0")
         if not 0 < self.erase_min <= self.erase_max <= 1:

@@ -586,5 +586,30 @@ def test_base_checkpoint_warm_starts_a_base_run_and_rejects_another_architecture
     )
     with pytest.raises(ValueError, match="different model"):
         Trainer(wider, tmp_path / "d", progress=False)
-    with pytest.raises(ValueError, match="not clip"):
-        tiny_clip_recipe(base_checkpoint=str(tmp_path / "a.safetensors"))
+
+
+def test_base_checkpoint_warm_starts_a_clip_run_and_rejects_another_clip(tmp_path):
+    first = Trainer(tiny_clip_recipe(), tmp_path / "a", progress=False)
+    first.run(max_steps=3)
+    first.export(tmp_path / "a.safetensors", fp16=False)
+    start = load_trained_clip(tmp_path / "a.safetensors").state_dict()
+    warm = Trainer(tiny_clip_recipe(base_checkpoint=str(tmp_path / "a.safetensors"), seed=5), tmp_path / "b",
+                   progress=False)  # fmt: skip
+    _states_equal(warm.model.state_dict(), start)
+    _states_equal(warm.ema_model().state_dict(), start)  # the EMA starts from the same weights
+    cold = Trainer(tiny_clip_recipe(seed=5), tmp_path / "c", progress=False)
+    assert any(not torch.equal(v, cold.model.state_dict()[k]) for k, v in start.items())
+    # a warm-started run resumes from its own checkpoint exactly, not from the start file again
+    warm.run(max_steps=4)
+    half = Trainer(tiny_clip_recipe(base_checkpoint=str(tmp_path / "a.safetensors"), seed=5), tmp_path / "h",
+                   progress=False)  # fmt: skip
+    half.run(max_steps=2)
+    resumed = Trainer(half.recipe, tmp_path / "r", resume=tmp_path / "h" / "checkpoint.pt", progress=False)
+    resumed.run(max_steps=4)
+    _states_equal(resumed.model.state_dict(), warm.model.state_dict())
+    assert any(not torch.equal(v, warm.model.state_dict()[k]) for k, v in start.items())  # it trained
+    wider = tiny_clip_recipe(
+        model=tiny_clip_recipe().model | {"n_embd": 32}, base_checkpoint=str(tmp_path / "a.safetensors")
+    )
+    with pytest.raises(ValueError, match="different CLIP"):
+        Trainer(wider, tmp_path / "d", progress=False)
