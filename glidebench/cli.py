@@ -71,6 +71,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--captions", choices=["one-per-image", "random", "single-object"], help="caption selection "
                    "(recorded); single-object: the embedded set's one-object scenes (the attributes suite)")  # fmt: skip
+    g.add_argument(
+        "--caption-style",
+        choices=["exact", "short"],
+        help="the embedded set's captions: exact (every attribute stated) or short (parts of each scene left "
+        "unsaid, as people's captions do; the same scenes and references)",
+    )
     g.add_argument("--num-samples", type=int, help="samples per setting")
     g.add_argument("--reference-size", type=int, help="reference images (0 = the whole split)")
     g.add_argument("--limit", type=int, help="cap the number of samples (quick runs)")

@@ -57,6 +57,13 @@ EMBEDDED_STEMS = {
     "eval-clip": "embedded-clip-eval",
     "inpaint": "embedded-inpaint",
 }
+# The embedded models fine-tuned on short captions (glidebench.data.embedded.short_caption), used by runs with
+# caption_style "short"; roles without one fall back to EMBEDDED_STEMS (with a note).
+EMBEDDED_SHORT_STEMS = {
+    "base": "embedded-base-short",
+    "noised-clip": "embedded-clip-noised-short",
+    "eval-clip": "embedded-clip-eval-short",
+}
 OFFICIAL_NAMES = {
     "base": ("base",),
     "upsample": ("upsample",),
@@ -90,6 +97,7 @@ class EmbeddedFile:
     role: str
     path: Path
     card: dict[str, Any] = field(default_factory=dict)
+    stem: str = ""  # the name the registry found it under (EMBEDDED_STEMS or EMBEDDED_SHORT_STEMS)
 
     def sha256(self) -> str:
         return sha256_file(self.path)
@@ -121,17 +129,35 @@ def _read_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def embedded_files(directory: Path | None = None) -> dict[str, EmbeddedFile]:
-    """The embedded model files present, by role (a card without its file is an error when loaded)."""
+def _embedded_file(directory: Path, role: str, stem: str) -> EmbeddedFile | None:
+    card_path = directory / f"{stem}.json"
+    card = _read_card(card_path) if card_path.is_file() else {}
+    path = directory / str(card.get("file", f"{stem}.safetensors"))
+    return EmbeddedFile(role, path, card, stem) if card or path.is_file() else None
+
+
+def embedded_files(directory: Path | None = None, caption_style: str = "exact") -> dict[str, EmbeddedFile]:
+    """The embedded model files present, by role (a card without its file is an error when loaded).
+
+    ``caption_style="short"``: the short-caption models (``EMBEDDED_SHORT_STEMS``) where present."""
     directory = directory or models_dir()
     found: dict[str, EmbeddedFile] = {}
     for role, stem in EMBEDDED_STEMS.items():
-        card_path = directory / f"{stem}.json"
-        card = _read_card(card_path) if card_path.is_file() else {}
-        path = directory / str(card.get("file", f"{stem}.safetensors"))
-        if card or path.is_file():
-            found[role] = EmbeddedFile(role, path, card)
+        f = None
+        if caption_style == "short" and role in EMBEDDED_SHORT_STEMS:
+            f = _embedded_file(directory, role, EMBEDDED_SHORT_STEMS[role])
+        f = f or _embedded_file(directory, role, stem)
+        if f is not None:
+            found[role] = f
     return found
+
+
+def short_fallbacks(files: dict[str, EmbeddedFile]) -> list[str]:
+    """Roles that have a short-caption model in principle but whose file in ``files`` is an exact-caption one."""
+    return [
+        role for role, stem in EMBEDDED_SHORT_STEMS.items()
+        if role in files and files[role].stem != stem
+    ]  # fmt: skip
 
 
 def write_card(model_file: str | os.PathLike, role: str, **info: Any) -> Path:
@@ -280,12 +306,14 @@ def plan_models(
     want_noised_clip: bool,
     directory: Path | None = None,
     data: str | None = None,
+    caption_style: str = "exact",
 ) -> ModelPlan:
     """Decide the weights of a run without loading them (identities are SHA-256s or random recipes).
 
     ``resolution`` None means the base model's native size. The evaluator CLIP (CLIP score) follows the DATA
     (``data``, default: the family's own): OpenAI ViT-B/16 on MS-COCO, the embedded evaluator on the embedded
-    set. Raises :class:`ModelUnavailable` or :class:`CheckpointError` with the fix when a needed model is
+    set. ``caption_style="short"`` (embedded only) takes the models fine-tuned on short captions where they
+    exist. Raises :class:`ModelUnavailable` or :class:`CheckpointError` with the fix when a needed model is
     missing or corrupt.
     """
     if family not in ("embedded", "official"):
@@ -293,13 +321,18 @@ def plan_models(
     if family == "official":
         plan = _plan_official(resolution, want_noised_clip)
     else:
-        plan = _plan_embedded(resolution, want_noised_clip, directory)
+        plan = _plan_embedded(resolution, want_noised_clip, directory, caption_style)
     data = data or ("coco" if family == "official" else "embedded")
     if data == "coco":
         plan.sources["eval-clip"] = OFFICIAL_EVAL_CLIP
         plan.identities["eval-clip"] = "open_clip:" + ":".join(OFFICIAL_EVAL_CLIP)
     else:
-        files = embedded_files(directory)
+        files = embedded_files(directory, caption_style)
+        if caption_style == "short" and "eval-clip" in short_fallbacks(files):
+            plan.notes.append(
+                f"no short-caption evaluator CLIP ({EMBEDDED_SHORT_STEMS['eval-clip']}.safetensors): the CLIP "
+                "score uses the exact-caption one, which has not seen short captions"
+            )
         if "eval-clip" in files:
             f = files["eval-clip"]
             plan.identities["eval-clip"] = f.verified_sha256()
@@ -312,13 +345,25 @@ def plan_models(
     return plan
 
 
-def _plan_embedded(resolution: int | None, want_noised_clip: bool, directory: Path | None) -> ModelPlan:
-    files = embedded_files(directory)
+def _plan_embedded(
+    resolution: int | None, want_noised_clip: bool, directory: Path | None, caption_style: str = "exact"
+) -> ModelPlan:
+    files = embedded_files(directory, caption_style)
     sources: dict[str, Any] = {}
     identities: dict[str, str] = {}
     cards: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     random_init = "base" not in files
+    if caption_style == "short":
+        missing = [
+            r for r in short_fallbacks(files) if r != "eval-clip" and (r == "base" or want_noised_clip)
+        ]
+        if missing:
+            notes.append(
+                "short captions, but no short-caption "
+                + ", ".join(f"{r} ({EMBEDDED_SHORT_STEMS[r]}.safetensors)" for r in missing)
+                + ": using the exact-caption model, which has not seen short captions"
+            )
     if random_init:
         notes.append(
             f"no trained embedded base model in {directory or models_dir()} (embedded-base.safetensors): using a "
@@ -376,6 +421,8 @@ def _plan_embedded(resolution: int | None, want_noised_clip: bool, directory: Pa
                 "(python -m glide.train clip --config recipes/embedded-clip-noised.json)"
             )
     label = "embedded-random-init" if random_init else "embedded"
+    if not random_init and caption_style == "short" and "base" not in short_fallbacks(files):
+        label = "embedded-short"
     configs = {"base": base_cfg} | ({"upsample": up_cfg} if up_res is not None else {})
     return ModelPlan(
         "embedded", label, sources, identities, random_init, base_res, up_res, notes, cards, configs
@@ -540,9 +587,8 @@ def load_eval_clip(plan: ModelPlan, device: torch.device | str) -> tuple[Any | N
 
         model = load_clip(str(source.path), device=device)
         digest = plan.identities["eval-clip"]
-        return GlideClipEmbedder(
-            model, "embedded-clip-eval", f"glide-clip:sha256={digest}:t=0:bicubic:v1", device
-        ), None
+        name = source.path.name.removesuffix(".safetensors")  # embedded-clip-eval or embedded-clip-eval-short
+        return GlideClipEmbedder(model, name, f"glide-clip:sha256={digest}:t=0:bicubic:v1", device), None
     from .features import ClipEmbedder
 
     try:
@@ -575,6 +621,12 @@ def describe_models(directory: Path | None = None) -> list[dict[str, str]]:
         else:
             status = "trained" if f.path.is_file() else "card without file"
             rows.append({"family": "embedded", "role": role, "status": status, "where": str(f.path)})
+    short = embedded_files(directory, "short")
+    for role in EMBEDDED_SHORT_STEMS:
+        if role in short and role not in short_fallbacks(short):
+            f = short[role]
+            status = ("trained" if f.path.is_file() else "card without file") + " (short captions)"
+            rows.append({"family": "embedded", "role": role, "status": status, "where": str(f.path)})
     for role, names in OFFICIAL_NAMES.items():
         for name in names:
             status = "cached" if is_cached(name) else "not downloaded"
@@ -597,6 +649,7 @@ __all__ = [
     "ModelUnavailable",
     "describe_models",
     "embedded_files",
+    "short_fallbacks",
     "load_eval_clip",
     "load_models",
     "models_dir",

@@ -37,6 +37,7 @@ DTYPES = ("fp32", "fp16", "bf16")
 ATTENTION_IMPLS = ("einsum", "sdpa")  # as glide.nn.ATTENTION_IMPLS (this module stays torch-free)
 DATA_KINDS = ("embedded", "coco")
 CAPTION_MODES = ("one-per-image", "random", "single-object")  # single-object: embedded set only
+CAPTION_STYLES = ("exact", "short")  # the embedded set's caption wording (short: parts left unsaid)
 MODEL_FAMILIES = ("embedded", "official")
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
 _STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|quad\d+|fast27)$")
@@ -128,6 +129,10 @@ class RunSpec:
     # fused kernel: equal within float rounding, faster, so images differ in the last bits). Left out of the
     # canonical JSON when "einsum", so runs from before this option keep their fingerprints.
     attention: str = "einsum"
+    # the embedded set's captions: "exact" (every attribute stated, the default) or "short" (each caption leaves
+    # parts of its scene unsaid, glidebench.data.embedded.short_caption). Left out of the canonical JSON when
+    # "exact", so runs from before this option keep their fingerprints.
+    caption_style: str = "exact"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(sorted((str(r), str(i)) for r, i in self.weights)))
@@ -178,6 +183,12 @@ class RunSpec:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
+        if self.caption_style not in CAPTION_STYLES:
+            raise ValueError(f"caption_style must be one of {CAPTION_STYLES}, got {self.caption_style!r}")
+        if self.caption_style != "exact" and self.data != "embedded":
+            raise ValueError(
+                "caption_style 'short' is for the embedded set; MS-COCO captions are people's own"
+            )
         if self.inception not in INCEPTION_SOURCES:
             raise ValueError(f"inception must be one of {INCEPTION_SOURCES}, got {self.inception!r}")
         if self.resolution < self.base_resolution:
@@ -220,6 +231,8 @@ class RunSpec:
         d["settings"] = [s.to_dict() for s in self.settings]
         if self.attention == "einsum":
             del d["attention"]
+        if self.caption_style == "exact":
+            del d["caption_style"]
         if self.cfg_interval is None:
             del d["cfg_interval"]
         else:

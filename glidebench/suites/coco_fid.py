@@ -140,6 +140,10 @@ def _options(args: argparse.Namespace, suite: SuiteDef, data: str) -> dict[str, 
         opts["cfg_interval"] = parse_interval(opts["cfg_interval"], "--cfg-interval")
     if getattr(args, "attention", None) is not None:
         opts["attention"] = args.attention
+    if getattr(args, "caption_style", None) is not None:
+        opts["caption_style"] = args.caption_style
+    if data != "embedded" and opts.get("caption_style", "exact") != "exact":
+        raise ValueError("--caption-style short is for the embedded set; MS-COCO captions are people's own")
     if getattr(args, "limit", None):
         opts["num_samples"] = min(int(opts["num_samples"]), int(args.limit))
     return opts
@@ -250,7 +254,11 @@ def execute(args: argparse.Namespace) -> Path | None:
         clip_scales = opts["clip"]
         notes: list[str] = []
         if not opts["clip_explicit"] and clip_scales:
-            files = M.embedded_files() if family == "embedded" else {}
+            files = (
+                M.embedded_files(caption_style=opts.get("caption_style", "exact"))
+                if family == "embedded"
+                else {}
+            )
             has_clip = (
                 ("noised-clip" in files and "base" in files)
                 if family == "embedded"
@@ -259,7 +267,10 @@ def execute(args: argparse.Namespace) -> Path | None:
             if not has_clip:
                 notes.append("CLIP-guidance settings skipped: no trained noised CLIP for this model family")
                 clip_scales = []
-        plan = M.plan_models(family, resolution, want_noised_clip=bool(clip_scales), data=data)
+        plan = M.plan_models(
+            family, resolution, want_noised_clip=bool(clip_scales), data=data,
+            caption_style=opts.get("caption_style", "exact"),
+        )  # fmt: skip
         notes = plan.notes + notes
 
         if data == "embedded":
@@ -294,7 +305,7 @@ def execute(args: argparse.Namespace) -> Path | None:
             batch_size=int(opts["batch_size"]), dtype=opts["dtype"], device_type=device.type,
             inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]), prc_k=int(opts["prc_k"]),
             random_init=plan.random_init, cfg_interval=opts.get("cfg_interval"),
-            attention=opts.get("attention", "einsum"),
+            attention=opts.get("attention", "einsum"), caption_style=opts.get("caption_style", "exact"),
         )  # fmt: skip
         shard = Shard.parse(getattr(args, "shard", None))
         worker = Worker.make(shard, dist_ctx.rank, dist_ctx.world)
@@ -543,7 +554,8 @@ def _metrics_and_results(
             gen, ref, k=spec.prc_k, kid_subset_size=spec.kid_subset_size, seed=spec.seed, clip_pair=clip_pair
         )
         if scenes is not None:
-            metrics |= embedded_attribute_metrics(store, indices, scenes, fbatch)
+            stated = captions if spec.caption_style == "short" else None
+            metrics |= embedded_attribute_metrics(store, indices, scenes, fbatch, stated)
         timing = read_timing(run_dir, s.setting_id, spec.num_samples, spec.batch_size)
         evals = timing.evals_per_image
         if evals is None:

@@ -36,7 +36,10 @@ def embedded_prompts(opts: dict[str, Any]) -> tuple[list[Prompt], list[Any], dic
         raise ValueError(f"embedded split {split!r} does not exist; use one of {sorted(DEFAULT_SPLIT_SIZES)}")
     r = int(opts["reference_size"]) or DEFAULT_SPLIT_SIZES[split]
     n, seed = int(opts["num_samples"]), int(opts["seed"])
-    records = ds.eval_split(split, r)
+    style = opts.get("caption_style", "exact")
+    if style not in ("exact", "short"):
+        raise ValueError(f"caption style {style!r} is unknown; use exact or short")
+    records = ds.eval_split(split, r, short=style == "short")
     if opts["captions"] == "single-object":
         # the attribute check's protocol: references and captions are the one-object scenes among the first
         # reference_size records (what the attribute classifier can judge), one caption per image
@@ -67,6 +70,7 @@ def embedded_prompts(opts: dict[str, Any]) -> tuple[list[Prompt], list[Any], dic
         "fingerprint": data_id,
         "split": split,
         "captions": opts["captions"],
+        "caption_style": style,
         "seed": seed,
         "num_samples": n,
         "reference_size": r,
@@ -102,14 +106,17 @@ def prompt_scenes(prompts: list[Prompt], records: list[Any]) -> list[Any]:
     return [by_index[int(p.source.rsplit(":", 1)[1])] for p in prompts]
 
 
-def embedded_attribute_metrics(store: ImageStore, indices: list[int], scenes: list[Any], batch: int) -> dict:
+def embedded_attribute_metrics(
+    store: ImageStore, indices: list[int], scenes: list[Any], batch: int, captions: list[str] | None = None
+) -> dict:
     """GenEval-style caption agreement of one setting's images (embedded set only; see
     :mod:`glidebench.data.attributes`): colour/shape/size/background/object accuracy over the one-object
-    captions, position accuracy (every stated relation holds) over the others; NaN where there are none."""
+    captions, position accuracy (every stated relation holds) over the others; NaN where there are none.
+    ``captions`` (short captions): judge only what each caption states."""
     from ..data.attributes import attribute_accuracy
 
     images = torch.cat(list(store.batches(indices, max(batch, 64))))
-    acc = attribute_accuracy(images.permute(0, 2, 3, 1).numpy(), scenes)  # uint8 NHWC
+    acc = attribute_accuracy(images.permute(0, 2, 3, 1).numpy(), scenes, captions=captions)  # uint8 NHWC
     return {k: acc[k] for k in ATTRIBUTE_COLUMNS} | {
         "n_single_object": int(acc["n"]),
         "n_multi_object": int(acc["n_position"]),

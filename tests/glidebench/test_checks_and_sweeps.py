@@ -185,6 +185,17 @@ def test_check_command_writes_results_and_fails_cleanly_without_models(
     assert data["retrieval"]["n"] == 20 and data["inpaint"]["kept_region_max_abs_diff"] == 0
     assert data["upsample"]["n"] == 2 and data["upsample"]["resolution"] == "8 -> 16"
     assert (result.parent / "upsample-examples.png").is_file()
+    assert "retrieval_short_evaluator" not in data  # no short-caption evaluator in this family
+    # with one, its retrieval of the exact captions is reported beside the evaluator's (same images, same draw)
+    import shutil
+
+    shutil.copy(models / "embedded-clip-eval.safetensors", models / "embedded-clip-eval-short.safetensors")
+    assert main(argv) == 0
+    data = json.loads(
+        max((tmp_path / "o" / "checks").glob("*/checks.json"), key=lambda p: p.stat().st_mtime).read_text()
+    )
+    assert data["retrieval_short_evaluator"] == data["retrieval"]  # a copy of the same weights
+    assert data["models"]["eval-clip-short"] == data["models"]["eval-clip"]
 
 
 # ---------------------------------------------------------------------------------------------------- nfe

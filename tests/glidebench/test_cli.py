@@ -279,6 +279,37 @@ def test_cfg_interval_is_recorded_counted_and_validated(env: Path, capsys) -> No
         _assert_failed_cleanly(env / "bad", code, capsys.readouterr().err, "--cfg-interval", "0 <= lo <= hi")
 
 
+def test_short_captions_option_prompts_with_short_captions_of_the_same_scenes(env: Path, capsys) -> None:
+    """--caption-style short: a run of its own whose prompts are the short captions of the same scenes (the
+    references do not change), recorded in the spec and the results; refused for MS-COCO."""
+    from glidebench.data.embedded import EmbeddedCaptionSet, parse_stated
+
+    assert main(base_args(env / "exact", "--limit", "6", "--cfg", "3", "--clip", "")) == 0
+    assert (
+        main(base_args(env / "short", "--limit", "6", "--cfg", "3", "--clip", "", "--caption-style", "short"))
+        == 0
+    )
+    a, b = only_run_dir(env / "exact"), only_run_dir(env / "short")
+    assert json.loads((b / "spec.json").read_text())["caption_style"] == "short"
+    assert "caption_style" not in json.loads((a / "spec.json").read_text())
+    pa = json.loads((a / "prompts.json").read_text())
+    pb = json.loads((b / "prompts.json").read_text())
+    assert [p["source"] for p in pa] == [p["source"] for p in pb]  # the same scenes
+    records = {
+        f"embedded:test:{r.index}": r for r in EmbeddedCaptionSet().eval_split("test", 1000, short=True)
+    }
+    assert [p["caption"] for p in pb] == [records[p["source"]].caption for p in pb]
+    assert any(p["caption"] != q["caption"] for p, q in zip(pa, pb))
+    for p in pb:
+        parse_stated(p["caption"])
+    assert json.loads((b / "provenance.json").read_text())["data"]["caption_style"] == "short"
+    assert json.loads((a / "provenance.json").read_text())["data"]["caption_style"] == "exact"
+    code = main(base_args(env / "bad", "--caption-style", "short", "--data", "coco", "--coco-root", str(env)))
+    _assert_failed_cleanly(
+        env / "bad", code, capsys.readouterr().err, "caption-style short is for the embedded"
+    )
+
+
 def test_attention_option_is_recorded_and_changes_only_the_last_bits(env: Path, capsys) -> None:
     """--attention sdpa: a run of its own (recorded in the spec), whose images agree with the einsum run's
     within a uint8 level or two (the kernels are equal up to float rounding); a list is refused."""

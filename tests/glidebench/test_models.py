@@ -279,3 +279,41 @@ def test_describe_models_lists_every_role(tiny_models_dir: Path, tmp_path: Path)
     assert emb == {r: "trained" for r in M.ROLES}
     rows = M.describe_models(tmp_path)
     assert {r["role"]: r["status"] for r in rows if r["family"] == "embedded"}["base"].startswith("missing")
+
+
+def test_short_captions_take_the_short_caption_models_where_present(tmp_path: Path, tiny_models_dir) -> None:
+    import shutil
+
+    from glide.checkpoints import sha256_file
+
+    d = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, d)
+    # no short-caption files yet: the exact-caption ones, with a note naming each missing file
+    plan = M.plan_models("embedded", None, want_noised_clip=True, directory=d, caption_style="short")
+    assert plan.label == "embedded"
+    assert plan.identities["base"] == sha256_file(d / "embedded-base.safetensors")
+    notes = " ".join(plan.notes)
+    for stem in M.EMBEDDED_SHORT_STEMS.values():
+        assert f"{stem}.safetensors" in notes
+    # a short-caption base and evaluator CLIP (different weights): taken for short captions only
+    save_model(M.random_unet(tiny_unet_config(), 9), d / "embedded-base-short.safetensors")
+    M.write_card(d / "embedded-base-short.safetensors", "base")
+    shutil.copy(d / "embedded-clip-eval.safetensors", d / "embedded-clip-eval-short.safetensors")
+    short = M.plan_models("embedded", None, want_noised_clip=True, directory=d, caption_style="short")
+    exact = M.plan_models("embedded", None, want_noised_clip=True, directory=d)
+    assert short.label == "embedded-short" and exact.label == "embedded"
+    assert short.identities["base"] == sha256_file(d / "embedded-base-short.safetensors")
+    assert exact.identities["base"] == sha256_file(d / "embedded-base.safetensors")
+    assert short.identities["base"] != exact.identities["base"]
+    assert short.sources["eval-clip"].path.name == "embedded-clip-eval-short.safetensors"
+    assert short.sources["noised-clip"].path.name == "embedded-clip-noised.safetensors"  # no short one
+    assert any("embedded-clip-noised-short.safetensors" in n for n in short.notes)
+    assert not any("embedded-base-short" in n for n in short.notes)
+    rows = M.describe_models(d)
+    assert {r["where"].rsplit("/", 1)[-1] for r in rows if "short captions" in r["status"]} == {
+        "embedded-base-short.safetensors", "embedded-clip-eval-short.safetensors"
+    }  # fmt: skip
+    # the card's checksum is verified for the short files too
+    (d / "embedded-base-short.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        M.plan_models("embedded", None, want_noised_clip=False, directory=d, caption_style="short")

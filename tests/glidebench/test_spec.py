@@ -65,6 +65,7 @@ def test_fingerprint_is_sha256_of_canonical_json_and_roundtrips() -> None:
         {"prc_k": 5},
         {"cfg_interval": (100, 700)},
         {"attention": "sdpa"},
+        {"caption_style": "short"},
     ],
 )
 def test_every_field_changes_the_fingerprint_and_the_run_dir(change, tmp_path) -> None:
@@ -79,7 +80,7 @@ def test_every_field_is_covered_by_the_fingerprint_test() -> None:
     names = {f.name for f in dataclasses.fields(RunSpec)}
     covered = {"weights", "model_label", "random_init", "data_id", "captions", "num_samples", "reference_size",
                "seed", "settings", "steps", "sampler", "batch_size", "dtype", "device_type", "resolution",
-               "inception", "prc_k", "cfg_interval", "attention"}  # fmt: skip
+               "inception", "prc_k", "cfg_interval", "attention", "caption_style"}  # fmt: skip
     # The rest are constants of one suite/run kind or derived from the covered ones.
     rest = {"suite", "suite_version", "model", "data", "split", "base_resolution", "up_sampler", "up_steps",
             "upsample_temp", "kid_subset_size", "spec_version"}  # fmt: skip
@@ -212,3 +213,16 @@ def test_attention_choices_match_the_model_library() -> None:
     from glidebench.spec import ATTENTION_IMPLS
 
     assert ATTENTION_IMPLS == GLIDE_IMPLS
+
+
+def test_caption_style_is_validated_and_absent_from_older_specs() -> None:
+    """exact (the default) is left out of the canonical JSON, so runs from before the option keep their
+    fingerprints; short is recorded, and only for the embedded set."""
+    assert "caption_style" not in make_spec().to_dict()
+    short = make_spec(caption_style="short")
+    assert short.to_dict()["caption_style"] == "short"
+    assert RunSpec.from_dict(json.loads(json.dumps(short.record()))) == short
+    with pytest.raises(ValueError, match="caption_style must be one of"):
+        make_spec(caption_style="terse")
+    with pytest.raises(ValueError, match="for the embedded set"):
+        make_spec(caption_style="short", data="coco", split="val2014")
