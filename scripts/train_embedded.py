@@ -1,6 +1,6 @@
 """Train, package and eyeball the embedded GLIDE family (the small models glidebench ships).
 
-    python scripts/train_embedded.py train    # all runs in order (base in two stages, CLIPs, upsampler, inpaint)
+    python scripts/train_embedded.py train    # all runs in order (base in five stages, CLIPs in two, upsampler, inpaint)
     python scripts/train_embedded.py package  # EMA weights + JSON cards -> glidebench/assets/models/
     python scripts/train_embedded.py grid     # 16 val captions at CFG scale 1 and 3 (DDIM 25) -> PNG
 
@@ -17,6 +17,9 @@ packaged to ``runs/embedded-base-stage1.safetensors``; stage 2 (``recipes/embedd
 each batch at t >= 800, so that the caption, not the starting noise, sets the background ->
 ``runs/embedded-base-stage3.safetensors`` (none of these is shipped); stage 4 (``recipes/embedded-base-lowt.json``,
 733 steps, 24.0 min) fine-tunes stage 3 with 40% of each batch at t < 100 and is what ships as ``embedded-base``.
+``embedded-base-short`` (``recipes/embedded-base-short.json``) fine-tunes the shipped base on a mix of exact and
+short captions (parts of the scene left unsaid); both CLIPs are fine-tuned the same way from the shipped ones
+(``recipes/embedded-clip-{noised,eval}-short.json``) into ``embedded-clip-{noised,eval}-short``.
 The inpainting model was fine-tuned from stage 1. The upsampler is trained in two stages: stage 1
 (``recipes/embedded-upsample.json``, 305 steps) -> ``runs/embedded-upsample-stage1.safetensors``; stage 2
 (``recipes/embedded-upsample-offset.json``, 1,047 steps, offset noise 0.2 and 30% of each batch at t >= 700)
@@ -32,6 +35,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "glidebench" / "assets" / "models"
+# steps of the session-9 fine-tunes on a mix of exact and short captions
+BASE_SHORT_STEPS = 2660
+CLIP_NOISED_SHORT_STEPS = 2760
+CLIP_EVAL_SHORT_STEPS = 2763
 # name -> (train kind, recipe, steps of the shipped model, torch threads it was trained with)
 RUNS: dict[str, tuple[str, str, int, int]] = {
     "embedded-base-stage1": ("base", "recipes/embedded-base.json", 1489, 2),
@@ -43,6 +50,16 @@ RUNS: dict[str, tuple[str, str, int, int]] = {
     "embedded-upsample-stage1": ("upsample", "recipes/embedded-upsample.json", 305, 1),
     "embedded-upsample": ("upsample", "recipes/embedded-upsample-offset.json", 1047, 1),
     "embedded-inpaint": ("inpaint", "recipes/embedded-inpaint.json", 487, 1),
+    # the short-caption models (shipped as embedded-*-short; runs with --caption-style short use them): fine-tunes
+    # of the shipped base and CLIPs on a mix of exact and short captions
+    "embedded-base-short": ("base", "recipes/embedded-base-short.json", BASE_SHORT_STEPS, 2),
+    "embedded-clip-noised-short": (
+        "clip",
+        "recipes/embedded-clip-noised-short.json",
+        CLIP_NOISED_SHORT_STEPS,
+        1,
+    ),
+    "embedded-clip-eval-short": ("clip", "recipes/embedded-clip-eval-short.json", CLIP_EVAL_SHORT_STEPS, 1),
 }
 # packaged somewhere other than glidebench/assets/models (intermediate stages that are not shipped)
 PACKAGE_TO = {
@@ -54,8 +71,20 @@ PACKAGE_TO = {
 # earlier stages a shipped model continues (their wall time counts towards its training time)
 STAGES = {
     "embedded-base": ["embedded-base-stage1", "embedded-base-stage2", "embedded-base-stage3"],
+    "embedded-base-short": [
+        "embedded-base-stage1",
+        "embedded-base-stage2",
+        "embedded-base-stage3",
+        "embedded-base",
+    ],
+    "embedded-clip-noised-short": ["embedded-clip-noised"],
+    "embedded-clip-eval-short": ["embedded-clip-eval"],
     "embedded-upsample": ["embedded-upsample-stage1"],
 }
+_CLIP_SHORT_MACHINE = (
+    "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 1 torch thread, beside the other CLIP's 1-thread fine-tune and "
+    "one 1-thread evaluation run"
+)
 _BASE_MACHINE = (
     "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, alone on the machine"
 )
@@ -64,8 +93,12 @@ MACHINE = {
     "embedded-base-stage2": _BASE_MACHINE,
     "embedded-base-stage3": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, with "
     "one-thread evaluation jobs beside it for about half of the run (1.6 s per step alone, up to 3.9 s beside them)",
-    "embedded-base": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, with one-thread "
-    "evaluation and test jobs beside it for most of the run (about 2 s per step)",
+    "embedded-base": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, with "
+    "one-thread evaluation and test jobs beside it for most of the run (about 2 s per step)",
+    "embedded-base-short": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 2 torch threads, channels_last, mostly "
+    "alone (1.0 s per step; up to 2.4 s while short test and probe jobs ran beside it)",
+    "embedded-clip-noised-short": _CLIP_SHORT_MACHINE,
+    "embedded-clip-eval-short": _CLIP_SHORT_MACHINE,
     "embedded-inpaint": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 1 torch thread, channels_last, beside one other 1-thread job",
     "embedded-upsample-stage1": "2-core AMD EPYC CPU VM (AVX2), torch CPU build, 1 torch thread, channels_last, beside two "
     "one-thread evaluation jobs (about 6.5 s per step)",
@@ -126,11 +159,27 @@ def package(names: list[str]) -> None:
         )
 
 
+# Stages trained in earlier sessions whose run directories are gone: their record as the shipped cards
+# carried it (steps and wall time as measured then). Used only when runs/<name>/checkpoint.pt is missing.
+RECORDED_STAGES: dict[str, dict] = {
+    "embedded-base-stage1": {"steps": 1489, "train_wall_seconds": 2820.2},
+    "embedded-base-stage2": {"steps": 444, "train_wall_seconds": 721.5},
+    "embedded-base-stage3": {"steps": 1121, "train_wall_seconds": 2701.3},
+    "embedded-base": {"steps": 733, "train_wall_seconds": 1441.1},
+    "embedded-clip-noised": {"steps": 1928, "train_wall_seconds": 1982.1},
+    "embedded-clip-eval": {"steps": 334, "train_wall_seconds": 660.7},
+}
+
+
 def _stage_record(name: str) -> dict:
-    """Recipe, steps and wall time of one training stage, from its run directory's checkpoint."""
+    """Recipe, steps and wall time of one training stage, from its run directory's checkpoint (or, for a stage
+    of an earlier session whose run directory is gone, from ``RECORDED_STAGES``)."""
     import torch
 
-    ckpt = torch.load(ROOT / "runs" / name / "checkpoint.pt", map_location="cpu", weights_only=True)
+    path = ROOT / "runs" / name / "checkpoint.pt"
+    if not path.exists() and name in RECORDED_STAGES:
+        return {"run": name, "recipe": RUNS[name][1], **RECORDED_STAGES[name], "source": "recorded card"}
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     return {
         "run": name,
         "recipe": RUNS[name][1],
