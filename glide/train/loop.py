@@ -152,12 +152,7 @@ class Trainer:
                 from .export import load_trained_clip
 
                 start = load_trained_clip(r.base_checkpoint).train()
-                if start.config.to_dict() != config.to_dict():
-                    raise ValueError(
-                        f"base_checkpoint {r.base_checkpoint} is a different CLIP from the recipe's (checkpoint "
-                        f"config {start.config.to_dict()}, recipe {config.to_dict()}); make the recipe's model "
-                        "options match the checkpoint"
-                    )
+                self._check_warm_start(start.config.to_dict(), config.to_dict(), "CLIP")
                 return start
             return create_clip_model(
                 config=config, device="cpu", generator=torch.Generator().manual_seed(r.seed)
@@ -181,13 +176,15 @@ class Trainer:
         start = load_model(
             r.base_checkpoint
         )  # warm start: the checkpoint's weights, the recipe's architecture
-        if start.config.to_dict() != config.to_dict():
-            raise ValueError(
-                f"base_checkpoint {r.base_checkpoint} is a different model from the recipe's "
-                f"(checkpoint config {start.config.to_dict()}, recipe {config.to_dict()}); make the recipe's "
-                "model options match the checkpoint"
-            )
+        self._check_warm_start(start.config.to_dict(), config.to_dict(), "model")
         return start
+
+    def _check_warm_start(self, start: dict[str, Any], recipe: dict[str, Any], what: str) -> None:
+        if start != recipe:
+            raise ValueError(
+                f"base_checkpoint {self.recipe.base_checkpoint} is a different {what} from the recipe's (checkpoint "
+                f"config {start}, recipe {recipe}); make the recipe's model options match the checkpoint"
+            )
 
     @staticmethod
     def check_output_norm(config: ModelConfig) -> None:

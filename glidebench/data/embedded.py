@@ -255,37 +255,18 @@ def vocabulary() -> list[str]:
 def parse_caption(caption: str) -> dict[str, Any]:
     """Invert ``make_caption``: ``{"objects": [(size, colour, shape), ...], "relations": [...], "background"}``.
 
-    Raises ``ValueError`` for any caption the grammar cannot produce.
+    Raises ``ValueError`` for any caption the grammar cannot produce (a short caption included).
     """
-    words = caption.split()
-    if len(words) < 4 or words[-4:-1] != ["on", "a", words[-2]] or words[-1] != "background":
+    stated = parse_stated(caption)
+    if stated["background"] is None:
         raise ValueError(f"caption {caption!r} does not end with 'on a <colour> background'")
-    background = words[-2]
-    if background not in BACKGROUNDS:
-        raise ValueError(f"caption {caption!r}: unknown background {background!r}")
-    words = words[:-4]
-    objects: list[tuple[str, str, str]] = []
-    relations: list[str] = []
-    i = 0
-    while True:
-        if len(words) < i + 4 or words[i] != "a":
-            raise ValueError(f"caption {caption!r}: expected 'a <size> <colour> <shape>' at word {i}")
-        size, colour, shape = words[i + 1 : i + 4]
-        if size not in SIZES or colour not in COLOURS or shape not in SHAPES:
-            raise ValueError(f"caption {caption!r}: bad object phrase {' '.join(words[i : i + 4])!r}")
-        objects.append((size, colour, shape))
-        i += 4
-        if i == len(words):
-            break
-        for rel in RELATIONS:
-            n = len(rel.split())
-            if words[i : i + n] == rel.split():
-                relations.append(rel)
-                i += n
-                break
-        else:
-            raise ValueError(f"caption {caption!r}: expected a relation at word {i}")
-    return {"objects": objects, "relations": relations, "background": background}
+    for size, colour, shape in stated["objects"]:
+        if size is None or colour is None:
+            raise ValueError(
+                f"caption {caption!r}: object phrase about a {shape} leaves its size or colour unsaid; an exact "
+                "caption states 'a <size> <colour> <shape>'"
+            )
+    return stated
 
 
 def parse_stated(caption: str) -> dict[str, Any]:
