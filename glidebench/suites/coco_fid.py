@@ -140,9 +140,8 @@ def _options(args: argparse.Namespace, suite: SuiteDef, data: str) -> dict[str, 
         opts["cfg_interval"] = parse_interval(opts["cfg_interval"], "--cfg-interval")
     if getattr(args, "attention", None) is not None:
         opts["attention"] = args.attention
-    if getattr(args, "caption_style", None) is not None:
-        opts["caption_style"] = args.caption_style
-    if data != "embedded" and opts.get("caption_style", "exact") != "exact":
+    opts["caption_style"] = getattr(args, "caption_style", None) or opts.get("caption_style", "exact")
+    if data != "embedded" and opts["caption_style"] != "exact":
         raise ValueError("--caption-style short is for the embedded set; MS-COCO captions are people's own")
     if getattr(args, "limit", None):
         opts["num_samples"] = min(int(opts["num_samples"]), int(args.limit))
@@ -254,11 +253,7 @@ def execute(args: argparse.Namespace) -> Path | None:
         clip_scales = opts["clip"]
         notes: list[str] = []
         if not opts["clip_explicit"] and clip_scales:
-            files = (
-                M.embedded_files(caption_style=opts.get("caption_style", "exact"))
-                if family == "embedded"
-                else {}
-            )
+            files = M.embedded_files(caption_style=opts["caption_style"]) if family == "embedded" else {}
             has_clip = (
                 ("noised-clip" in files and "base" in files)
                 if family == "embedded"
@@ -269,7 +264,7 @@ def execute(args: argparse.Namespace) -> Path | None:
                 clip_scales = []
         plan = M.plan_models(
             family, resolution, want_noised_clip=bool(clip_scales), data=data,
-            caption_style=opts.get("caption_style", "exact"),
+            caption_style=opts["caption_style"],
         )  # fmt: skip
         notes = plan.notes + notes
 
@@ -305,7 +300,7 @@ def execute(args: argparse.Namespace) -> Path | None:
             batch_size=int(opts["batch_size"]), dtype=opts["dtype"], device_type=device.type,
             inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]), prc_k=int(opts["prc_k"]),
             random_init=plan.random_init, cfg_interval=opts.get("cfg_interval"),
-            attention=opts.get("attention", "einsum"), caption_style=opts.get("caption_style", "exact"),
+            attention=opts.get("attention", "einsum"), caption_style=opts["caption_style"],
         )  # fmt: skip
         shard = Shard.parse(getattr(args, "shard", None))
         worker = Worker.make(shard, dist_ctx.rank, dist_ctx.world)

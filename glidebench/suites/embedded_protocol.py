@@ -29,6 +29,7 @@ class Prompt:
 
 def embedded_prompts(opts: dict[str, Any]) -> tuple[list[Prompt], list[Any], dict[str, Any], str]:
     from ..data.embedded import DATASET_VERSION, DEFAULT_SPLIT_SIZES, EmbeddedCaptionSet, single_object
+    from ..spec import CAPTION_STYLES
 
     ds = EmbeddedCaptionSet()
     split = opts["split"]
@@ -37,8 +38,8 @@ def embedded_prompts(opts: dict[str, Any]) -> tuple[list[Prompt], list[Any], dic
     r = int(opts["reference_size"]) or DEFAULT_SPLIT_SIZES[split]
     n, seed = int(opts["num_samples"]), int(opts["seed"])
     style = opts.get("caption_style", "exact")
-    if style not in ("exact", "short"):
-        raise ValueError(f"caption style {style!r} is unknown; use exact or short")
+    if style not in CAPTION_STYLES:
+        raise ValueError(f"caption style {style!r} is unknown; use one of {CAPTION_STYLES}")
     records = ds.eval_split(split, r, short=style == "short")
     if opts["captions"] == "single-object":
         # the attribute check's protocol: references and captions are the one-object scenes among the first
