@@ -35,10 +35,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "glidebench" / "assets" / "models"
-# steps of the session-9 fine-tunes on a mix of exact and short captions
-BASE_SHORT_STEPS = 2660
-CLIP_NOISED_SHORT_STEPS = 2760
-CLIP_EVAL_SHORT_STEPS = 2763
 # name -> (train kind, recipe, steps of the shipped model, torch threads it was trained with)
 RUNS: dict[str, tuple[str, str, int, int]] = {
     "embedded-base-stage1": ("base", "recipes/embedded-base.json", 1489, 2),
@@ -52,14 +48,14 @@ RUNS: dict[str, tuple[str, str, int, int]] = {
     "embedded-inpaint": ("inpaint", "recipes/embedded-inpaint.json", 487, 1),
     # the short-caption models (shipped as embedded-*-short; runs with --caption-style short use them): fine-tunes
     # of the shipped base and CLIPs on a mix of exact and short captions
-    "embedded-base-short": ("base", "recipes/embedded-base-short.json", BASE_SHORT_STEPS, 2),
+    "embedded-base-short": ("base", "recipes/embedded-base-short.json", 2660, 2),
     "embedded-clip-noised-short": (
         "clip",
         "recipes/embedded-clip-noised-short.json",
-        CLIP_NOISED_SHORT_STEPS,
+        2760,
         1,
     ),
-    "embedded-clip-eval-short": ("clip", "recipes/embedded-clip-eval-short.json", CLIP_EVAL_SHORT_STEPS, 1),
+    "embedded-clip-eval-short": ("clip", "recipes/embedded-clip-eval-short.json", 2763, 1),
 }
 # packaged somewhere other than glidebench/assets/models (intermediate stages that are not shipped)
 PACKAGE_TO = {
@@ -159,15 +155,15 @@ def package(names: list[str]) -> None:
         )
 
 
-# Stages trained in earlier sessions whose run directories are gone: their record as the shipped cards
-# carried it (steps and wall time as measured then). Used only when runs/<name>/checkpoint.pt is missing.
-RECORDED_STAGES: dict[str, dict] = {
-    "embedded-base-stage1": {"steps": 1489, "train_wall_seconds": 2820.2},
-    "embedded-base-stage2": {"steps": 444, "train_wall_seconds": 721.5},
-    "embedded-base-stage3": {"steps": 1121, "train_wall_seconds": 2701.3},
-    "embedded-base": {"steps": 733, "train_wall_seconds": 1441.1},
-    "embedded-clip-noised": {"steps": 1928, "train_wall_seconds": 1982.1},
-    "embedded-clip-eval": {"steps": 334, "train_wall_seconds": 660.7},
+# Stages trained in earlier sessions whose run directories are gone: their wall time as the shipped cards
+# carried it (measured then). Used only when runs/<name>/checkpoint.pt is missing.
+RECORDED_STAGES: dict[str, float] = {  # name -> training wall seconds (steps: RUNS)
+    "embedded-base-stage1": 2820.2,
+    "embedded-base-stage2": 721.5,
+    "embedded-base-stage3": 2701.3,
+    "embedded-base": 1441.1,
+    "embedded-clip-noised": 1982.1,
+    "embedded-clip-eval": 660.7,
 }
 
 
@@ -178,7 +174,13 @@ def _stage_record(name: str) -> dict:
 
     path = ROOT / "runs" / name / "checkpoint.pt"
     if not path.exists() and name in RECORDED_STAGES:
-        return {"run": name, "recipe": RUNS[name][1], **RECORDED_STAGES[name], "source": "recorded card"}
+        return {
+            "run": name,
+            "recipe": RUNS[name][1],
+            "steps": RUNS[name][2],
+            "train_wall_seconds": RECORDED_STAGES[name],
+            "source": "recorded card",
+        }
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     return {
         "run": name,
