@@ -424,7 +424,7 @@ def _first_line(
         where = (
             f"no MS-COCO given (--coco-root / GLIDEBENCH_COCO): running the {suite} protocol on the EMBEDDED "
         )
-        where += f"caption-image set ({opts['split']} split)"
+        where += f"caption-image set ({opts['split']} split, {opts.get('caption_style', 'exact')} captions)"
     else:
         where = f"MS-COCO {opts['split']} from {coco_root}"
     if family == "embedded":

@@ -54,6 +54,7 @@ def test_run_writes_the_contract_and_correct_numbers(env: Path, capsys) -> None:
     stdout = capsys.readouterr().out
     assert stdout.splitlines()[0].startswith("glidebench coco-fid: no MS-COCO given")
     assert "EMBEDDED" in stdout.splitlines()[0] and "RANDOM" not in stdout.splitlines()[0]
+    assert "(test split, short captions)" in stdout.splitlines()[0]  # the suite's default since version 4
     run = only_run_dir(out)
     spec = json.loads((run / "spec.json").read_text())
     assert spec["suite"] == "coco-fid" and spec["spec_version"] == 1 and len(spec["fingerprint"]) == 64
@@ -196,7 +197,7 @@ def test_ls_lists_suites_models_and_runs(env: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["ls", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "coco-fid (version 3" in text and "paper" in text
+    assert "coco-fid (version 4" in text and "paper" in text
     assert "embedded  base" in text and "trained" in text
     assert "finished" in text and str(only_run_dir(out)) in text
 
@@ -280,15 +281,18 @@ def test_cfg_interval_is_recorded_counted_and_validated(env: Path, capsys) -> No
 
 
 def test_short_captions_option_prompts_with_short_captions_of_the_same_scenes(env: Path, capsys) -> None:
-    """--caption-style short: a run of its own whose prompts are the short captions of the same scenes (the
-    references do not change), recorded in the spec and the results; refused for MS-COCO."""
+    """Short captions (the embedded profile's default since coco-fid version 4; --caption-style exact gives the
+    exact ones): a run of its own whose prompts are the short captions of the same scenes (the references do
+    not change), recorded in the spec and the results; refused for MS-COCO."""
     from glidebench.data.embedded import EmbeddedCaptionSet, parse_stated
+    from glidebench.suites import load_suite
 
-    assert main(base_args(env / "exact", "--limit", "6", "--cfg", "3", "--clip", "")) == 0
+    assert load_suite("coco-fid").profiles["embedded"]["caption_style"] == "short"
     assert (
-        main(base_args(env / "short", "--limit", "6", "--cfg", "3", "--clip", "", "--caption-style", "short"))
+        main(base_args(env / "exact", "--limit", "6", "--cfg", "3", "--clip", "", "--caption-style", "exact"))
         == 0
     )
+    assert main(base_args(env / "short", "--limit", "6", "--cfg", "3", "--clip", "")) == 0
     a, b = only_run_dir(env / "exact"), only_run_dir(env / "short")
     assert json.loads((b / "spec.json").read_text())["caption_style"] == "short"
     assert "caption_style" not in json.loads((a / "spec.json").read_text())
