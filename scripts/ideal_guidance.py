@@ -73,7 +73,8 @@ def main() -> None:
     scales = [float(v) for v in args.scales.split(",")]
 
     opts = dict(load_suite("coco-fid").profiles["embedded"])
-    prompts, records, _, _ = embedded_prompts(opts)
+    # the same scenes and references whichever the suite's caption style; each process takes its own captions
+    prompts, records, _, _ = embedded_prompts(opts | {"caption_style": "exact"})
     short_prompts, _, _, _ = embedded_prompts(opts | {"caption_style": "short"})
     scenes = prompt_scenes(prompts, records)
     native = EmbeddedConfig().size
@@ -82,14 +83,17 @@ def main() -> None:
     def feats_u8(x: torch.Tensor) -> dict[str, np.ndarray]:
         return {"pool3": np.concatenate([extractor(x[i : i + 50])["pool3"] for i in range(0, len(x), 50)])}
 
-    def features(scene_list) -> dict[str, np.ndarray]:
+    def renders(scene_list) -> torch.Tensor:
+        """Scenes rendered as the references: uint8 [N, 3, H, W]."""
         imgs = np.stack([embedded_reference_image(s, RESOLUTION, native) for s in scene_list])
-        return feats_u8(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous())
+        return torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+
+    def features(scene_list) -> dict[str, np.ndarray]:
+        return feats_u8(renders(scene_list))
 
     def images(scene_list) -> torch.Tensor:
-        """Scenes rendered as the references, flattened, in [-1, 1] (float64): the exact denoiser's sets."""
-        imgs = np.stack([embedded_reference_image(s, RESOLUTION, native) for s in scene_list])
-        return torch.from_numpy(imgs).permute(0, 3, 1, 2).reshape(len(imgs), -1).double() / 127.5 - 1
+        """The exact denoiser's sets: renders flattened to [N, D] in [-1, 1], float64."""
+        return renders(scene_list).reshape(len(scene_list), -1).double() / 127.5 - 1
 
     ref = features([r.scene for r in records])
 
