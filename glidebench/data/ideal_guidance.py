@@ -58,9 +58,6 @@ Stated = Mapping[str, Any]
 class CaptionProcess(Protocol):
     name: str
 
-    def draw(self, scene: Scene, rng: np.random.Generator) -> dict[str, Any]:
-        """A caption of ``scene``, as what it states."""
-
     def likelihood(self, stated: Stated, scene: Scene) -> float:
         """``P(c | scene)`` of the caption that states exactly ``stated``."""
 
@@ -115,29 +112,14 @@ def _prior_draw(
 
 @dataclasses.dataclass(frozen=True)
 class ChainCaptions:
-    """``short_caption``'s process with keep probabilities ``keep`` (SHORT_KEEP: the shipped short captions;
-    EXACT_KEEP: the exact captions). The first object is always named; each next object of the relation chain
-    with P(keep["next_object"]) while the chain lasts; size, colour and background independently."""
+    """``short_caption``'s process with keep probabilities ``keep`` (SHORT_KEEP: the shipped short captions,
+    drawn by ``embedded.short_caption``; EXACT_KEEP: the exact captions). The first object is always named;
+    each next object of the relation chain with P(keep["next_object"]) while the chain lasts; size, colour and
+    background independently."""
 
     keep: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(SHORT_KEEP))
     object_probs: tuple[float, ...] = EmbeddedConfig().eval_object_probs
     name: str = "short"
-
-    def draw(self, scene: Scene, rng: np.random.Generator) -> dict[str, Any]:
-        k = self.keep
-        j = 1
-        while j < scene.n_objects and rng.random() < k["next_object"]:
-            j += 1
-        objects = [
-            (
-                o.size if rng.random() < k["size"] else None,
-                o.colour if rng.random() < k["colour"] else None,
-                o.shape,
-            )
-            for o in scene.objects[:j]
-        ]
-        background = scene.background if rng.random() < k["background"] else None
-        return {"objects": objects, "relations": list(scene.relations[: j - 1]), "background": background}
 
     def _agrees(self, stated: Stated, scene: Scene) -> bool:
         objs = stated["objects"]
