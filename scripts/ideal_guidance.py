@@ -39,6 +39,7 @@ from glidebench.data.ideal_guidance import (  # noqa: E402
     OneObjectCaptions,
     exact_denoiser_cfg,
     ideal_guided_scenes,
+    weighted_candidates,
 )
 from glidebench.features import InceptionExtractor  # noqa: E402
 from glidebench.results import setting_metrics  # noqa: E402
@@ -159,10 +160,8 @@ def main() -> None:
             rng = np.random.default_rng([seed, 3])
             cond, logw, log_pc, kept = [], [], [], []
             for st in stated:
-                cands = [process.propose(st, rng) for _ in range(args.candidates)]
-                lik = np.array([process.likelihood(st, c) for c, _ in cands])
-                q = np.array([f for _, f in cands])
-                cond.append(images([c for c, _ in cands]))
+                cands, lik, q = weighted_candidates(process, st, args.candidates, rng)
+                cond.append(images(cands))
                 logw.append(torch.from_numpy(np.log(lik / q)))
                 log_pc.append(np.log(max(np.mean([process.likelihood(st, s) for s in prior]), 1e-4)))
                 kept.append(cands)
@@ -174,7 +173,7 @@ def main() -> None:
                 # each sample lands on one of its caption's candidates: which one tells the scene
                 dist = ((x[:, None] - cond_t) ** 2).mean(-1)
                 pick = dist.argmin(1)
-                chosen = [kept[i][int(j)][0] for i, j in enumerate(pick)]
+                chosen = [kept[i][int(j)] for i, j in enumerate(pick)]
                 counts = np.bincount([s.n_objects for s in chosen], minlength=4)[1:].tolist()
                 rms = float(dist.min(1).values.sqrt().max())
                 u8 = (

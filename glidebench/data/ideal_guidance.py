@@ -216,19 +216,27 @@ def ideal_guided_scenes(
     ``n_candidates`` proposals shared by the scales, so the scales differ only by their weights)."""
     out: dict[float, list[Scene]] = {float(w): [] for w in scales}
     for st in stated:
-        cands = [process.propose(st, rng) for _ in range(n_candidates)]
-        # P(c | s) may be 0 for a proposal where a keep probability is 0 or 1 (exact captions never stop the
-        # chain early): such candidates get no weight
-        lik = np.array([process.likelihood(st, s) for s, _ in cands])
-        if not lik.any():
-            raise ValueError(f"{process.name}: none of {n_candidates} candidates can give the caption {st}")
-        q = np.array([f for _, f in cands])
+        cands, lik, q = weighted_candidates(process, st, n_candidates, rng)
         u = rng.random()  # one uniform per caption: the scales pick by inverse CDF from the same draw
         for w in out:
             weights = lik**w / q
             cdf = np.cumsum(weights / weights.sum())
-            out[w].append(cands[min(int(np.searchsorted(cdf, u)), len(cands) - 1)][0])
+            out[w].append(cands[min(int(np.searchsorted(cdf, u)), len(cands) - 1)])
     return out
+
+
+def weighted_candidates(
+    process: CaptionProcess, stated: Stated, n: int, rng: np.random.Generator
+) -> tuple[list[Scene], np.ndarray, np.ndarray]:
+    """``n`` proposals for one caption with their ``P(c | s)`` and proposal factors: ``p(s | c)`` is the
+    candidates weighted by ``P(c | s) / f``, the guidance target at scale w by ``P(c | s)^w / f``."""
+    proposals = [process.propose(stated, rng) for _ in range(n)]
+    # P(c | s) may be 0 for a proposal where a keep probability is 0 or 1 (exact captions never stop the chain
+    # early): such candidates get no weight
+    lik = np.array([process.likelihood(stated, s) for s, _ in proposals])
+    if not lik.any():
+        raise ValueError(f"{process.name}: none of {n} candidates can give the caption {stated}")
+    return [s for s, _ in proposals], lik, np.array([f for _, f in proposals])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -247,6 +255,14 @@ def mixture_x0(
 
     ``x_t`` [B, D]; ``images`` [M, D] shared or [B, M, D] per row; ``log_weights`` [M] or [B, M] (normalised or
     not). Returns (x0 [B, D], per-row log posterior weights [B, M], unnormalised)."""
+    logits = _mixture_logits(x_t, alpha_bar, images, log_weights)
+    return _weighted_mean(torch.softmax(logits, 1), images), logits
+
+
+def _mixture_logits(
+    x_t: torch.Tensor, alpha_bar: float, images: torch.Tensor, log_weights: torch.Tensor
+) -> torch.Tensor:
+    """Unnormalised log posterior weights [B, M] of the mixture's images given ``x_t`` (see ``mixture_x0``)."""
     a = float(alpha_bar)
     if images.dim() == 2:
         d2 = (
@@ -254,11 +270,14 @@ def mixture_x0(
             - 2 * a**0.5 * x_t @ images.T
             + a * (images * images).sum(1)[None]
         )
-        logits = log_weights.reshape(1, -1) - d2 / (2 * (1 - a))
-        return torch.softmax(logits, 1) @ images, logits
+        return log_weights.reshape(1, -1) - d2 / (2 * (1 - a))
     d2 = ((x_t[:, None] - a**0.5 * images) ** 2).sum(-1)
-    logits = log_weights - d2 / (2 * (1 - a))
-    return torch.einsum("bm,bmd->bd", torch.softmax(logits, 1), images), logits
+    return log_weights - d2 / (2 * (1 - a))
+
+
+def _weighted_mean(p: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``sum_m p[b, m] images[(b,) m]``: ``images`` [M, D] shared or [B, M, D] per row."""
+    return p @ images if images.dim() == 2 else torch.einsum("bm,bmd->bd", p, images)
 
 
 def exact_denoiser_cfg(
@@ -288,11 +307,11 @@ def exact_denoiser_cfg(
     for i in reversed(range(diff.num_timesteps)):
         a = float(diff.alphas_cumprod[i])
         x0_c, logits_c = mixture_x0(x, a, cond, cond_log_weights)
-        _, logits_u = mixture_x0(x, a, uncond, log_u)
+        logits_u = _mixture_logits(x, a, uncond, log_u)
         logits = torch.cat([logits_u + torch.log1p(-log_pc.exp())[:, None], logits_c + log_pc[:, None]], 1)
         p = torch.softmax(logits, 1)
         m = uncond.shape[0]
-        x0_u = p[:, :m] @ uncond + torch.einsum("bk,bkd->bd", p[:, m:], cond)
+        x0_u = _weighted_mean(p[:, :m], uncond) + _weighted_mean(p[:, m:], cond)
         eps_c = (x - a**0.5 * x0_c) / (1 - a) ** 0.5
         eps_u = (x - a**0.5 * x0_u) / (1 - a) ** 0.5
         eps = eps_u + scale * (eps_c - eps_u)
