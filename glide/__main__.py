@@ -4,19 +4,33 @@ python -m glide sample "an oil painting of a corgi" --out corgi.png
 python -m glide sample "a corgi" --guidance clip --scale 3 --out corgi.png
 python -m glide inpaint "a corgi in a field" --image grass.png --mask-rows 20 --out x.png
 python -m glide download base upsample
+
+Offline, the small embedded models shipped in glidebench/assets/models/ work as --base/--upsampler FILEs.
+Expected failures (a missing or corrupt checkpoint, a failed download, bad options) print one paragraph that
+says what went wrong and how to fix it, and exit with status 2; GLIDE_DEBUG=1 shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoints import OFFICIAL, CheckpointError, download, how_to_get, is_cached
+from .checkpoints import OFFICIAL, CheckpointError, cached_path, download, how_to_get, is_cached
 from .diffusion.samplers import SAMPLERS
+
+# The embedded models (trained by this project on its toy caption set of coloured shapes, shipped with the
+# benchmark) are named by path only: glide never imports glidebench.
+EMBEDDED_DIR = "glidebench/assets/models"
+EMBEDDED_PROMPT = "a small red square on a black background"
+
+
+class CliError(Exception):
+    """A usage problem found by the command line itself (the message says what to do)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,17 +61,42 @@ def _parser() -> argparse.ArgumentParser:
     common(i)
     i.add_argument("--image", required=True, type=Path)
     i.add_argument("--mask", type=Path, help="mask image: white = keep, black = fill in")
-    i.add_argument("--mask-rows", type=int, help="keep the top N of 64 rows (the notebook's example)")
+    i.add_argument(
+        "--mask-rows",
+        type=int,
+        help="keep the top N rows of the base model's image (of 64 officially; the notebook's example)",
+    )
     i.add_argument("--scale", type=float, default=5.0)
     d = sub.add_parser("download", help="download official checkpoints into the cache")
     d.add_argument("names", nargs="+", choices=sorted(OFFICIAL))
     return p
 
 
-def _need(names: list[str]) -> None:
+def embedded_hint(cmd: str, clip: bool = False) -> str:
+    """How to run ``cmd`` offline with the embedded models (text only)."""
+    d = EMBEDDED_DIR
+    if cmd == "inpaint":
+        example = (
+            f'python -m glide inpaint "{EMBEDDED_PROMPT}" --image IMAGE.png --mask-rows 16 '
+            f"--base {d}/embedded-inpaint.safetensors --no-upsample --out x.png"
+        )
+    else:
+        guide = f" --guidance clip --clip {d}/embedded-clip-noised.safetensors" if clip else ""
+        example = (
+            f'python -m glide sample "{EMBEDDED_PROMPT}" --base {d}/embedded-base.safetensors '
+            f"--upsampler {d}/embedded-upsample.safetensors{guide} --out x.png"
+        )
+    return (
+        f"Without internet, the small embedded models shipped with this project in {d}/ (32 px base, 32->64 px "
+        "upsampler, inpainting model and noised CLIP, trained on its captions of coloured shapes) work offline "
+        f"as checkpoint files; from the repository root, for example: {example}"
+    )
+
+
+def _need(names: list[str], cmd: str, clip: bool) -> None:
     missing = [n for n in names if n in OFFICIAL and not is_cached(n)]
     if missing:
-        raise CheckpointError("; ".join(how_to_get(n) for n in missing))
+        raise CheckpointError("; ".join(how_to_get(n) for n in missing) + ". " + embedded_hint(cmd, clip))
 
 
 def _read_image(path: Path, size: int) -> torch.Tensor:
@@ -66,82 +105,144 @@ def _read_image(path: Path, size: int) -> torch.Tensor:
     try:
         img = Image.open(path).convert("RGB").resize((size, size), resample=Image.BICUBIC)
     except (OSError, UnidentifiedImageError) as e:
-        raise SystemExit(f"error: cannot read image {path}: {e}") from e
+        raise CliError(f"cannot read image {path}: {e}") from e
     return torch.from_numpy(np.array(img)).float().permute(2, 0, 1)[None] / 127.5 - 1
 
 
 def _save_grid(images: torch.Tensor, out: Path) -> None:
     from PIL import Image
 
+    from .fileio import atomic_path
+
     grid = images.permute(2, 0, 3, 1).reshape(images.shape[2], -1, 3).cpu().numpy()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    Image.fromarray(grid).save(tmp)
-    tmp.replace(out)
+    fmt = Image.registered_extensions().get(out.suffix.lower(), "PNG")
+    try:
+        with atomic_path(out) as tmp:
+            Image.fromarray(grid).save(tmp, format=fmt)
+    except OSError as e:
+        raise CliError(f"cannot write the image {out} ({type(e).__name__}: {e}); choose another --out") from e
+
+
+def _checkpoint_fix(spec: str) -> tuple[str, str]:
+    """(how to name the checkpoint ``spec``, how to replace it) for error messages."""
+    if spec in OFFICIAL:
+        path = cached_path(spec)
+        return (
+            f"the official {spec!r} checkpoint {path}",
+            f"delete {path} and {path.with_suffix('.sha256')} and download it again "
+            f"(`python -m glide download {spec}`)",
+        )
+    return f"the checkpoint file {spec}", f"copy, download or export {spec} again from its source"
+
+
+def _sampling_error_message(e: Exception, spec: str, dtype: str) -> str:
+    what, fix = _checkpoint_fix(spec)
+    message = (
+        f"sampling with {what} produced NaN/inf values ({e}). Weights that make the model's output overflow "
+        f"like this usually mean the file is corrupt (changed bytes); the fix: {fix}."
+    )
+    if dtype == "fp16":
+        message += " It ran in fp16: if the file is intact, run with --dtype bf16 or --dtype fp32 instead."
+    return message
+
+
+def _download(names: list[str]) -> None:
+    for name in names:
+        try:
+            path = download(name)
+        except OSError as e:  # no network, DNS, timeouts, HTTP errors (urllib's errors are OSErrors)
+            raise CliError(
+                f"could not download {name} from {OFFICIAL[name].url} ({type(e).__name__}: {e}); check the "
+                "internet connection and run the command again (a partial download resumes). "
+                + embedded_hint("sample")
+            ) from e
+        print(f"{name}: {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.cmd == "download":
-            for name in args.names:
-                print(f"{name}: {download(name)}")
-            return 0
-        from .pipeline import GlidePipeline
+    used: dict[str, str | None] = {}  # what _run chose: base / up checkpoint, dtype (for error messages)
+    if os.environ.get("GLIDE_DEBUG") == "1":
+        return _run(args, used)
+    from .pipeline import SamplingError
 
-        inpaint = args.cmd == "inpaint"
-        base = args.base or ("base-inpaint" if inpaint else "base")
-        up = None if args.no_upsample else (args.upsampler or ("upsample-inpaint" if inpaint else "upsample"))
-        clip = None
-        if getattr(args, "guidance", None) == "clip":
-            clip = args.clip or "official"
-        _need(
-            [base]
-            + ([up] if up else [])
-            + (["clip/image-enc", "clip/text-enc"] if clip == "official" else [])
-        )
-        dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
-        pipe = GlidePipeline.from_pretrained(base, up, clip, device=args.device, dtype=dtype)
-        prompts = [args.prompt] * args.batch_size
-        seeds = [args.seed + i for i in range(args.batch_size)]
-        if inpaint:
-            size = pipe.base.config.image_size
-            image = _read_image(args.image, size).repeat(args.batch_size, 1, 1, 1)
-            if args.mask is not None:
-                mask = (_read_image(args.mask, size)[:, :1] > 0).float()
-            elif args.mask_rows is not None:
-                mask = torch.ones(1, 1, size, size)
-                mask[:, :, args.mask_rows :] = 0
-            else:
-                raise SystemExit("error: inpaint needs --mask FILE or --mask-rows N")
-            images = pipe.inpaint(
-                image,
-                mask.repeat(args.batch_size, 1, 1, 1),
-                prompts,
-                seeds,
-                args.scale,
-                args.sampler,
-                args.steps,
-                upsample=up is not None,
-                progress=True,
-            )
-        else:
-            images = pipe.generate(
-                prompts,
-                seeds,
-                args.guidance,
-                args.scale,
-                args.sampler,
-                args.steps,
-                upsample=up is not None,
-                progress=True,
-            )
-        _save_grid(images, args.out)
-        print(f"wrote {args.out}")
+    try:
+        return _run(args, used)
+    except SamplingError as e:
+        spec = used.get("up") if getattr(e, "stage", None) == "upsample" else used.get("base")
+        message = _sampling_error_message(e, spec or "", used.get("dtype") or "")
+    except torch.cuda.OutOfMemoryError as e:
+        message = f"out of GPU memory ({str(e).splitlines()[0]}); use a smaller --batch-size or --dtype fp16"
+    except (CheckpointError, CliError, ValueError) as e:
+        message = str(e)
+    except OSError as e:  # e.g. the --out folder cannot be written
+        message = f"{type(e).__name__}: {e}"
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print("error: " + " ".join(message.split()), file=sys.stderr)  # one paragraph
+    return 2
+
+
+def _run(args: argparse.Namespace, used: dict[str, str | None]) -> int:
+    if args.cmd == "download":
+        _download(args.names)
         return 0
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    inpaint = args.cmd == "inpaint"
+    if inpaint and args.mask is None and args.mask_rows is None:
+        raise CliError("inpaint needs --mask FILE or --mask-rows N")
+    from .pipeline import GlidePipeline
+
+    base = args.base or ("base-inpaint" if inpaint else "base")
+    up = None if args.no_upsample else (args.upsampler or ("upsample-inpaint" if inpaint else "upsample"))
+    clip = None
+    if getattr(args, "guidance", None) == "clip":
+        clip = args.clip or "official"
+    _need(
+        [base] + ([up] if up else []) + (["clip/image-enc", "clip/text-enc"] if clip == "official" else []),
+        args.cmd,
+        clip is not None,
+    )
+    dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
+    used.update(base=base, up=up, dtype=dtype)
+    pipe = GlidePipeline.from_pretrained(base, up, clip, device=args.device, dtype=dtype)
+    prompts = [args.prompt] * args.batch_size
+    seeds = [args.seed + i for i in range(args.batch_size)]
+    if inpaint:
+        size = pipe.base.config.image_size
+        image = _read_image(args.image, size).repeat(args.batch_size, 1, 1, 1)
+        if args.mask is not None:
+            mask = (_read_image(args.mask, size)[:, :1] > 0).float()
+        else:
+            mask = torch.ones(1, 1, size, size)
+            mask[:, :, args.mask_rows :] = 0
+        images = pipe.inpaint(
+            image,
+            mask.repeat(args.batch_size, 1, 1, 1),
+            prompts,
+            seeds,
+            args.scale,
+            args.sampler,
+            args.steps,
+            upsample=up is not None,
+            progress=True,
+        )
+    else:
+        images = pipe.generate(
+            prompts,
+            seeds,
+            args.guidance,
+            args.scale,
+            args.sampler,
+            args.steps,
+            upsample=up is not None,
+            progress=True,
+        )
+    _save_grid(images, args.out)
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

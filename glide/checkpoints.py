@@ -2,16 +2,19 @@
 
 - Official checkpoints (glide-text2im, December 2021) are downloaded into ``GLIDE_CACHE`` (default: the
   user cache dir, e.g. ~/.cache/glide) with a progress bar, resume of a partial ``.part`` file and an atomic
-  rename. The SHA-256 of each file is recorded at first download (``NAME.sha256`` beside it) and verified on
-  every later load; a mismatch is an error that says how to recover.
-- Loading uses ``torch.load(weights_only=True)`` (.pt) or safetensors; a file that is missing, truncated,
-  not a checkpoint, or made for another model variant gives an error naming the file and the problem.
+  rename. The SHA-256 of a cached file is recorded (``NAME.sha256`` beside it) only once the file is known to
+  be good: after a complete download (checked against the registry's SHA-256 where the registry has one) or
+  after the file first loaded into its model. Every later load checks the file against the record (or the
+  registry's SHA-256); a mismatch is an error that says how to recover. A file that fails to load is never
+  recorded, so replacing it with the right file just works.
+- Loading uses ``torch.load(weights_only=True)`` (.pt) or safetensors (:mod:`glide.statedict`); a file that
+  is missing, truncated, not a checkpoint, holds pickled Python objects, or is made for another model variant
+  gives an error naming the file and the problem.
 - Checkpoints trained by this project are safetensors files whose metadata carries the resolved config.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.request
@@ -23,12 +26,32 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ModelConfig, preset
+from .fileio import atomic_write, commit_file, save_safetensors, sha256_file
+from .statedict import CheckpointError, load_state_dict
+
+__all__ = [
+    "OFFICIAL",
+    "CheckpointError",
+    "OfficialCheckpoint",
+    "cache_dir",
+    "cached_path",
+    "check_official_state_dict",
+    "config_from_metadata",
+    "describe_state_dict",
+    "download",
+    "how_to_get",
+    "is_cached",
+    "load_clip",
+    "load_into",
+    "load_model",
+    "load_state_dict",
+    "record_sha256",
+    "save_model",
+    "sha256_file",
+    "verify",
+]
 
 _BLOB = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used, with the reason and the fix in the message."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,9 @@ class OfficialCheckpoint:
     url: str
     kind: str  # "unet" or "clip-image" / "clip-text"
     options: dict[str, Any]
+    # The file's SHA-256 where it is known in advance (hex): a download is checked against it, and so is a
+    # cached file that has no record yet. None: the first complete download (or first load) is recorded.
+    sha256: str | None = None
 
 
 OFFICIAL: dict[str, OfficialCheckpoint] = {
@@ -81,16 +107,12 @@ def how_to_get(name: str) -> str:
     )
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(name: str, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download an official checkpoint into the cache (resumes a partial download) and record its SHA-256."""
+    """Download an official checkpoint into the cache (resumes a partial download) and record its SHA-256.
+
+    The download is verified before it is recorded: its size must be the announced one and, where the
+    registry knows the file's SHA-256, its hash must be that one (a mismatch deletes it).
+    """
     dest = cached_path(name)
     if dest.exists():
         verify(dest)
@@ -98,13 +120,13 @@ def download(name: str, progress: bool = True, timeout: float = 60.0) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_suffix(".pt.part")
     start = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(
-        OFFICIAL[name].url, headers={"Range": f"bytes={start}-"} if start else {}
-    )
+    ck = OFFICIAL[name]
+    request = urllib.request.Request(ck.url, headers={"Range": f"bytes={start}-"} if start else {})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         if start and response.status != 206:  # server ignored the range: start over
             start = 0
-        total = int(response.headers.get("Content-Length", 0)) + start
+        length = response.headers.get("Content-Length")
+        total = int(length) + start if length is not None else 0
         with (
             open(part, "ab" if start else "wb") as f,
             tqdm(
@@ -119,66 +141,60 @@ def download(name: str, progress: bool = True, timeout: float = 60.0) -> Path:
             f"download of {name} stopped at {part.stat().st_size} of {total} bytes; run it again to resume"
         )
     digest = sha256_file(part)
-    os.replace(part, dest)
-    _write_atomic(dest.with_suffix(".sha256"), digest + "\n")
+    if ck.sha256 and digest != ck.sha256.lower():
+        part.unlink()
+        raise CheckpointError(
+            f"the download of {name} from {ck.url} has SHA-256 {digest}, not the official {ck.sha256}: it is "
+            "corrupt (or the file at the source changed). It was deleted; run the download again"
+        )
+    commit_file(part, dest)
+    if ck.sha256 or total:  # verified: the known hash, or every announced byte arrived
+        record_sha256(dest, digest)
     return dest
 
 
+def _official_name(path: Path) -> str | None:
+    """The registry name whose cache file ``path`` is (None for any other file)."""
+    target = os.path.abspath(path)
+    for name in OFFICIAL:
+        if os.path.abspath(cached_path(name)) == target:
+            return name
+    return None
+
+
 def verify(path: Path) -> str:
-    """Check a cached file against the SHA-256 recorded at download; record it if none was recorded."""
+    """Check a cached file against its recorded SHA-256 (``NAME.sha256``) or, with no record, against the
+    registry's known SHA-256; returns the file's SHA-256. Records nothing: see :func:`record_sha256`."""
+    path = Path(path)
     digest = sha256_file(path)
     record = path.with_suffix(".sha256")
     if record.exists():
         expected = record.read_text().split()[0]
         if digest != expected:
             raise CheckpointError(
-                f"{path} has SHA-256 {digest}, but {expected} was recorded when it was downloaded: the file "
-                f"changed or is corrupt. Delete {path} and {record} and download it again"
+                f"{path} has SHA-256 {digest}, but {expected} was recorded when it was downloaded or first "
+                f"loaded: the file changed or is corrupt. Delete {path} and {record} and download it again"
             )
-    else:
-        _write_atomic(record, digest + "\n")
+        return digest
+    name = _official_name(path)
+    known = OFFICIAL[name].sha256 if name else None
+    if known and digest != known.lower():
+        raise CheckpointError(
+            f"{path} has SHA-256 {digest}, but the official {name!r} file has {known}: it is truncated, corrupt "
+            f"or another file. Delete it and download it again (`python -m glide download {name}`)"
+        )
     return digest
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def record_sha256(path: Path, digest: str) -> None:
+    """Record a cached file's SHA-256 as known-good (``NAME.sha256``); later loads are checked against it.
+    Call it only for a verified download or a file that has loaded successfully."""
+    atomic_write(Path(path).with_suffix(".sha256"), digest + "\n")
 
 
-def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a checkpoint file safely: (state_dict, metadata). Errors name the file and the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file {path} does not exist; check the path (or download it)")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file {path} is empty; delete it and download or copy it again")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-        except Exception as e:  # safetensors raises several error types for bad headers/truncation
-            raise CheckpointError(
-                f"{path} is not a readable safetensors checkpoint ({type(e).__name__}: {e}); it may be truncated "
-                "or corrupt: copy or download it again"
-            ) from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"{path} could not be loaded as a PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]}); it may be "
-            "truncated, corrupt or not a checkpoint at all: download or copy it again"
-        ) from e
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        meta = {"glide_config": json.dumps(obj["config"])} if "config" in obj else {}
-        obj = obj["model"]
-    else:
-        meta = {}
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
-    return obj, meta
+def _record_if_new(path: Path, digest: str) -> None:
+    if not path.with_suffix(".sha256").exists():
+        record_sha256(path, digest)
 
 
 def describe_state_dict(sd: dict[str, torch.Tensor]) -> str:
@@ -222,6 +238,22 @@ def load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) 
             v.copy_(sd[k].to(v.dtype))
 
 
+def check_official_state_dict(name: str, sd: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Error unless ``sd`` is the kind of model the official checkpoint ``name`` holds (by its keys)."""
+    ck = OFFICIAL[name]
+    want = {
+        "unet": f"a GLIDE {ck.options.get('preset')} UNet",
+        "clip-image": "a noised-CLIP image encoder",
+        "clip-text": "a noised-CLIP text encoder",
+    }[ck.kind]
+    got = describe_state_dict(sd)
+    if got != want:
+        raise CheckpointError(
+            f"{path} holds {got}, but the official {name!r} checkpoint is {want}: another file was put in its "
+            f"place. Delete it and download it again (`python -m glide download {name}`)"
+        )
+
+
 def config_from_metadata(meta: dict[str, str], source: str) -> ModelConfig:
     if "glide_config" not in meta:
         raise CheckpointError(f"{source} carries no model config; pass the config explicitly")
@@ -238,6 +270,7 @@ def load_model(
     from .unet import create_model
 
     key = str(name_or_path)
+    digest = None
     if key in OFFICIAL:
         ck = OFFICIAL[key]
         if ck.kind != "unet":
@@ -245,7 +278,7 @@ def load_model(
         path = cached_path(key)
         if not path.exists():
             raise CheckpointError(how_to_get(key))
-        verify(path)
+        digest = verify(path)
         config = config or preset(ck.options["preset"], use_fp16=fp16)
     else:
         path = Path(name_or_path)
@@ -254,6 +287,8 @@ def load_model(
         config = config_from_metadata(meta, str(path))
     model = create_model(config.replace(use_fp16=False))
     load_into(model, sd, str(path))
+    if digest is not None:  # an official file that loaded: now it is known to be good
+        _record_if_new(path, digest)
     if fp16:
         model.convert_to_fp16()
     return model.to(device).eval()
@@ -263,28 +298,22 @@ def save_model(
     model: torch.nn.Module, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None
 ) -> str:
     """Save a model as safetensors with its config in the metadata (atomic); returns the file's SHA-256."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"glide_config": model.config.to_json()} | (extra_metadata or {})
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return sha256_file(path)
+    return save_safetensors(tensors, Path(path), metadata=meta)
 
 
 def load_clip(spec: str | tuple[str, str], device: torch.device | str = "cpu"):
     """A noised CLIP: 'official' (the released encoders from the cache), (image_enc, text_enc) files in the
-    official format, or one safetensors file written by :func:`glide.train.export.save_clip`."""
+    official format, or one safetensors file written by :func:`glide.clip.io.save_clip`."""
     from .clip.model import create_clip_model, load_clip_state_dicts
 
+    digests: dict[str, str] = {}
     if spec == "official":
         for name in ("clip/image-enc", "clip/text-enc"):
             if not is_cached(name):
                 raise CheckpointError(how_to_get(name))
-            verify(cached_path(name))
+            digests[name] = verify(cached_path(name))
         spec = (str(cached_path("clip/image-enc")), str(cached_path("clip/text-enc")))
     if isinstance(spec, (tuple, list)):
         image_sd, _ = load_state_dict(spec[0])
@@ -297,7 +326,9 @@ def load_clip(spec: str | tuple[str, str], device: torch.device | str = "cpu"):
             load_clip_state_dicts(model, image_sd, text_sd)
         except (ValueError, RuntimeError) as e:
             raise CheckpointError(f"{spec[0]} / {spec[1]}: {e}") from e
+        for name, digest in digests.items():  # the official files loaded: now they are known to be good
+            _record_if_new(cached_path(name), digest)
         return model.to(device).eval()
-    from .train.export import load_trained_clip  # this project's single-file format
+    from .clip.io import load_trained_clip  # this project's single-file format
 
     return load_trained_clip(spec, device=device)

@@ -13,7 +13,16 @@ from typing import Any
 
 import torch
 
-from .checkpoints import OFFICIAL, CheckpointError, cached_path, how_to_get, load_state_dict, verify
+from .checkpoints import (
+    OFFICIAL,
+    CheckpointError,
+    cached_path,
+    check_official_state_dict,
+    how_to_get,
+    load_state_dict,
+    record_sha256,
+    verify,
+)
 from .clip.model import create_clip_model
 from .config import ModelConfig, model_and_diffusion_defaults, model_and_diffusion_defaults_upsampler
 from .diffusion import samplers
@@ -74,6 +83,9 @@ def load_checkpoint(checkpoint_name: str, device: str | torch.device = "cpu") ->
     path = cached_path(checkpoint_name)
     if not path.exists():
         raise CheckpointError(how_to_get(checkpoint_name))
-    verify(path)
+    digest = verify(path)
     sd, _ = load_state_dict(path)
+    check_official_state_dict(checkpoint_name, sd, path)
+    if not path.with_suffix(".sha256").exists():  # it loaded and is the right kind: record it as good
+        record_sha256(path, digest)
     return {k: v.to(device) for k, v in sd.items()}

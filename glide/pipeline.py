@@ -19,6 +19,7 @@ import torch
 from .diffusion import samplers
 from .diffusion.gaussian import create_gaussian_diffusion
 from .diffusion.guidance import classifier_free_guidance, inpaint_denoised_fn
+from .images import quantize_8bit, to_uint8
 from .unet import Text2ImUNet
 
 UPSAMPLER_SEED_OFFSET = 2**32
@@ -27,17 +28,12 @@ DTYPES = ("fp32", "fp16", "bf16")
 
 
 class SamplingError(RuntimeError):
-    """Sampling produced unusable output (for example NaNs)."""
+    """Sampling produced unusable output (for example NaNs). ``stage`` is the model whose output it was
+    ("base" or "upsample"; None when not known), so a caller can name that model's checkpoint."""
 
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float images -> uint8 (the official rounding)."""
-    return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
-    """The official low-res conditioning: round to 8-bit levels, back to [-1, 1]."""
-    return ((x + 1) * 127.5).round() / 127.5 - 1
+    def __init__(self, message: str, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 @dataclass
@@ -107,7 +103,18 @@ class GlidePipeline:
         return samplers.per_sample_noise(samplers.make_generators([int(s) + offset for s in seeds]))
 
     def _run(
-        self, model, diffusion_steps, schedule, respacing, sampler, shape, noise_fn, model_fn, temp=1.0, **kw
+        self,
+        model,
+        diffusion_steps,
+        schedule,
+        respacing,
+        sampler,
+        shape,
+        noise_fn,
+        model_fn,
+        temp=1.0,
+        stage="base",
+        **kw,
     ):
         diffusion = create_gaussian_diffusion(diffusion_steps, schedule, respacing)
         x_T = noise_fn(torch.empty(shape, device=self.device)) * temp
@@ -116,7 +123,9 @@ class GlidePipeline:
             x0 = samplers.sample_loop(sampler, diffusion, model_fn, x_T, noise_fn=noise_fn, **kw, **extra)
         if not torch.isfinite(x0).all():
             raise SamplingError(
-                "sampling produced NaN/inf values; with fp16 try dtype='bf16' or 'fp32', and check the checkpoint"
+                f"sampling produced NaN/inf values (the {stage} model's output); with fp16 try dtype='bf16' or "
+                "'fp32', and check the checkpoint",
+                stage=stage,
             )
         return x0.float()
 
@@ -220,6 +229,7 @@ class GlidePipeline:
             self._noise(seeds, UPSAMPLER_SEED_OFFSET),
             counter.wrap(model),
             temp=temp,
+            stage="upsample",
             model_kwargs=kwargs,
             denoised_fn=denoised_fn,
             progress=progress,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..fileio import atomic_write
 
 #: Beta schedules a noised CLIP can be trained on (the official one uses squaredcos_cap_v2).
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear")
@@ -126,14 +127,5 @@ class ClipConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self, path: str | os.PathLike[str]) -> None:
-        """Write the options as YAML atomically (temporary file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                yaml.safe_dump(self.to_dict(), f, sort_keys=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the options as YAML atomically (:func:`glide.fileio.atomic_write`)."""
+        atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False))

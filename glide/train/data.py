@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..pipeline import quantize_8bit
+from ..images import quantize_8bit
 
 
 def step_seed(seed: int, step: int, stream: int = 0) -> int:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..checkpoints import load_model, save_model
 from ..config import ModelConfig
 from ..diffusion.gaussian import create_gaussian_diffusion
+from ..fileio import atomic_path
 from ..unet import Text2ImUNet, create_model
 from . import data as D
 from .ema import EMA
@@ -84,9 +85,8 @@ def inpaint_from_base(base: Text2ImUNet, **overrides: Any) -> Text2ImUNet:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class Trainer:
@@ -149,7 +149,7 @@ class Trainer:
 
             config = ClipConfig.from_dict(ckpt["config"] if ckpt else dict(r.model))
             if ckpt is None and r.base_checkpoint:  # warm start from an exported CLIP (save_clip format)
-                from .export import load_trained_clip
+                from ..clip.io import load_trained_clip
 
                 start = load_trained_clip(r.base_checkpoint).train()
                 self._check_warm_start(start.config.to_dict(), config.to_dict(), "CLIP")
@@ -425,8 +425,8 @@ class Trainer:
 
     def export(self, path: str | os.PathLike, fp16: bool = True, token_vocab: list[str] | None = None) -> str:
         """Write the EMA weights as safetensors (config in metadata); returns the SHA-256. ``token_vocab``
-        (CLIPs): keep only the token-table rows of these words (:func:`glide.train.export.save_clip`)."""
-        from .export import save_clip, vocabulary_token_rows
+        (CLIPs): keep only the token-table rows of these words (:func:`glide.clip.io.save_clip`)."""
+        from ..clip.io import save_clip, vocabulary_token_rows
 
         model = self.ema_model()
         meta = {"glide_train_recipe": json.dumps(self.recipe.to_dict()), "glide_train_step": str(self.step)}

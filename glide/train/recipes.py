@@ -1,8 +1,9 @@
 """Training recipes: one frozen, validated dataclass per run, read from JSON (or YAML).
 
 A recipe names everything a run depends on, so a checkpoint (which stores its recipe) can be resumed or
-reproduced exactly. The dataset is a dotted factory path resolved with importlib at run time
-(``"package.module:callable"``), so ``glide`` never imports a benchmark package statically. The factory,
+reproduced exactly. The dataset (required: ``kind``, ``model`` and ``dataset`` have no default) is a dotted
+factory path resolved with importlib at run time (``"package.module:callable"``), so ``glide`` never imports
+(or names) a benchmark package: the recipe says which dataset it trains on. The factory,
 called with ``dataset_kwargs``, returns an object with ``train_batch(seed, step, batch_size) ->
 (images [N, 3, H, W] in [-1, 1], captions, ...)`` whose batch ``step`` depends only on (seed, step).
 
@@ -48,7 +49,7 @@ class Recipe:
 
     kind: str
     model: dict[str, Any]
-    dataset: str = "glidebench.data.embedded:EmbeddedCaptionSet"
+    dataset: str  # "package.module:callable" (required)
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     batch_size: int = 32
@@ -87,7 +88,7 @@ class Recipe:
     low_t_end: float = 0.1
     # inpainting: base checkpoint to start from, and the erased-rectangle sizes (fraction of the side);
     # for base/upsample/clip recipes a base_checkpoint is a warm start (fine-tuning from those weights; a CLIP
-    # from glide.train.export.save_clip)
+    # from glide.clip.io.save_clip)
     base_checkpoint: str = ""
     erase_min: float = 0.25
     erase_max: float = 0.75
@@ -103,6 +104,11 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"recipe kind must be one of {KINDS}, got {self.kind!r}")
+        if not isinstance(self.dataset, str) or ":" not in self.dataset:
+            raise ValueError(
+                f"recipe key 'dataset' must be a factory path 'package.module:callable' (e.g. "
+                f"'glide.train.data:SolidColourSet'), got {self.dataset!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.clip_mode not in CLIP_MODES:
@@ -140,10 +146,27 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict):
+            raise ValueError(f"a recipe must be a mapping of keys, got {type(data).__name__}")
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown recipe key(s) {unknown}; valid keys are {sorted(names)}")
+        required = [
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [k for k in required if k not in data]
+        if missing:
+            hint = (
+                ' (the dataset factory, e.g. "dataset": "glide.train.data:SolidColourSet"; '
+                "glide has no default dataset)"
+                if "dataset" in missing
+                else ""
+            )
+            raise ValueError(f"recipe lacks the required key(s) {missing}{hint}")
         return cls(**data)
 
     @classmethod

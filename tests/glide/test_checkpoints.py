@@ -71,8 +71,29 @@ def test_pickled_code_is_refused(tmp_path):
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt", _use_new_zipfile_serialization=True)
-    with pytest.raises(CheckpointError, match="could not be loaded"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt is refused for safety"):
         load_model(tmp_path / "evil.pt", config=tiny_config())
+
+
+class PickledThing:
+    """A plain custom class: torch.load(weights_only=True) refuses to unpickle it."""
+
+    def __init__(self) -> None:
+        self.note = "not a tensor"
+
+
+def test_pickled_objects_are_refused_with_a_safety_message(tmp_path):
+    sd = tiny_model().state_dict() | {"extra": PickledThing()}
+    torch.save(sd, tmp_path / "custom.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path / "custom.pt", config=tiny_config())
+    message = str(info.value)
+    assert str(tmp_path / "custom.pt") in message
+    assert "non-tensor (pickled Python) objects" in message and "PickledThing" in message
+    assert "refused for safety" in message and "must not be loaded unless its source is trusted" in message
+    # not torch's own hint (cut short, it read as advice to retry with weights_only=False)
+    assert "weights_only=False" not in message and "Re-running" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
 def test_missing_official_checkpoint_says_how_to_get_it(tmp_path, monkeypatch):
@@ -139,6 +160,111 @@ def test_download_resumes_records_and_verifies_sha256(tmp_path, server, monkeypa
     path.write_bytes(payload[:-10] + b"0123456789")  # the file changes after download
     with pytest.raises(CheckpointError, match="SHA-256 .* was recorded"):
         load_model("base", config=model.config)
+
+
+def _official_tiny_base(
+    monkeypatch, cache: Path, sha256: str | None = None, url: str = "http://127.0.0.1:9/x"
+):
+    """The official 'base' entry pointed at a tiny model (its preset monkeypatched), cache in ``cache``."""
+    monkeypatch.setenv("GLIDE_CACHE", str(cache))
+    monkeypatch.setitem(
+        checkpoints.OFFICIAL,
+        "base",
+        checkpoints.OfficialCheckpoint(
+            "base", url, "unet", {"preset": "base"}, **({"sha256": sha256} if sha256 else {})
+        ),
+    )
+    monkeypatch.setattr(checkpoints, "preset", lambda name, use_fp16=False: tiny_config())
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache / "base.pt", cache / "base.sha256"
+
+
+def test_a_file_that_fails_to_load_is_not_recorded_and_the_right_file_then_loads(tmp_path, monkeypatch):
+    model = tiny_model()
+    torch.save(model.state_dict(), tmp_path / "good.pt")
+    good = (tmp_path / "good.pt").read_bytes()
+    path, record = _official_tiny_base(monkeypatch, tmp_path / "cache")
+    path.write_bytes(good[: len(good) // 2])  # a truncated copy in the cache
+    with pytest.raises(CheckpointError, match="could not be loaded"):
+        load_model("base")
+    assert not record.exists()  # its hash was not taken as the official one
+    torch.save(tiny_model(inpaint=True).state_dict(), path)  # the wrong variant: loads, but not into 'base'
+    with pytest.raises(CheckpointError, match="holds a GLIDE base-inpaint UNet"):
+        load_model("base")
+    assert not record.exists()
+    path.write_bytes(good)  # the user copies in the right file: accepted, and now recorded
+    loaded = load_model("base")
+    assert torch.equal(loaded.out[2].weight, model.out[2].weight)
+    assert record.read_text().split()[0] == checkpoints.sha256_file(path)
+    path.write_bytes(good[:-10] + b"0123456789")  # a later change is caught against the record
+    with pytest.raises(CheckpointError, match="changed or is corrupt"):
+        load_model("base")
+
+
+def test_a_known_registry_sha256_checks_cache_and_download(tmp_path, server, monkeypatch):
+    root, url = server
+    model = tiny_model()
+    torch.save(model.state_dict(), root / "base.pt")
+    good = (root / "base.pt").read_bytes()
+    digest = checkpoints.sha256_file(root / "base.pt")
+    path, record = _official_tiny_base(monkeypatch, tmp_path / "cache", sha256=digest, url=f"{url}/base.pt")
+    path.write_bytes(good[:-10] + b"0123456789")  # copied in, no record: checked against the registry
+    with pytest.raises(CheckpointError, match="the official 'base' file has"):
+        load_model("base")
+    assert not record.exists()
+    path.unlink()
+    (root / "base.pt").write_bytes(good[:-10] + b"0123456789")  # the source serves other bytes
+    with pytest.raises(CheckpointError, match="not the official"):
+        checkpoints.download("base", progress=False)
+    assert not path.exists() and not path.with_suffix(".pt.part").exists() and not record.exists()
+    (root / "base.pt").write_bytes(good)
+    assert checkpoints.download("base", progress=False) == path
+    assert record.read_text().split()[0] == digest  # a verified download is recorded
+    assert torch.equal(load_model("base").out[2].weight, model.out[2].weight)
+
+
+def test_official_clip_files_are_recorded_only_once_they_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLIDE_CACHE", str(tmp_path))
+    clip = _tiny_clip()
+    image, text = checkpoints.cached_path("clip/image-enc"), checkpoints.cached_path("clip/text-enc")
+    torch.save(clip.image_encoder.state_dict(), image)
+    torch.save(clip.text_encoder.state_dict(), text)
+    data = text.read_bytes()
+    text.write_bytes(data[: len(data) // 2])
+    tiny = _tiny_clip()  # load_clip builds the official size: build this tiny one instead
+    monkeypatch.setattr("glide.clip.model.create_clip_model", lambda device="cpu": tiny)
+    with pytest.raises(CheckpointError):
+        checkpoints.load_clip("official")
+    assert not image.with_suffix(".sha256").exists() and not text.with_suffix(".sha256").exists()
+    text.write_bytes(data)
+    checkpoints.load_clip("official")
+    for p in (image, text):
+        assert p.with_suffix(".sha256").read_text().split()[0] == checkpoints.sha256_file(p)
+
+
+def test_atomic_writers_leave_no_temporary_and_follow_the_umask(tmp_path):
+    import os
+
+    from glide import fileio
+
+    old = os.umask(0o027)
+    try:
+        assert fileio.current_umask() == 0o027
+        fileio.atomic_write(tmp_path / "a" / "x.txt", "hello\n")
+        save_model(tiny_model(), tmp_path / "a" / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "x.txt").read_text() == "hello\n"
+    for name in ("x.txt", "m.safetensors"):
+        assert (tmp_path / "a" / name).stat().st_mode & 0o777 == 0o640  # 0o666 & ~0o027, not 0600
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["m.safetensors", "x.txt"]
+    with pytest.raises(RuntimeError, match="writer failed"):
+        with fileio.atomic_path(tmp_path / "a" / "x.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("writer failed")
+    assert (tmp_path / "a" / "x.txt").read_text() == "hello\n"  # the old file is untouched
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["m.safetensors", "x.txt"]
+    assert checkpoints.sha256_file is fileio.sha256_file
 
 
 def _tiny_clip():

@@ -44,3 +44,28 @@ def test_create_model_and_diffusion_and_loops():
 def test_unknown_official_option_is_an_error():
     with pytest.raises(ValueError, match="unknown model option"):
         create_model_and_diffusion(**(model_and_diffusion_defaults() | {"learn_sigma": True}))
+
+
+def test_load_checkpoint_records_the_hash_only_of_the_right_kind_of_file(tmp_path, monkeypatch):
+    from glide import checkpoints
+    from glide.checkpoints import CheckpointError
+    from glide.compat import load_checkpoint
+
+    from .helpers import tiny_model
+
+    monkeypatch.setenv("GLIDE_CACHE", str(tmp_path))
+    path, record = checkpoints.cached_path("base"), tmp_path / "base.sha256"
+    torch.save(tiny_model(inpaint=True).state_dict(), path)  # another variant in base's place
+    with pytest.raises(CheckpointError, match="holds a GLIDE base-inpaint UNet, but the official 'base'"):
+        load_checkpoint("base")
+    assert not record.exists()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(CheckpointError, match="could not be loaded"):
+        load_checkpoint("base")
+    assert not record.exists()
+    model = tiny_model()
+    torch.save(model.state_dict(), path)  # the right kind: loads and is recorded
+    sd = load_checkpoint("base")
+    assert torch.equal(sd["out.2.weight"], model.out[2].weight)
+    assert record.read_text().split()[0] == checkpoints.sha256_file(path)

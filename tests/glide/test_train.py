@@ -229,12 +229,13 @@ def test_step_generators_depend_only_on_seed_and_step():
 
 
 def test_recipe_validation_and_factory_resolution(tmp_path):
+    data = "glide.train.data:SolidColourSet"
     with pytest.raises(ValueError, match="unknown recipe key"):
-        Recipe.from_dict({"kind": "base", "model": {}, "learning_rate": 1})
+        Recipe.from_dict({"kind": "base", "model": {}, "dataset": data, "learning_rate": 1})
     with pytest.raises(ValueError, match="kind"):
-        Recipe.from_dict({"kind": "decoder", "model": {}})
+        Recipe.from_dict({"kind": "decoder", "model": {}, "dataset": data})
     with pytest.raises(ValueError, match="base_checkpoint"):
-        Recipe.from_dict({"kind": "inpaint", "model": {}})
+        Recipe.from_dict({"kind": "inpaint", "model": {}, "dataset": data})
     with pytest.raises(ValueError, match="package.module:callable"):
         resolve_factory("glide.train.data.SolidColourSet")
     with pytest.raises(ValueError, match="no attribute"):
@@ -245,14 +246,47 @@ def test_recipe_validation_and_factory_resolution(tmp_path):
     assert Recipe.load(path) == tiny_recipe()
 
 
-def test_shipped_recipes_parse():
+def test_a_recipe_must_name_its_dataset(tmp_path):
+    """glide has no default dataset (a default would name a benchmark package above glide)."""
+    recipe = tiny_recipe().to_dict()
+    del recipe["dataset"]
+    with pytest.raises(ValueError, match=r"recipe lacks the required key\(s\) \['dataset'\]"):
+        Recipe.from_dict(recipe)
+    path = tmp_path / "no-dataset.json"
+    path.write_text(json.dumps(recipe))
+    with pytest.raises(ValueError, match=r"no-dataset\.json: recipe lacks .*'dataset'"):
+        Recipe.load(path)
+    with pytest.raises(TypeError, match="dataset"):
+        Recipe(kind="base", model={})  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="'package.module:callable'"):
+        Recipe.from_dict(recipe | {"dataset": "glide.train.data.SolidColourSet"})
+
+
+def test_shipped_recipes_parse_and_name_their_dataset():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "recipes"
     files = sorted(root.glob("*.json"))
     assert files, "no recipes/*.json"
     for f in files:
-        Recipe.load(f)
+        data = json.loads(f.read_text())
+        assert "dataset" in data, f"{f.name} must give 'dataset' explicitly"
+        assert Recipe.load(f).dataset == data["dataset"]
+
+
+def test_recorded_recipes_read_back_unchanged():
+    """The recipes recorded in the shipped model cards (and so in their fingerprints) read back to the same
+    values: making ``dataset`` required changed no recorded recipe."""
+    from pathlib import Path
+
+    cards = sorted((Path(__file__).resolve().parents[2] / "glidebench" / "assets" / "models").glob("*.json"))
+    recorded = [json.loads(c.read_text()).get("recipe") for c in cards]
+    assert any(recorded), "no model card with a recipe"
+    for card, stored in zip(cards, recorded):
+        if stored is None:
+            continue
+        again = Recipe.from_dict(stored).to_dict()
+        assert {k: again[k] for k in stored} == stored, card.name
 
 
 # -- model surgery -------------------------------------------------------------------------------------------
