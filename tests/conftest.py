@@ -1,52 +1,54 @@
-"""Shared fixtures: the reference material beside the project (../shared/reference), when present."""
+"""Shared fixtures. The reference data (tests/data/README.md): outputs of OpenAI's glide-text2im on small
+random models, the official checkpoints' state-dict layout and the GPT-2 BPE files, committed with the tests
+so that every clone runs every parity test."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
 
 
-def reference_dir() -> Path:
-    env = os.environ.get("GLIDEBENCH_SHARED")
-    base = Path(env) if env else ROOT.parent / "shared"
-    return base / "reference"
+def reference_file(name: str) -> Path:
+    """A file of tests/data; missing, the test fails (it never skips): the data belong to the repository."""
+    path = DATA / name
+    if not path.exists():
+        pytest.fail(
+            f"reference data {path} missing: it is part of the repository (tests/data/README.md)", False
+        )
+    return path
 
 
 @pytest.fixture(scope="session")
 def refdir() -> Path:
-    d = reference_dir()
-    if not (d / "golden_small.npz").exists():
-        pytest.skip(
-            f"reference material not found at {d} (a user's clone has no ../shared); parity tests skipped"
-        )
-    return d
+    return reference_file("golden_small.npz").parent
 
 
 @pytest.fixture(scope="session")
-def golden(refdir: Path):
-    return np.load(refdir / "golden_small.npz")
+def golden():
+    return np.load(reference_file("golden_small.npz"))
 
 
 @pytest.fixture(scope="session")
-def golden_meta(refdir: Path) -> dict:
-    return json.loads((refdir / "golden_small.json").read_text())
+def golden_meta() -> dict:
+    return json.loads(reference_file("golden_small.json").read_text())
 
 
 @pytest.fixture(scope="session")
-def state_dict_spec(refdir: Path) -> dict:
-    return json.loads((refdir / "glide_state_dict_spec.json").read_text())["models"]
+def state_dict_spec() -> dict:
+    return json.loads(reference_file("glide_state_dict_spec.json").read_text())["models"]
 
 
 @pytest.fixture(scope="session")
-def gpt2_dir(refdir: Path) -> Path:
-    return refdir / "gpt2-bpe"
+def gpt2_dir() -> Path:
+    for name in ("encoder.json.gz", "vocab.bpe.gz"):
+        reference_file(f"gpt2-bpe/{name}")
+    return DATA / "gpt2-bpe"
 
 
 @pytest.fixture(autouse=True)

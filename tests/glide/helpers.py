@@ -1,7 +1,8 @@
-"""Tiny configs shared by the glide tests."""
+"""Tiny configs and golden-data helpers shared by the glide tests (fixtures in conftest.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from glide.config import ModelConfig
@@ -36,3 +37,24 @@ def tiny_model(seed: int = 0, **overrides):
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return model.eval()
+
+
+CONFIG_KEYS = {"sd/": "base (sd/)", "sd_up/": "upsample (sd_up/)", "sd_inpaint/": "inpaint (sd_inpaint/)"}
+
+
+def T(golden, key: str) -> torch.Tensor:
+    return torch.from_numpy(np.array(golden[key]))
+
+
+def build(golden, golden_meta, gpt2_dir, prefix: str):
+    options = dict(golden_meta["configs"][CONFIG_KEYS[prefix]])
+    cfg = ModelConfig.from_dict(options | {"tokenizer": {"kind": "gpt2", "path": str(gpt2_dir)}})
+    model = create_model(cfg)
+    sd = {k[len(prefix) :]: T(golden, k) for k in golden.files if k.startswith(prefix)}
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a.double() - b.double()).abs().max().item()

@@ -1,14 +1,10 @@
 """Tests for glide.clip: config, tokenizer, encoders, cond_fn and checkpoint loading.
 
-Golden values come from the official glide-text2im code (golden_small.npz / .json and
-glide_state_dict_spec.json in shared/reference); those tests skip when the folder is absent.
+Golden values come from the official glide-text2im code: golden_small.npz / .json and
+glide_state_dict_spec.json in tests/data, read through the fixtures of tests/conftest.py.
 """
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,47 +26,16 @@ GOLDEN_CONFIG_KEY = "clip (sd_clip_text/, sd_clip_image/)"
 TOL = 1e-5
 
 
-def _reference_dir() -> Path:
-    if os.environ.get("GLIDEBENCH_SHARED"):
-        return Path(os.environ["GLIDEBENCH_SHARED"]) / "reference"
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
-
-
-REF = _reference_dir()
-needs_ref = pytest.mark.skipif(
-    not (REF / "golden_small.npz").exists(),
-    reason=f"golden reference data not found at {REF} (set GLIDEBENCH_SHARED to the shared folder)",
-)
+def _sub_state_dict(golden, prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: torch.from_numpy(golden[k]) for k in golden.files if k.startswith(prefix)}
 
 
 @pytest.fixture(scope="module")
-def golden():
-    if not (REF / "golden_small.npz").exists():
-        pytest.skip(f"golden reference data not found at {REF}")
-    arrays = np.load(REF / "golden_small.npz")
-    meta = json.loads((REF / "golden_small.json").read_text())
-    return arrays, meta
-
-
-@pytest.fixture(scope="module")
-def spec():
-    path = REF / "glide_state_dict_spec.json"
-    if not path.exists():
-        pytest.skip(f"state-dict spec not found at {path}")
-    return json.loads(path.read_text())
-
-
-def _sub_state_dict(arrays, prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: torch.from_numpy(arrays[k]) for k in arrays.files if k.startswith(prefix)}
-
-
-@pytest.fixture(scope="module")
-def golden_model(golden):
-    arrays, meta = golden
-    config = ClipConfig.from_dict(meta["configs"][GOLDEN_CONFIG_KEY])
+def golden_model(golden, golden_meta):
+    config = ClipConfig.from_dict(golden_meta["configs"][GOLDEN_CONFIG_KEY])
     model = create_clip_model(config=config, device="cpu")
     load_clip_state_dicts(
-        model, _sub_state_dict(arrays, "sd_clip_image/"), _sub_state_dict(arrays, "sd_clip_text/")
+        model, _sub_state_dict(golden, "sd_clip_image/"), _sub_state_dict(golden, "sd_clip_text/")
     )
     return model.eval()
 
@@ -102,10 +67,9 @@ def test_packaged_yaml_is_the_official_preset():
     assert (config.n_vocab, config.max_text_len, config.n_embd, config.logit_scale) == (65536, 77, 512, 100.0)
 
 
-@needs_ref
-def test_official_preset_matches_the_official_options(spec):
+def test_official_preset_matches_the_official_options(state_dict_spec):
     for name in ("clip/image-enc", "clip/text-enc"):
-        assert ClipConfig.official().to_dict() == spec["models"][name]["options"]
+        assert ClipConfig.official().to_dict() == state_dict_spec[name]["options"]
 
 
 def test_config_rejects_unknown_and_invalid_options(tmp_path):
@@ -133,16 +97,14 @@ def test_config_yaml_roundtrip(tmp_path):
 # Tokenizer ---------------------------------------------------------------------------------------------
 
 
-@needs_ref
-def test_tokens_and_lengths_match_golden(golden):
-    arrays, meta = golden
-    tokens, lens = ClipTokenizer().encode_batch(meta["prompts"], 77)
-    assert len(meta["prompts"]) == 21
-    np.testing.assert_array_equal(tokens.numpy(), arrays["tok/clip_tokens"])
-    np.testing.assert_array_equal(lens.numpy(), arrays["tok/clip_len"])
-    tokens, lens = ClipTokenizer().encode_batch(meta["clip_prompts"], 77)
-    np.testing.assert_array_equal(tokens.numpy(), arrays["clip/text_tokens"])
-    np.testing.assert_array_equal(lens.numpy(), arrays["clip/text_len"])
+def test_tokens_and_lengths_match_golden(golden, golden_meta):
+    tokens, lens = ClipTokenizer().encode_batch(golden_meta["prompts"], 77)
+    assert len(golden_meta["prompts"]) == 21
+    np.testing.assert_array_equal(tokens.numpy(), golden["tok/clip_tokens"])
+    np.testing.assert_array_equal(lens.numpy(), golden["tok/clip_len"])
+    tokens, lens = ClipTokenizer().encode_batch(golden_meta["clip_prompts"], 77)
+    np.testing.assert_array_equal(tokens.numpy(), golden["clip/text_tokens"])
+    np.testing.assert_array_equal(lens.numpy(), golden["clip/text_len"])
 
 
 def test_tokenizer_padding_convention():
@@ -170,24 +132,23 @@ def test_official_parameter_counts():
     assert sum(p.numel() for p in model.text_encoder.parameters()) == 71_679_488
 
 
-@needs_ref
-def test_official_state_dict_names_and_shapes(spec):
+def test_official_state_dict_names_and_shapes(state_dict_spec):
     model = _meta_model(ClipConfig.official())
     for name, encoder in (("clip/image-enc", model.image_encoder), ("clip/text-enc", model.text_encoder)):
-        expected = [(k, list(shape)) for k, shape, _ in spec["models"][name]["entries"]]
+        expected = [(k, list(shape)) for k, shape, _ in state_dict_spec[name]["entries"]]
         got = [(k, list(v.shape)) for k, v in encoder.state_dict().items()]
         assert got == expected  # same names, shapes and order
         assert all(v.dtype == torch.float32 for v in encoder.state_dict().values())
-        assert sum(p.numel() for p in encoder.parameters()) == spec["models"][name]["total_params"]
+        assert sum(p.numel() for p in encoder.parameters()) == state_dict_spec[name]["total_params"]
 
 
-@needs_ref
-def test_golden_state_dict_layout(golden):
-    _, meta = golden
-    config = ClipConfig.from_dict(meta["configs"][GOLDEN_CONFIG_KEY])
+def test_golden_state_dict_layout(golden_meta):
+    config = ClipConfig.from_dict(golden_meta["configs"][GOLDEN_CONFIG_KEY])
     model = _meta_model(config)
     for prefix, encoder in (("sd_clip_image/", model.image_encoder), ("sd_clip_text/", model.text_encoder)):
-        expected = [(k, list(s)) for k, s in meta["state_dicts"][prefix]["entries_in_state_dict_order"]]
+        expected = [
+            (k, list(s)) for k, s in golden_meta["state_dicts"][prefix]["entries_in_state_dict_order"]
+        ]
         assert [(k, list(v.shape)) for k, v in encoder.state_dict().items()] == expected
 
 
@@ -198,39 +159,33 @@ def _max_err(a: torch.Tensor, b: np.ndarray) -> float:
     return float(np.abs(a.detach().numpy().astype(np.float64) - b.astype(np.float64)).max())
 
 
-@needs_ref
-def test_text_embeddings_match_golden(golden, golden_model):
-    arrays, meta = golden
-    tokens, lens = golden_model.encode_prompts(meta["clip_prompts"])
+def test_text_embeddings_match_golden(golden, golden_meta, golden_model):
+    tokens, lens = golden_model.encode_prompts(golden_meta["clip_prompts"])
     with torch.no_grad():
         raw = golden_model.text_encoder(tokens, lens)
-        z = golden_model.text_embeddings(meta["clip_prompts"])
-    assert _max_err(raw, arrays["clip/text_z_raw"]) < TOL
-    assert _max_err(z, arrays["clip/text_z"]) < TOL
+        z = golden_model.text_embeddings(golden_meta["clip_prompts"])
+    assert _max_err(raw, golden["clip/text_z_raw"]) < TOL
+    assert _max_err(z, golden["clip/text_z"]) < TOL
 
 
-@needs_ref
 def test_image_embeddings_match_golden(golden, golden_model):
-    arrays, _ = golden
-    x = torch.from_numpy(arrays["clip/image_x"])
-    t = torch.from_numpy(arrays["clip/image_t"])
+    x = torch.from_numpy(golden["clip/image_x"])
+    t = torch.from_numpy(golden["clip/image_t"])
     with torch.no_grad():
         raw = golden_model.image_encoder((x + 1) * 127.5, t)
         z = golden_model.image_embeddings(x, t)
-    assert _max_err(raw, arrays["clip/image_z_raw"]) < TOL
-    assert _max_err(z, arrays["clip/image_z"]) < TOL
+    assert _max_err(raw, golden["clip/image_z_raw"]) < TOL
+    assert _max_err(z, golden["clip/image_z"]) < TOL
 
 
-@needs_ref
 def test_cond_fn_gradient_matches_golden(golden, golden_model):
-    arrays, _ = golden
-    x = torch.from_numpy(arrays["clip/image_x"])
-    t = torch.from_numpy(arrays["clip/image_t"])
+    x = torch.from_numpy(golden["clip/image_x"])
+    t = torch.from_numpy(golden["clip/image_t"])
     cond_fn = golden_model.cond_fn(["an oil painting of a corgi"] * 2, 3.0)
     # The sampler passes the model kwargs too; cond_fn must accept and ignore them.
     grad = cond_fn(x, t, tokens=torch.zeros(2, 128, dtype=torch.long), mask=None)
     assert grad.shape == x.shape and not grad.requires_grad and not x.requires_grad
-    assert _max_err(grad, arrays["clip/cond_fn_grad"]) < TOL
+    assert _max_err(grad, golden["clip/cond_fn_grad"]) < TOL
     assert all(p.grad is None for p in golden_model.parameters())
     # grad_scale enters linearly and can be overridden per call.
     torch.testing.assert_close(cond_fn(x, t, grad_scale=6.0), 2 * grad, rtol=1e-6, atol=0)
@@ -247,21 +202,20 @@ def test_logit_scale_is_float32_exp_of_log_100():
     assert "logit_scale" not in model.image_encoder.state_dict() and "logit_scale" not in model.state_dict()
 
 
-@needs_ref
 @pytest.mark.gpu
-def test_cuda_float32_matches_golden(golden, golden_model):
+def test_cuda_float32_matches_golden(golden, golden_meta, golden_model):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    arrays, meta = golden
     model = golden_model.to("cuda")
     try:
-        x = torch.from_numpy(arrays["clip/image_x"]).cuda()
-        t = torch.from_numpy(arrays["clip/image_t"]).cuda()
+        x = torch.from_numpy(golden["clip/image_x"]).cuda()
+        t = torch.from_numpy(golden["clip/image_t"]).cuda()
         with torch.no_grad():
-            assert _max_err(model.text_embeddings(meta["clip_prompts"]).cpu(), arrays["clip/text_z"]) < TOL
-            assert _max_err(model.image_embeddings(x, t).cpu(), arrays["clip/image_z"]) < TOL
+            z_text = model.text_embeddings(golden_meta["clip_prompts"]).cpu()
+            assert _max_err(z_text, golden["clip/text_z"]) < TOL
+            assert _max_err(model.image_embeddings(x, t).cpu(), golden["clip/image_z"]) < TOL
         grad = model.cond_fn(["an oil painting of a corgi"] * 2, 3.0)(x, t)
-        assert _max_err(grad.cpu(), arrays["clip/cond_fn_grad"]) < TOL
+        assert _max_err(grad.cpu(), golden["clip/cond_fn_grad"]) < TOL
     finally:
         model.to("cpu")
 
@@ -380,10 +334,9 @@ def test_wrong_checkpoints_give_clear_errors():
     assert load_clip_state_dicts(model, image_sd, text_sd) is model
 
 
-def test_encoders_load_official_state_dicts_directly(golden):
-    arrays, meta = golden
-    config = ClipConfig.from_dict(meta["configs"][GOLDEN_CONFIG_KEY])
+def test_encoders_load_official_state_dicts_directly(golden, golden_meta):
+    config = ClipConfig.from_dict(golden_meta["configs"][GOLDEN_CONFIG_KEY])
     text = TextEncoder(config.n_vocab, config.max_text_len, config.n_embd, config.n_head_text, 2, 32)
     image = ImageEncoder(64, 4, config.n_embd, config.n_head_image, 2, 32, n_timestep=1000)
-    text.load_state_dict(_sub_state_dict(arrays, "sd_clip_text/"), strict=True)
-    image.load_state_dict(_sub_state_dict(arrays, "sd_clip_image/"), strict=True)
+    text.load_state_dict(_sub_state_dict(golden, "sd_clip_text/"), strict=True)
+    image.load_state_dict(_sub_state_dict(golden, "sd_clip_image/"), strict=True)

@@ -10,7 +10,7 @@ from glide.clip.model import create_clip_model, load_clip_state_dicts
 from glide.diffusion import samplers
 from glide.diffusion.gaussian import create_gaussian_diffusion
 
-from .test_parity import T, base, maxdiff  # noqa: F401  (fixture)
+from .helpers import T, maxdiff
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def clip_model(golden, golden_meta):
     return load_clip_state_dicts(model, sub("sd_clip_image/"), sub("sd_clip_text/")).eval()
 
 
-def test_clip_guided_trajectory(base, clip_model, golden):  # noqa: F811
+def test_clip_guided_trajectory(base, clip_model, golden):
     d = create_gaussian_diffusion(1000, "squaredcos_cap_v2", "10")
     tokens, mask = base.tokenizer.batch(["an oil painting of a corgi"], base.config.text_ctx)
     kwargs = {"tokens": tokens, "mask": mask}
@@ -59,11 +59,15 @@ def test_clip_guided_trajectory(base, clip_model, golden):  # noqa: F811
     # Step 0 (model t = 999) inherits the eps-rounding amplification checked on the mean above; later steps
     # contract it. The size depends on the CPU's float32 kernels: on one AVX2 machine 5.0e-4 at step 0, then
     # 2.3e-4, 1.3e-4, 7.8e-5, 8.9e-5; on another Xeon 3.0e-3, then 1.4e-3, 7.8e-4, 4.5e-4, 5.2e-4. So the
-    # free-running check is that the error stays within the amplified bound and contracts after step 0; the
-    # teacher-forced check below holds every step to 1e-4.
+    # free-running check is that the error stays within the amplified bound and, where step 0 did amplify it,
+    # contracts after step 0. On a third CPU step 0 rounds almost exactly (9.5e-7) and the later steps carry
+    # plain float32 accumulation (1.1e-5), still far inside the bound. The teacher-forced check below holds every
+    # step to 1e-4.
     assert errs[0] < 1e-5 * max(1.0, amp)
     assert all(errs[k] < 1e-5 * max(1.0, amp) for k in index)
-    assert errs[5] < errs[0] / 2 and errs[9] < errs[0] / 2 and max(errs[5], errs[9]) < 2e-3
+    if errs[0] > 1e-4:
+        assert errs[5] < errs[0] / 2 and errs[9] < errs[0] / 2
+    assert max(errs[5], errs[9]) < 2e-3
     # Teacher-forced: each stored step from the official previous state must agree within 1e-4.
     noise = T(golden, "clipguided/step_noise")
     for j in (1, 2):

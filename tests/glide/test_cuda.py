@@ -1,9 +1,9 @@
-"""The GPU paths against the official code's outputs (../shared/reference/golden_small.npz), on CUDA.
+"""The GPU paths against the official code's outputs (tests/data/golden_small.npz), on CUDA.
 
-These run only where a CUDA device is present (they skip on the project's CPU machines and in CI) and where
-the reference material is (they skip in a user's clone). fp32 runs with TF32 off, so it must meet the CPU
-parity tolerances of test_parity.py up to the different kernels' rounding; fp16 (the official conversion) and
-bf16 (autocast) are bounded by their precision, relative to the output's scale.
+These run only where a CUDA device is present (they skip on the project's CPU machines and in CI). fp32 runs
+with TF32 off, so it must meet the CPU parity tolerances of test_parity.py up to the different kernels'
+rounding; fp16 (the official conversion) and bf16 (autocast) are bounded by their precision, relative to the
+output's scale.
 """
 
 from __future__ import annotations

@@ -202,8 +202,9 @@ def _regression_outputs() -> dict[str, list[float]]:
 
 def test_golden_regression_snapshot():
     """Regression snapshot, NOT an independent reference: produced once from this code after it passed the
-    parity tests against the official implementation (tests/glide/test_parity.py), so the numbers stay guarded
-    on clones without ../shared (where the parity tests skip). Regenerate only for an intended numerical change:
+    parity tests against the official implementation (tests/glide/test_parity.py); it guards this code's
+    sampling numbers on a tiny model of its own, beside the parity tests. Regenerate only for an intended
+    numerical change:
     python -c "from tests.glide.test_sampling import write_regression; write_regression()"."""
     expected = json.loads(REGRESSION.read_text())["values"]
     got = _regression_outputs()
