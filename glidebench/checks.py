@@ -107,7 +107,7 @@ def inpaint_check(
 ) -> dict[str, Any]:
     """Fill each one-object scene's erased object box under an edited caption; see the module docstring."""
     from .data.attributes import attribute_accuracy
-    from .suites.embedded_protocol import embedded_reference_image
+    from .data.embedded_source import embedded_reference_image
 
     size = pipeline.base.config.image_size
     native = EmbeddedCaptionSet().size
@@ -162,7 +162,7 @@ def upsample_check(
     module docstring. ``images``: uint8 [3, N, 3, H, W], the true renders, bilinear, upsampled."""
     import torch.nn.functional as F
 
-    from .suites.embedded_protocol import embedded_reference_image
+    from .data.embedded_source import embedded_reference_image
 
     low_size = pipeline.base.config.image_size
     size = pipeline.upsampler.config.image_size
@@ -218,7 +218,7 @@ def run_checks(args: argparse.Namespace) -> int:
     from glide.pipeline import GlidePipeline
 
     from . import models as M
-    from .models import GlideClipEmbedder
+    from .features import GlideClipEmbedder
 
     files = M.embedded_files()
     missing = [r for r in ("eval-clip", "inpaint", "base", "upsample") if r not in files]

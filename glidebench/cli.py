@@ -16,9 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .spec import SAMPLERS
+from .suites import list_suites
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+THROUGHPUT = "throughput"  # the speed-and-memory suite: its own runner and options, no suite file
+
+
+def _first_sentence(text: str) -> str:
+    return text.split(". ")[0].split(" (")[0]
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +35,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "score. Options left out come from the suite's profile (glidebench/suites/coco-fid.json). Re-running the "
         "same command resumes.",
     )
+    suites = list_suites()
     p.add_argument(
         "suite",
-        choices=["coco-fid", "attributes", "nfe", "throughput"],
-        help="coco-fid (the paper's protocol), attributes (caption agreement on the embedded set), nfe (quality "
-        "against model evaluations per sampler), throughput (speed and memory)",
+        choices=[s.name for s in suites] + [THROUGHPUT],
+        help="; ".join(f"{s.name}: {_first_sentence(s.description)}".replace("%", "%%") for s in suites)
+        + f"; {THROUGHPUT}: speed and memory of the generators",
     )
     tp = p.add_argument_group("throughput suite (glidebench run throughput)")
     tp.add_argument("--models", default="base,upsample,clip-step", help="base, upsample, clip-step")
@@ -55,9 +62,29 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     tp.add_argument("--repeats", type=int, default=5)
     tp.add_argument("--trace", action="store_true", help="also export a torch.profiler trace per case")
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_run_options(p: argparse.ArgumentParser, prompts: bool = False) -> None:
+    """The options of a generate-and-measure run (``run`` and, for the protocol of a run, ``prompts``)."""
     g = p.add_argument_group("model and data")
     g.add_argument("--model", choices=["embedded", "official"], help="model family (default: official when the "
                    "data is MS-COCO and the weights are cached, else embedded)")  # fmt: skip
+    g.add_argument(
+        "--generator",
+        help="evaluate another model: module.path:factory (your code), an installed glidebench.generators entry "
+        "point (see `glidebench ls generators`), or diffusers:PATH_OR_ID (needs the diffusers extra)",
+    )
+    g.add_argument("--generator-args", help="keyword arguments of the generator's factory: key=value,...")
+    g.add_argument(
+        "--images",
+        help="score images made elsewhere: DIR of <index>.png|jpg|webp (one setting: name it with --cfg S or "
+        "--clip S), or DIR with one sub-folder per setting id (cfg-3/, clip-2/, none/)",
+    )
+    g.add_argument(
+        "--images-setting", action="append", metavar="NAME=DIR", help="the images of one setting (repeatable)"
+    )
     g.add_argument("--data", choices=["embedded", "coco"], help="default: coco when a COCO root is given")
     g.add_argument(
         "--coco-root", help="MS-COCO directory with annotations/ and val2014/ (or $GLIDEBENCH_COCO)"
@@ -98,8 +125,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--up-sampler", choices=list(SAMPLERS))
     g.add_argument("--up-steps", help="upsampler respacing (default fast27)")
     g.add_argument("--upsample-temp", type=float, help="upsampler noise temperature (default 0.997)")
+    presets = {name: preset for s in list_suites() for name, preset in sorted(s.presets.items())}
     g.add_argument(
-        "--preset", choices=["paper"], help="paper: 30k samples, 250 steps, fast27 upsampler, 256 px"
+        "--preset",
+        choices=sorted(presets),
+        help="; ".join(
+            f"{name}: {p.get('description', '')}".replace("%", "%%") for name, p in presets.items()
+        ),
     )
     g = p.add_argument_group("execution")
     g.add_argument("--batch-size", type=int, help="generation chunk size (part of the run's identity)")
@@ -109,9 +141,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int, help="CPU threads (default: half the logical CPUs, 1 on 2-core machines; under "
         "torchrun OMP_NUM_THREADS); images do not depend on it"
     )  # fmt: skip
-    g.add_argument(
-        "--out", default="runs", help="output root; the run dir is OUT/coco-fid/<name>-<fingerprint>"
-    )
+    if prompts:
+        g.add_argument("--out", required=True, help="the prompts file to write (JSONL, one line per image)")
+    else:
+        g.add_argument(
+            "--out", default="runs", help="output root; the run dir is OUT/coco-fid/<name>-<fingerprint>"
+        )
     g.add_argument("--shard", help="i/n: generate only chunks k with k %% n == i (job arrays); the last shard "
                    "to finish computes the metrics")  # fmt: skip
     g.add_argument(
@@ -133,12 +168,33 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="print the resolved spec and run dir; write nothing"
     )
-    p.set_defaults(func=_cmd_run)
+
+
+def _add_prompts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prompts",
+        help="write a run's protocol (index, caption, seed, setting, resolution) to generate elsewhere",
+        description="Resolve the run these options describe (as `run` would, without generating) and write one "
+        "JSON line per image: index, caption, seed, setting, guidance, scale, resolution, the protocol fingerprint "
+        "(equal for every model under the same protocol) and the run fingerprint. Generate the images elsewhere "
+        "as <index>.png, then score them with `glidebench run SUITE --images DIR` and the same options.",
+    )
+    p.add_argument("suite", choices=[s.name for s in list_suites()])
+    _add_run_options(p, prompts=True)
+    p.set_defaults(func=_cmd_prompts)
+
+
+def _cmd_prompts(args: argparse.Namespace) -> int:
+    from .suites.options import RunOptions, write_prompts
+
+    path = write_prompts(RunOptions.from_args(args), Path(args.out))
+    print(f"prompts: {path}")
+    return 0
 
 
 def _add_ls(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ls", help="list suites, models and finished runs")
-    p.add_argument("what", nargs="?", choices=["suites", "models", "runs", "all"], default="all")
+    p.add_argument("what", nargs="?", choices=["suites", "models", "generators", "runs", "all"], default="all")
     p.add_argument("--out", default="runs", help="where runs are (default runs/)")
     p.set_defaults(func=_cmd_ls)
 
@@ -154,7 +210,11 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="default: cuda when available")
     p.add_argument("--inception", choices=["auto", "torch-fidelity", "fid-helper"], default="auto")
     p.add_argument("--feature-batch-size", type=int, help="Inception batch (default 8 on CPU, 64 on GPU)")
-    p.add_argument("--check-only", action="store_true", help="validate files only; no features")
+    p.add_argument(
+        "--check-only",
+        action="store_true",
+        help="check that every reference image exists and decodes; no features",
+    )
     p.add_argument("--threads", type=int, help="CPU threads (default: half the logical CPUs)")
     p.set_defaults(func=_cmd_prepare)
 
@@ -202,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_prompts(sub)
     _add_ls(sub)
     _add_prepare(sub)
     _add_report(sub)
@@ -260,7 +321,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .suites import load_suite
 
     configure_threads(args.threads)
-    if args.suite == "throughput":
+    if args.suite == THROUGHPUT:
         return _cmd_throughput(args)
     suite = load_suite(args.suite)
     import importlib
@@ -338,6 +399,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     if args.what in ("models", "all"):
         print(f"models (embedded files in {models_dir()}):")
         print("  " + _table(describe_models(), ["family", "role", "status", "where"]).replace("\n", "\n  "))
+    if args.what in ("generators", "all"):
+        from .generators import describe_generators
+
+        print("generators (--model, or --generator for any other model):")
+        print("  " + _table(describe_generators(), ["name", "kind", "how"]).replace("\n", "\n  "))
     if args.what in ("runs", "all"):
         rows = list_runs(Path(args.out))
         print(f"runs in {args.out}:" + ("" if rows else " none"))
@@ -357,7 +423,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     configure_threads(args.threads)
     import torch
 
-    from .data.coco import CocoCaptions, CocoError, reference_batches, resolve_root
+    from .data.coco import CocoCaptions, CocoError, reference_batches, resolve_root, validate_images
     from .results import cache_root, features_for
 
     root = resolve_root(args.coco_root)
@@ -366,9 +432,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     coco = CocoCaptions(root, args.coco_split)
     files = coco.reference_files(args.reference_size, args.seed)
     coco.check_files(files)
+    digests = validate_images(files, cache_root() / "validated-images.txt", progress=True)
     n_caps = sum(len(c) for c in coco.captions.values())
     print(f"MS-COCO {args.coco_split} at {root}: {len(coco.images)} images, {n_caps} captions, annotations sha256 "
-          f"{coco.annotations_sha256[:16]}; all {len(files)} reference image files present")  # fmt: skip
+          f"{coco.annotations_sha256[:16]}; all {len(files)} reference images present and readable")  # fmt: skip
     if args.check_only:
         return 0
     from .features import InceptionExtractor
@@ -378,7 +445,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     args.feature_batch_size = args.feature_batch_size or (64 if device.type == "cuda" else 8)
     for res in (int(r) for r in str(args.resolution).split(",") if r.strip()):
         t0 = time.monotonic()
-        fp = coco.reference_fingerprint(files, res)
+        fp = coco.reference_fingerprint(files, res, digests)
         feats = features_for(
             extractor, fp, lambda res=res: reference_batches(files, res, args.feature_batch_size), len(files),
             cache_root() / "features", args.feature_batch_size, True,
@@ -402,13 +469,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from glide.pipeline import SamplingError
 
     from .data.coco import CocoError
+    from .generators import GeneratorError
     from .models import ModelUnavailable
     from .results import MetricsError
     from .suites import SuiteError
     from .suites.coco_fid import IncompleteRun, RunDirError
 
     return (
-        CheckpointError, SamplingError, CocoError, ModelUnavailable, MetricsError, SuiteError, IncompleteRun,
+        CheckpointError, SamplingError, CocoError, GeneratorError, ModelUnavailable, MetricsError, SuiteError, IncompleteRun,
         RunDirError, ValueError, FileNotFoundError, OSError,
     )  # fmt: skip
 

@@ -14,7 +14,10 @@ Owns:
       x * (1 + 0.9921875) - 1, i.e. (x_255 - 128) / 128 -> network.
     * "auto": torch-fidelity if its weights are already cached locally, else fid-helper (fully offline).
   `name` and `fingerprint` record which source and which weight bytes were used.
-- `ClipEmbedder`: an open_clip model with open_clip's own eval preprocessing and tokenizer (the CLIP score).
+- `ClipEmbedder`: an open_clip model with open_clip's own eval preprocessing and tokenizer (the CLIP score on
+  MS-COCO).
+- `GlideClipEmbedder`: a glide CLIP trained on clean images, evaluated at t = 0 (the CLIP score on the embedded
+  set; its weights are planned and loaded by glidebench.models).
 - `extract_features`: batches + tqdm; `cached_features`: .npz cache keyed by extractor fingerprint and image
   set fingerprint, written atomically (temp file + os.replace).
 """
@@ -27,7 +30,6 @@ import importlib.metadata
 import importlib.util
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -291,6 +293,37 @@ class ClipEmbedder:
         return {"clip_image": self.embed_images(images_uint8_nchw)}
 
 
+class GlideClipEmbedder:
+    """A glide ClipModel trained on clean images, evaluated at t = 0, behind ClipEmbedder's interface.
+
+    Images are scaled to [-1, 1] and, when their size differs from the model's, resized bicubically (then
+    clamped to [-1, 1])."""
+
+    def __init__(self, model: torch.nn.Module, name: str, fingerprint: str, device: torch.device) -> None:
+        self.model = model.eval().to(device)
+        self.name = name
+        self.fingerprint = fingerprint
+        self.device = device
+
+    @torch.no_grad()
+    def embed_images(self, images_uint8_nchw: torch.Tensor) -> np.ndarray:
+        """Image embeddings [N, D] (float32) of uint8 images [N, 3, H, W]."""
+        size = self.model.config.image_size
+        x = images_uint8_nchw.to(self.device, torch.float32) / 127.5 - 1.0
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, (size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+        t = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
+        return self.model.image_embeddings(x, t).float().cpu().numpy()
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Text embeddings [N, D] (float32) from the model's own tokenizer."""
+        return self.model.text_embeddings(list(texts)).float().cpu().numpy()
+
+    def __call__(self, images_uint8_nchw: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"clip_image": self.embed_images(images_uint8_nchw)}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Batching and caching
 
@@ -363,23 +396,9 @@ def cached_features(
     arrays = {str(k): np.asarray(v) for k, v in feats.items()}
     if any(k in _CACHE_META for k in arrays):
         raise ValueError(f"feature names {_CACHE_META} are reserved for the cache's own metadata")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                **arrays,
-                **{
-                    _CACHE_META[0]: np.array(extractor.fingerprint),
-                    _CACHE_META[1]: np.array(image_set_fingerprint),
-                },
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from .store import atomic_path
+
+    meta = {_CACHE_META[0]: np.array(extractor.fingerprint), _CACHE_META[1]: np.array(image_set_fingerprint)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays, **meta)
     return arrays

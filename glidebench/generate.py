@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .generators import GeneratorError, SamplingOptions, as_uint8_images
 from .spec import RunSpec, Setting, Worker
 from .store import ImageStore, atomic_write_json, read_json, remove_stale_tmp
 
@@ -60,6 +61,7 @@ class GenerationStats:
     chunks_skipped: int = 0
     images_written: int = 0
     seconds: float = 0.0
+    resized: bool = False  # the generator's images were brought to the evaluation resolution
 
 
 def expected_evals_per_image(
@@ -74,8 +76,17 @@ def expected_evals_per_image(
     return float(base_steps + extra + (up_steps if spec.upsample else 0))
 
 
+def sampling_options(spec: RunSpec, device: str = "cpu", progress: bool = False) -> SamplingOptions:
+    """What a generator is told about the run's sampling (from the spec)."""
+    return SamplingOptions(
+        sampler=spec.sampler, steps=spec.steps, resolution=spec.resolution, dtype=spec.dtype, device=device,
+        upsample=spec.upsample, up_sampler=spec.up_sampler, up_steps=spec.up_steps,
+        upsample_temp=spec.upsample_temp, cfg_interval=spec.cfg_interval, progress=progress,
+    )  # fmt: skip
+
+
 def generate_setting(
-    pipeline,
+    generator,
     spec: RunSpec,
     setting: Setting,
     captions: Sequence[str],
@@ -83,8 +94,12 @@ def generate_setting(
     worker: Worker,
     log: Callable[[str], None] = print,
     progress: bool = False,
+    device: str = "cpu",
 ) -> GenerationStats:
-    """Sample every chunk of ``setting`` that ``worker`` owns and that has a missing image."""
+    """Sample every chunk of ``setting`` that ``worker`` owns and that has a missing image, with ``generator``
+    (a :class:`glidebench.generators.Generator`); its output is checked and brought to the evaluation
+    resolution by :func:`glidebench.generators.as_uint8_images` before anything is written."""
+    options = sampling_options(spec, device, progress)
     store = ImageStore(run_dir / "images" / setting.setting_id)
     store.root.mkdir(parents=True, exist_ok=True)
     tdir = timing_dir(run_dir, setting.setting_id)
@@ -100,39 +115,33 @@ def generate_setting(
             stats.chunks_skipped += 1
             continue
         t0 = time.perf_counter()
+        where = f"setting {setting.setting_id}, images {lo}..{hi - 1}"
         try:
-            images = pipeline.generate(
-                list(captions[lo:hi]),
-                seeds[lo:hi],
-                guidance=setting.guidance,
-                scale=setting.scale,
-                sampler=spec.sampler,
-                steps=spec.steps,
-                upsample=spec.upsample,
-                up_sampler=spec.up_sampler,
-                up_steps=spec.up_steps,
-                upsample_temp=spec.upsample_temp,
-                progress=progress,
-                **(
-                    {"cfg_interval": spec.cfg_interval}
-                    if spec.cfg_interval and setting.guidance == "cfg"
-                    else {}
-                ),
-            )
+            images = generator.generate(list(captions[lo:hi]), seeds[lo:hi], setting, options)
         except Exception as e:
             from glide.pipeline import SamplingError
 
             if isinstance(e, SamplingError):
                 raise SamplingError(
-                    f"setting {setting.setting_id}, images {lo}..{hi - 1}: {e}. Nothing of this chunk was written; "
-                    "no results were produced"
+                    f"{where}: {e}. Nothing of this chunk was written; no results were produced"
                 ) from e
-            raise
+            if isinstance(e, GeneratorError):
+                raise
+            raise GeneratorError(
+                f"{where}: generator {generator.name} raised {type(e).__name__}: {e}. Nothing of this chunk was "
+                "written; fix the generator and run the same command again to resume"
+            ) from e
         seconds = time.perf_counter() - t0
-        arrays = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        arrays, resized = as_uint8_images(images, hi - lo, spec.resolution, where)
+        if resized and not stats.resized:
+            stats.resized = True
+            log(
+                f"[{setting.setting_id}] note: {generator.name} gives other sizes than {spec.resolution} px; "
+                "images are center-cropped and resized with PIL bicubic (the protocol's rule)"
+            )
         for i in missing:
             store.write(i, arrays[i - lo])
-        evals = dict(getattr(pipeline, "last_evals_per_image", {}) or {})
+        evals = dict(getattr(generator, "evals_per_image", None) or {})
         atomic_write_json(
             tdir / f"chunk_{k:06d}.json",
             {

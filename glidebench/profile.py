@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .store import atomic_path
+
 # Dense peak FLOP/s (no sparsity) by device-name substring and dtype, from the vendors' data sheets.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
     "H200": {"fp32": 67e12, "tf32": 494.7e12, "fp16": 989.4e12, "bf16": 989.4e12},
@@ -214,7 +216,6 @@ def export_trace(call: Callable[[], Any], path: str | Path, device: torch.device
     with torch.no_grad(), profile(activities=activities, record_shapes=True) as prof:
         call()
         synchronize(device)
-    tmp = path.with_name(path.name + ".tmp")
-    prof.export_chrome_trace(str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        prof.export_chrome_trace(str(tmp))
     return path

@@ -1,7 +1,8 @@
 """Results: one row of metrics per setting, from cached features, written as CSV + JSON + Markdown.
 
-Owns the results table of the run-directory contract (``RESULT_COLUMNS``, one row per model x guidance kind
-x scale x sampler x steps x resolution) and how each number is computed from feature arrays:
+Owns how the results table of the run-directory contract is computed and written (one row per model x
+guidance kind x scale x sampler x steps x resolution; its columns and how a cell prints are defined once, in
+``glidebench.schema``, for this writer and the report alike). Each number comes from feature arrays:
 
 - ``fid``: Frechet distance of Inception pool3 statistics (generated vs reference set), torch-fidelity's
   formula; fewer than 2,048 samples in either set add a warning (the covariance is rank-deficient).
@@ -29,17 +30,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .schema import EXTRA_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, RESULTS_MD_COLUMNS, format_value
 from .store import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-RESULT_COLUMNS: tuple[str, ...] = (
-    "setting_id", "model", "guidance", "scale", "sampler", "steps", "resolution", "n_samples",
-    "evals_per_image", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall",
-    "clip_score", "clip_score_clamped", "wall_s", "images_per_s", "warnings",
-)  # fmt: skip
-EXTRA_COLUMNS: tuple[str, ...] = ("data", "n_reference")
-METRIC_COLUMNS = (
-    "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "clip_score", "clip_score_clamped",
-)  # fmt: skip
+__all__ = [
+    "EXTRA_COLUMNS", "METRIC_COLUMNS", "RESULT_COLUMNS", "TABLE_COLUMNS", "MetricsError", "cache_root",
+    "check_sample_counts", "features_for", "markdown_table", "prc_reference_subset", "results_frame",
+    "setting_metrics", "write_markdown", "write_results",
+]  # fmt: skip
+TABLE_COLUMNS = RESULTS_MD_COLUMNS  # the columns of results.md
 
 
 class MetricsError(RuntimeError):
@@ -75,6 +74,7 @@ def features_for(
 
 
 def check_sample_counts(n_fake: int, n_real: int) -> None:
+    """Raise ``MetricsError`` unless both sets have the two images FID needs at the very least."""
     if n_fake < 2 or n_real < 2:
         raise MetricsError(
             f"FID needs at least 2 generated and 2 reference images (got {n_fake} and {n_real}); use "
@@ -146,6 +146,7 @@ def setting_metrics(
 
 
 def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as a table with every contract column (NaN where a row lacks it), extra columns after."""
     df = pd.DataFrame(list(rows))
     for c in RESULT_COLUMNS:
         if c not in df.columns:
@@ -165,35 +166,17 @@ def write_results(run_dir: Path, rows: Sequence[dict[str, Any]]) -> pd.DataFrame
     return df
 
 
-def _fmt(column: str, v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        if column in ("kid_mean", "kid_std"):
-            return f"{v:.4f}"
-        if column in ("precision", "recall") or column.endswith("_acc") or column.endswith("_vs_ref"):
-            return f"{v:.3f}"
-        if column in ("scale",):
-            return f"{v:g}"
-        return f"{v:.2f}"
-    return str(v)
-
-
-TABLE_COLUMNS = (
-    "setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "is_mean", "precision", "recall",
-    "clip_score", "colour_acc", "shape_acc", "size_acc", "background_acc", "position_acc", "images_per_s",
-)  # fmt: skip
-
-
 def markdown_table(df: pd.DataFrame, columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """A GFM table of ``df``'s ``columns`` (those it has), each cell printed by ``schema.format_value``."""
     cols = [c for c in columns if c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(c, row[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(format_value(c, row[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write_markdown(run_dir: Path, df: pd.DataFrame, header: Sequence[str]) -> Path:
+    """RUN_DIR/results.md (atomic): ``header`` lines, the results table, then the harness's warnings."""
     warnings = sorted({w for ws in df["warnings"].fillna("") for w in str(ws).split("; ") if w})
     text = "\n".join(header) + "\n\n" + markdown_table(df)
     if warnings:

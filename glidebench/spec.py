@@ -15,7 +15,7 @@ is the generation chunk size C, and CPU kernels may round differently for differ
 at most), so a run is only byte-reproducible at the same C. Every chunk ``[k*C, (k+1)*C)`` is always sampled
 whole, whichever process or resume generates it (see :mod:`glidebench.generate`).
 
-Per-index seeds follow DESIGN.md: sample ``i`` uses ``seed + i`` (one ``torch.Generator`` per row).
+Per-index seeds (docs/harness.md): sample ``i`` uses ``seed + i`` (one ``torch.Generator`` per row).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .keys import check_keys
+
 SPEC_VERSION = 1
 GUIDANCE_KINDS = ("cfg", "clip", "none")
 SAMPLERS = ("ancestral", "ddim", "plms", "dpm++2m", "dpm++2m-sde")  # glide.diffusion.samplers.SAMPLERS
@@ -38,8 +40,13 @@ ATTENTION_IMPLS = ("einsum", "sdpa")  # as glide.nn.ATTENTION_IMPLS (this module
 DATA_KINDS = ("embedded", "coco")
 CAPTION_MODES = ("one-per-image", "random", "single-object")  # single-object: embedded set only
 CAPTION_STYLES = ("exact", "short")  # the embedded set's caption wording (short: parts left unsaid)
-MODEL_FAMILIES = ("embedded", "official")
+MODEL_FAMILIES = ("embedded", "official", "plugin")  # plugin: any other generator (glidebench.generators)
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
+# The fields that define the evaluation protocol, whatever the model (RunSpec.protocol_fingerprint).
+PROTOCOL_FIELDS = (
+    "suite", "suite_version", "data", "split", "data_id", "captions", "caption_style", "num_samples",
+    "reference_size", "seed", "settings", "resolution", "inception", "kid_subset_size", "prc_k", "spec_version",
+)  # fmt: skip
 _STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|quad\d+|fast27)$")
 
 
@@ -81,13 +88,8 @@ class Setting:
 
 def _check_keys(cls: type, data: Mapping[str, Any], optional: Sequence[str] = ()) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    missing = sorted(names - set(data) - set(optional))
-    if unknown or missing:
-        raise ValueError(
-            f"{cls.__name__}: unknown keys {unknown}, missing keys {missing}; expected {sorted(names)} "
-            f"(was it written by another spec version than {SPEC_VERSION}?)"
-        )
+    hint = f"was it written by another spec version than {SPEC_VERSION}?"
+    check_keys(cls.__name__, data, names, names - set(optional), hint)
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,15 @@ class RunSpec:
     def record(self) -> dict[str, Any]:
         """spec.json: the resolved spec plus its fingerprint."""
         return self.to_dict() | {"fingerprint": self.fingerprint}
+
+    @property
+    def protocol_fingerprint(self) -> str:
+        """SHA-256 of what makes two runs comparable whatever the model (:data:`PROTOCOL_FIELDS`: data,
+        captions, seeds, settings, evaluation resolution, metric options): equal for two models evaluated under
+        the identical protocol. Not part of spec.json (existing run directories stay valid)."""
+        d = self.to_dict()
+        blob = json.dumps({k: d[k] for k in PROTOCOL_FIELDS if k in d}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     @property
     def run_name(self) -> str:

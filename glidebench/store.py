@@ -16,37 +16,56 @@ is what the resume and sharding tests compare.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
+
+from glide.fileio import atomic_path as _atomic_path
+from glide.fileio import current_umask
+
+if TYPE_CHECKING:
+    import torch
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the process umask (``0o666 & ~umask``), as ``open()`` would give it."""
+    return 0o666 & ~current_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """The atomic writer (:func:`glide.fileio.atomic_path`: a temporary file beside ``path``, fsync'ed, given
+    the umask's mode (never ``mkstemp``'s 0600, so results can be shared with a group) and renamed over
+    ``path``; removed on any error, so nothing half-written is left), plus the harness's message for a full
+    disk, which names the path and how to go on."""
+    path = Path(path)
+    try:
+        with _atomic_path(path) as tmp:
+            yield tmp
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(
+                e.errno,
+                f"no space left on the device of {path.parent} while writing {path.name} (nothing half-written "
+                "was left); free some space or choose another --out, then run the same command again to resume",
+            ) from e
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def remove_stale_tmp(
@@ -167,6 +186,8 @@ class ImageStore:
 
     def batches(self, indices: Sequence[int], batch_size: int = 64) -> Iterator[torch.Tensor]:
         """uint8 NCHW tensors of ``indices``, ``batch_size`` at a time (never all images in memory)."""
+        import torch  # here: the report reads run directories without loading torch
+
         for lo in range(0, len(indices), batch_size):
             arrays = [self.read(i) for i in indices[lo : lo + batch_size]]
             yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

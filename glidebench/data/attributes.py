@@ -22,7 +22,6 @@ images are resized to the classifier's ``input_size``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glide.checkpoints import sha256_file
 from glidebench.data.embedded import (
     BACKGROUNDS,
     COLOURS,
@@ -172,10 +172,6 @@ def degrade(
     return y.clamp(-1, 1)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class AttributeClassifier:
     """A trained ``AttributeNet`` with its labels; judge single-object images of the embedded set."""
 
@@ -203,7 +199,7 @@ class AttributeClassifier:
             raise ValueError(f"attribute classifier config {cfg_path} is not valid json ({e}); {fix}") from e
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"{cfg_path} is not a {FORMAT} config; {fix}")
-        if config.get("weights_sha256") != _sha256(weights):
+        if config.get("weights_sha256") != sha256_file(weights):
             raise ValueError(
                 f"attribute classifier weights {weights} do not match the sha256 in {cfg_path} "
                 f"(corrupt or swapped file); {fix}"
@@ -232,7 +228,7 @@ class AttributeClassifier:
         return cls(net, config)
 
     def save(self, path: str | Path) -> None:
-        """Write weights + config atomically (temp names, then ``os.replace``)."""
+        """Write weights + config, each atomically (:mod:`glide.fileio`)."""
         save_classifier(self.net, self.config, Path(path))
 
     @torch.no_grad()
@@ -266,19 +262,13 @@ def save_classifier(net: AttributeNet, config: dict[str, Any], path: Path) -> di
     """Save ``net`` to ``path`` (safetensors) and ``config`` (with the weights' sha256) beside it, atomically."""
     import os
 
-    from safetensors.torch import save_file
+    from glide.fileio import atomic_write, save_safetensors
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": FORMAT, "dataset_version": DATASET_VERSION})
-    os.chmod(tmp, 0o644)  # an asset, readable by everyone
-    config = {**config, "format": FORMAT, "weights_sha256": _sha256(tmp)}
-    cfg = config_path_for(path)
-    cfg_tmp = cfg.with_name(cfg.name + ".tmp")
-    cfg_tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    os.replace(cfg_tmp, cfg)
+    digest = save_safetensors(state, path, metadata={"format": FORMAT, "dataset_version": DATASET_VERSION})
+    os.chmod(path, 0o644)  # an asset, readable by everyone
+    config = {**config, "format": FORMAT, "weights_sha256": digest}
+    atomic_write(config_path_for(path), json.dumps(config, indent=2, sort_keys=True) + "\n")
     return config
 
 

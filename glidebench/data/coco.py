@@ -11,7 +11,12 @@ Owns the real-data side of the coco-fid protocol (PROTOCOL.md, "Zero-shot MS-COC
     * ``random``: all captions sorted by annotation id, in a seeded permutation; the first N (several may
       belong to one image), as "random validation captions".
 - reference images: every image of the split (or a seeded subset), center-cropped to a square (not squeezed)
-  and resized to the evaluation resolution with PIL bicubic (antialiased), converted to RGB.
+  and resized to the evaluation resolution with PIL bicubic (antialiased), converted to RGB. EXIF orientation
+  tags are ignored: pixels are used as stored, the protocol's rule (COCO's own width/height annotations
+  describe the stored orientation, and the reference implementations read images the same way).
+- validation: every reference image is checked before any generation (:func:`validate_images`: decoded in
+  full once, then known by its SHA-256), and the reference features are keyed by the files' content.
+- null or blank captions are dropped (counted in the selection record), never prompted as "None".
 - errors: a missing annotations file, a malformed one, missing image files or an unreadable image raise
   :class:`CocoError`, whose message names the file(s) and the fix.
 """
@@ -19,6 +24,7 @@ Owns the real-data side of the coco-fid protocol (PROTOCOL.md, "Zero-shot MS-COC
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -30,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from glide.checkpoints import sha256_file
 
 SPLITS = ("val2014", "val2017")
 CAPTION_MODES = ("one-per-image", "random")
@@ -58,16 +66,9 @@ class CocoCaption:
         return f"coco:{self.image_id}"
 
 
-def _clean(text: str) -> str:
-    return re.sub(r"\s+", " ", str(text)).strip()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _clean(text: Any) -> str:
+    """Whitespace folded; a null caption is the empty string (and is then dropped), never the text "None"."""
+    return "" if text is None else re.sub(r"\s+", " ", str(text)).strip()
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path | None:
@@ -105,7 +106,7 @@ class CocoCaptions:
         try:
             data = json.loads(self.annotations_path.read_text(encoding="utf-8"))
             images = {int(im["id"]): str(im["file_name"]) for im in data["images"]}
-            anns = [(int(a["image_id"]), int(a["id"]), _clean(a["caption"])) for a in data["annotations"]]
+            anns = [(int(a["image_id"]), int(a["id"]), _clean(a.get("caption"))) for a in data["annotations"]]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CocoError(
                 f"{self.annotations_path} is not a COCO captions file ({type(e).__name__}: {e}); it may be "
@@ -118,10 +119,18 @@ class CocoCaptions:
                 f"(e.g. {unknown[:3]}); the file is corrupt: {self._fix()}"
             )
         self.images = images
+        self.empty_captions = sum(1 for _, _, text in anns if not text)  # null or blank: never a prompt
         self.captions: dict[int, list[tuple[int, str]]] = {}
         for image_id, ann_id, text in sorted(anns, key=lambda a: a[1]):
-            self.captions.setdefault(image_id, []).append((ann_id, text))
-        self.annotations_sha256 = _sha256(self.annotations_path)
+            if text:
+                self.captions.setdefault(image_id, []).append((ann_id, text))
+        if not self.captions:
+            raise CocoError(
+                f"{self.annotations_path} has no usable captions ({len(images)} images, {len(anns)} annotations, "
+                f"{self.empty_captions} of them null or empty): is it the captions file of {self.split}? "
+                f"{self._fix()}"
+            )
+        self.annotations_sha256 = sha256_file(self.annotations_path)
 
     # -- captions ----------------------------------------------------------------------------------------
     @property
@@ -175,6 +184,8 @@ class CocoCaptions:
             ),
             "n_images_in_split": len(self.images),
             "n_captions_in_split": sum(len(c) for c in self.captions.values()),
+            "n_empty_captions_dropped": self.empty_captions,
+            "exif_orientation": "ignored: pixels used as stored (COCO's width/height describe the stored image)",
         }
 
     # -- reference images --------------------------------------------------------------------------------
@@ -195,12 +206,55 @@ class CocoCaptions:
                 f"{len(missing)} of {len(paths)} COCO images are missing (e.g. {names}); {self._fix()}"
             )
 
-    def reference_fingerprint(self, paths: Sequence[Path], resolution: int) -> str:
-        """Identity of the reference image set: split, annotations, file names and sizes, resolution, resize."""
+    def reference_fingerprint(self, paths: Sequence[Path], resolution: int, digests: Sequence[str]) -> str:
+        """Identity of the reference image set: split, annotations, each file's name and content (SHA-256, from
+        :func:`validate_images`), resolution and resize rule. Keyed by content, a changed image (even of the same
+        size, even restored later) never reuses features computed from other bytes."""
+        if len(digests) != len(paths):
+            raise ValueError(f"{len(paths)} reference files but {len(digests)} digests")
         h = hashlib.sha256(f"coco:{self.split}:{self.annotations_sha256}:{resolution}:{PREPROCESS}".encode())
-        for p in paths:
-            h.update(f"{p.name}:{p.stat().st_size};".encode())
+        for p, d in zip(paths, digests):
+            h.update(f"{p.name}:{d};".encode())
         return h.hexdigest()
+
+
+def validate_images(paths: Sequence[Path], manifest: Path | None = None, progress: bool = False) -> list[str]:
+    """The SHA-256 of every file in ``paths``, after checking that each one decodes: a file whose digest is
+    not yet in ``manifest`` (a list of digests of images that decoded before) is decoded in full with PIL, as
+    :func:`load_reference_image` will. A missing, corrupt or truncated image is a :class:`CocoError` naming it,
+    before any generation. New good digests are added to ``manifest`` (atomically)."""
+    from tqdm import tqdm
+
+    from ..store import atomic_write_text
+
+    known = set(manifest.read_text().split()) if manifest is not None and manifest.is_file() else set()
+    digests, bad, new = [], [], []
+    for p in tqdm(paths, desc="checking reference images", unit="img", disable=not progress):
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            bad.append(f"{p} (missing)")
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        digests.append(digest)
+        if digest in known:
+            continue
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.convert("RGB").load()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            bad.append(f"{p} ({type(e).__name__}: {e})")
+            continue
+        known.add(digest)
+        new.append(digest)
+    if bad:
+        raise CocoError(
+            f"{len(bad)} of {len(paths)} reference images are corrupt or unreadable: {'; '.join(bad[:5])}. Replace them with "
+            "the originals from the COCO zip (or re-download the split), then run again"
+        )
+    if new and manifest is not None:
+        atomic_write_text(manifest, "\n".join(sorted(known)) + "\n")
+    return digests
 
 
 def load_reference_image(path: Path, size: int) -> np.ndarray:

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..keys import check_keys
+
 DATASET_VERSION = "embedded-v1"
 
 # Object colours: saturated, far apart in RGB and in hue, still distinct when an object is ~10 px wide.
@@ -98,14 +100,8 @@ DEFAULT_SPLIT_SIZES: dict[str, int] = {"val": 1000, "test": 1000}
 
 def _check_keys(cls: type, data: Mapping[str, Any]) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    missing = names - set(data)
-    if unknown or missing:
-        raise ValueError(
-            f"{cls.__name__}.from_dict: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; "
-            f"expected exactly {sorted(names)} (was the record written by another DATASET_VERSION than "
-            f"{DATASET_VERSION!r}?)"
-        )
+    hint = f"was the record written by another DATASET_VERSION than {DATASET_VERSION!r}?"
+    check_keys(f"{cls.__name__}.from_dict", data, names, names, hint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -507,9 +503,9 @@ class EmbeddedConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EmbeddedConfig:
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"EmbeddedConfig: unknown keys {sorted(unknown)}; remove them")
+        check_keys(
+            "EmbeddedConfig", data, {f.name for f in dataclasses.fields(cls)}, hint="remove the others"
+        )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

@@ -16,8 +16,9 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from ..schema import MISSING
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-MISSING = "—"
 
 
 def html_table(df: pd.DataFrame | None, table_id: str | None = None, cls: str = "") -> Markup:

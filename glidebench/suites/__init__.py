@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..keys import check_keys
+
 OPTION_KEYS = frozenset(
     "split captions num_samples reference_size seed cfg clip sampler steps resolution up_sampler up_steps "
     "upsample_temp batch_size dtype inception kid_subset_size prc_k sweep reference cfg_interval caption_style".split()
@@ -59,10 +61,10 @@ def suites_dir() -> Path:
 def _validate(data: Any, path: Path) -> SuiteDef:
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite file holds a JSON object")
-    unknown = set(data) - SUITE_KEYS
-    missing = {"suite", "version", "runner", "profiles"} - set(data)
-    if unknown or missing:
-        raise SuiteError(f"{path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+    try:
+        check_keys(str(path), data, SUITE_KEYS, {"suite", "version", "runner", "profiles"})
+    except ValueError as e:
+        raise SuiteError(str(e)) from None
     if not isinstance(data["version"], int) or data["version"] < 1:
         raise SuiteError(f"{path}: version must be a positive integer")
     for group in ("profiles", "presets"):

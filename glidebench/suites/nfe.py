@@ -16,7 +16,7 @@ everywhere in glidebench.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -117,17 +117,20 @@ def relative_to_reference(
 
 def run(args: argparse.Namespace) -> int:
     from ..data.coco import resolve_root
-    from .coco_fid import data_kind, execute
+    from ..data.sources import data_kind
+    from .coco_fid import execute
+    from .options import RunOptions
 
+    options = RunOptions.from_args(args)
     for flag in ("sampler", "steps"):
-        if getattr(args, flag, None) is not None:
+        if getattr(options, flag) is not None:
             raise SuiteError(
                 f"--{flag} does not apply to the nfe suite: it runs every (sampler, steps) of its sweep "
                 f"(glidebench/suites/{SUITE}.json); edit the sweep, or use `run coco-fid --{flag}`"
             )
-    suite = load_suite(getattr(args, "suite", None) or SUITE)
-    data = data_kind(args, resolve_root(getattr(args, "coco_root", None)))
-    opts = suite.options(data, getattr(args, "preset", None))
+    suite = load_suite(options.suite or SUITE)
+    data = data_kind(options.data, resolve_root(options.coco_root))
+    opts = suite.options(data, options.preset)
     where = f"{suite.path} (profile {data})"
     sweep = parse_sweep(opts.get("sweep"), where)
     reference = _as_entry(tuple(str(v) for v in opts.get("reference") or sweep[0][:2]))
@@ -139,14 +142,15 @@ def run(args: argparse.Namespace) -> int:
     for i, entry in enumerate(sweep):
         sampler, steps, interval = entry
         print(f"== nfe sweep {i + 1}/{len(sweep)}: {entry_name(entry)}", flush=True)
-        sub = copy.copy(args)
-        sub.sampler, sub.steps, sub.cfg_interval, sub.no_report = sampler, steps, interval, True
-        run_dir = execute(sub)
+        entry_options = dataclasses.replace(
+            options, sampler=sampler, steps=steps, cfg_interval=interval, no_report=True
+        )
+        run_dir = execute(entry_options)
         if run_dir is None:  # a dry run, a rank other than 0, or a shard whose peers still have images to do:
             unfinished.append(entry_name(entry))  # go on with this process's part of the next entries
             continue
         run_dirs.append(run_dir)
-    if getattr(args, "dry_run", False):
+    if options.dry_run:
         return 0
     if unfinished:
         if int(os.environ.get("RANK", "0")) != 0:
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             "rerun the same command without --shard to compute what is left and summarise"
         )
         return 0
-    summarise(run_dirs, reference, Path(getattr(args, "out", None) or "runs"))
+    summarise(run_dirs, reference, Path(options.out or "runs"))
     return 0
 
 

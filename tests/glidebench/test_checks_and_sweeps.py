@@ -16,7 +16,7 @@ from glidebench.cli import main
 from glidebench.data.embedded import BACKGROUNDS, COLOURS, EmbeddedCaptionSet, single_object
 from glidebench.suites import SuiteError
 from glidebench.suites import nfe as N
-from tests.glidebench.test_models import build_tiny_models, harness_env
+from tests.glidebench.harness import build_tiny_models, harness_env
 
 RECORDS = EmbeddedCaptionSet().eval_split("test", 300)
 

@@ -17,20 +17,18 @@ from PIL import Image
 from glidebench.cli import main
 from glidebench.results import RESULT_COLUMNS
 
-from .test_models import (
+from .harness import (
     PixelFeatures,
     base_args,
     build_tiny_models,
     harness_env,
     image_bytes,
     only_run_dir,
-    single_thread,  # noqa: F401  (autouse fixture)
-    tiny_models_dir,  # noqa: F401  (fixture)
 )
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):  # noqa: F811
+def env(monkeypatch, tmp_path, tiny_models_dir):
     harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
     return tmp_path
 
@@ -174,7 +172,9 @@ def test_upsampled_resolution(env: Path) -> None:
     assert float(row["evals_per_image"]) == 2 * 5 + 3 and row["resolution"] == "16"
 
 
-def test_paper_preset_resolves_as_documented(env: Path, capsys) -> None:
+def test_paper_preset_resolves_as_documented(env: Path, monkeypatch, capsys) -> None:
+    # the shipped embedded models (1000 diffusion steps; the tiny test models' 50 cannot take 250 steps)
+    monkeypatch.delenv("GLIDEBENCH_MODELS")
     out = env / "runs"
     assert (
         main(["run", "coco-fid", "--preset", "paper", "--captions", "random", "--dry-run", "--out", str(out)])
@@ -184,7 +184,7 @@ def test_paper_preset_resolves_as_documented(env: Path, capsys) -> None:
     spec = json.loads(text[text.index("{") :])
     assert (spec["num_samples"], spec["sampler"], spec["steps"]) == (30000, "ancestral", "250")
     assert (spec["up_sampler"], spec["up_steps"], spec["upsample_temp"]) == ("ddim", "fast27", 0.997)
-    assert spec["resolution"] == 16 and spec["base_resolution"] == 8  # "up": the (tiny) upsampler's size
+    assert spec["resolution"] == 64 and spec["base_resolution"] == 32  # "up": the embedded upsampler's size
     assert [(s["guidance"], s["scale"]) for s in spec["settings"]] == [
         ("cfg", 1.0), ("cfg", 1.5), ("cfg", 2.0), ("cfg", 3.0), ("cfg", 4.0), ("clip", 1.0), ("clip", 2.0), ("clip", 3.0)
     ]  # fmt: skip
@@ -234,7 +234,7 @@ def test_nan_samples_fail_cleanly(monkeypatch, tmp_path: Path, capsys) -> None:
     assert not list(out.rglob("*.png"))
 
 
-def test_corrupt_checkpoint_fails_cleanly(monkeypatch, tmp_path: Path, tiny_models_dir: Path, capsys) -> None:  # noqa: F811
+def test_corrupt_checkpoint_fails_cleanly(monkeypatch, tmp_path: Path, tiny_models_dir: Path, capsys) -> None:
     d = tmp_path / "models"
     shutil.copytree(tiny_models_dir, d)
     p = d / "embedded-base.safetensors"
@@ -352,7 +352,7 @@ def test_missing_coco_fails_cleanly(env: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_real_inception_end_to_end(monkeypatch, tmp_path: Path, tiny_models_dir: Path) -> None:  # noqa: F811
+def test_real_inception_end_to_end(monkeypatch, tmp_path: Path, tiny_models_dir: Path) -> None:
     """The real offline Inception (fid-helper): the run's FID equals fid_from_features on freshly extracted features."""
     from glidebench.features import InceptionExtractor
     from glidebench.metrics import fid_from_features

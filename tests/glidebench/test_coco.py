@@ -3,6 +3,7 @@ corrupt files (a tiny fake COCO tree built here)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,14 +12,12 @@ import pytest
 from PIL import Image
 
 from glidebench.cli import main
-from glidebench.data.coco import CocoCaptions, CocoError, load_reference_image
+from glidebench.data.coco import CocoCaptions, CocoError, load_reference_image, validate_images
 
-from .test_models import (
+from .harness import (
     base_args,
     harness_env,
     only_run_dir,
-    single_thread,  # noqa: F401  (autouse fixture)
-    tiny_models_dir,  # noqa: F401  (fixture)
 )
 
 RED, BLUE = (200, 20, 20), (20, 20, 200)
@@ -100,7 +99,8 @@ def test_reference_subset_is_seeded_and_sorted(tmp_path: Path) -> None:
     assert len(coco.reference_files()) == 12
     sub = coco.reference_files(5, seed=0)
     assert len(sub) == 5 and sub == sorted(sub) and sub == coco.reference_files(5, seed=0)
-    assert coco.reference_fingerprint(sub, 64) != coco.reference_fingerprint(sub, 256)
+    digests = validate_images(sub)
+    assert coco.reference_fingerprint(sub, 64, digests) != coco.reference_fingerprint(sub, 256, digests)
 
 
 def test_missing_and_malformed_files_name_the_problem(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_missing_and_malformed_files_name_the_problem(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):  # noqa: F811
+def env(monkeypatch, tmp_path, tiny_models_dir):
     harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
     return tmp_path
 
@@ -204,3 +204,79 @@ def test_prepare_coco_validates(env: Path, capsys) -> None:
     assert main(["prepare", "coco", "--coco-root", str(root), "--check-only"]) == 1
     assert "1 of 12 COCO images are missing" in capsys.readouterr().err
     assert main(["prepare", "coco", "--coco-root", str(env / "nope")]) == 1
+
+
+def _flip_bytes(path: Path, offset: int = -40, n: int = 4) -> bytes:
+    """Flip ``n`` bytes of ``path`` in place (same size); returns the original bytes."""
+    original = path.read_bytes()
+    data = bytearray(original)
+    for i in range(n):
+        data[offset + i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return original
+
+
+def test_reference_key_follows_content_not_size(tmp_path: Path) -> None:
+    """Same size, other bytes: another key; restored bytes: the original key again (no stale features)."""
+    coco = CocoCaptions(make_coco(tmp_path / "k"), "val2014")
+    files = coco.reference_files()
+    key = coco.reference_fingerprint(files, 64, validate_images(files))
+    victim = files[3]
+    size = victim.stat().st_size
+    original = victim.read_bytes()
+    Image.fromarray(np.full((20, 30, 3), 7, np.uint8)).save(victim)  # another valid image...
+    victim.write_bytes(victim.read_bytes()[:size].ljust(size, b"\0"))  # ...of exactly the same size
+    assert victim.stat().st_size == size
+    changed = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    assert coco.reference_fingerprint(files, 64, changed) != key
+    victim.write_bytes(original)
+    assert coco.reference_fingerprint(files, 64, validate_images(files)) == key
+
+
+def test_validation_decodes_every_image_once_and_names_the_corrupt_one(tmp_path: Path) -> None:
+    root = make_coco(tmp_path / "v")
+    files = CocoCaptions(root, "val2014").reference_files()
+    manifest = tmp_path / "validated.txt"
+    digests = validate_images(files, manifest)
+    assert digests == [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    assert set(manifest.read_text().split()) == set(digests)
+    bad = files[4]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # truncated: the header still parses
+    with pytest.raises(CocoError, match=rf"1 of 12 reference images are corrupt or unreadable: .*{bad.name}"):
+        validate_images(files, manifest)
+    assert set(manifest.read_text().split()) == set(digests)  # nothing bad recorded
+
+
+def test_corrupt_reference_image_is_found_before_generation(env: Path, capsys) -> None:
+    root = make_coco(env / "coco")
+    bad = sorted((root / "val2014").iterdir())[7]
+    _flip_bytes(bad, offset=0, n=8)  # header overwritten, same size
+    out = env / "runs"
+    code = main(
+        base_args(out, "--coco-root", str(root), "--model", "embedded", "--reference-size", "0", "--cfg", "2")
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and bad.name in err and "corrupt" in err
+    assert not list(out.rglob("*.png")), "images were generated before the references were checked"
+
+
+def test_null_and_empty_captions_are_dropped_and_empty_lists_named(tmp_path: Path) -> None:
+    root = make_coco(tmp_path / "n", n_images=3)
+    ann = root / "annotations" / "captions_val2014.json"
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["caption"] = None
+    data["annotations"][1]["caption"] = "   "
+    ann.write_text(json.dumps(data))
+    coco = CocoCaptions(root, "val2014")
+    texts = [t for caps in coco.captions.values() for _, t in caps]
+    assert "None" not in texts and "" not in texts and len(texts) == len(data["annotations"]) - 2
+    assert coco.selection_record(1, "one-per-image", 0)["n_empty_captions_dropped"] == 2
+    for a in data["annotations"]:
+        a["caption"] = None
+    ann.write_text(json.dumps(data))
+    with pytest.raises(CocoError, match=r"captions_val2014\.json has no usable captions .*3 images"):
+        CocoCaptions(root, "val2014")
+    data["images"], data["annotations"] = [], []
+    ann.write_text(json.dumps(data))
+    with pytest.raises(CocoError, match=r"captions_val2014\.json has no usable captions \(0 images"):
+        CocoCaptions(root, "val2014")

@@ -298,3 +298,33 @@ def test_cache_detects_a_file_written_for_other_fingerprints(tmp_path):
     os.replace(feature_cache_path(ex, "set-a", tmp_path), feature_cache_path(ex, "set-b", tmp_path))
     with pytest.raises(RuntimeError, match="delete the file"):
         cached_features(ex, "set-b", lambda: ex(_images(2)), tmp_path)
+
+
+# ------------------------------------------------------------------------------------- glide evaluator CLIP
+
+
+def test_glide_clip_embedder_scales_resizes_and_evaluates_at_t0():
+    from glide.clip import ClipConfig, create_clip_model
+    from glidebench.features import GlideClipEmbedder
+
+    cfg = ClipConfig(
+        image_size=8, patch_size=4, n_embd=32, n_head_text=1, n_head_state_text=32, n_xf_blocks_text=1,
+        n_head_image=1, n_head_state_image=32, n_xf_blocks_image=1, max_text_len=32,
+    )  # fmt: skip
+    model = create_clip_model(config=cfg, device="cpu", generator=torch.Generator().manual_seed(0)).eval()
+    emb = GlideClipEmbedder(model, "tiny", "fp", torch.device("cpu"))
+    assert isinstance(emb, FeatureExtractor)
+    small, big = _images(2, 8, 8), _images(2, 16, 16, seed=1)
+    t0 = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        direct = model.image_embeddings(small.float() / 127.5 - 1.0, t0).numpy()
+        resized = torch.nn.functional.interpolate(big.float() / 127.5 - 1.0, (8, 8), mode="bicubic").clamp(
+            -1, 1
+        )
+        direct_big = model.image_embeddings(resized, t0).numpy()
+        later = model.image_embeddings(small.float() / 127.5 - 1.0, t0 + 500).numpy()
+        text = model.text_embeddings(["a red circle", "a blue square"]).numpy()
+    np.testing.assert_allclose(emb.embed_images(small), direct, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb(big)["clip_image"], direct_big, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(direct, later)  # the timestep matters, so t = 0 is a real choice
+    np.testing.assert_allclose(emb.embed_texts(["a red circle", "a blue square"]), text, rtol=1e-5, atol=1e-6)

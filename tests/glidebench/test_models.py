@@ -1,185 +1,17 @@
-"""The model registry (glidebench.models), plus the tiny-model helpers the harness tests share.
-
-Helpers (imported by test_cli / test_resume / test_shard / test_coco):
-- ``build_tiny_models(dir)``: 8 px base, 8->16 upsampler, noised CLIP and evaluator CLIP, saved in the formats
-  the registry reads (save_model / save_clip) with cards;
-- ``PixelFeatures`` + ``install_test_extractor()``: a cheap, deterministic stand-in for Inception (pooled
-  pixels), so end-to-end runs take seconds; the real Inception path has its own test in test_cli.
-"""
+"""The model registry (glidebench.models): embedded files, random-init fallback, typed sources, loading."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from glide.checkpoints import CheckpointError, save_model
-from glide.config import ModelConfig
 from glidebench import models as M
-from glidebench.data.embedded import vocabulary
 
-# The metric columns the resume and shard tests compare between runs.
-METRICS = ("setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "kid_std", "is_mean", "is_std",
-           "precision", "recall", "clip_score", "clip_score_clamped")  # fmt: skip
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def tiny_unet_config(**overrides) -> ModelConfig:
-    base = dict(
-        image_size=8, num_channels=32, num_res_blocks=1, channel_mult="1", num_head_channels=32,
-        attention_resolutions="4", xf_width=32, xf_layers=1, xf_heads=2, text_ctx=24, dropout=0.0,
-        diffusion_steps=50, tokenizer={"kind": "words", "vocab": vocabulary()},
-    )  # fmt: skip
-    return ModelConfig.from_dict(base | overrides)
-
-
-def tiny_clip(seed: int = 0, image_size: int = 8):
-    from glide.clip import ClipConfig, create_clip_model
-
-    cfg = ClipConfig(
-        image_size=image_size, patch_size=4, n_embd=32, n_head_text=1, n_head_state_text=32, n_xf_blocks_text=1,
-        n_head_image=1, n_head_state_image=32, n_xf_blocks_image=1, max_text_len=32,
-    )  # fmt: skip
-    return create_clip_model(config=cfg, device="cpu", generator=torch.Generator().manual_seed(seed)).eval()
-
-
-def build_tiny_models(
-    directory: Path,
-    roles: tuple[str, ...] = ("base", "upsample", "noised-clip", "eval-clip", "inpaint"),
-    nan_base: bool = False,
-) -> Path:
-    """Save tiny models (all weights seeded random) where the registry looks for the embedded family."""
-    from glide.train.export import save_clip
-
-    directory.mkdir(parents=True, exist_ok=True)
-    if "base" in roles:
-        base = M.random_unet(tiny_unet_config(), 1)
-        if nan_base:
-            with torch.no_grad():
-                base.out[2].bias.fill_(float("nan"))
-        save_model(base, directory / "embedded-base.safetensors")
-        M.write_card(directory / "embedded-base.safetensors", "base", name="tiny test base")
-    if "inpaint" in roles:
-        from glide.train.loop import inpaint_from_base
-
-        inp = inpaint_from_base(M.random_unet(tiny_unet_config(), 5))
-        save_model(inp, directory / "embedded-inpaint.safetensors")
-        M.write_card(directory / "embedded-inpaint.safetensors", "inpaint")
-    if "upsample" in roles:
-        up = M.random_unet(
-            tiny_unet_config(image_size=16, channel_mult="1,1", super_res=True, noise_schedule="linear"), 2
-        )
-        save_model(up, directory / "embedded-upsample.safetensors")
-        M.write_card(directory / "embedded-upsample.safetensors", "upsample")
-    if "noised-clip" in roles:
-        save_clip(tiny_clip(3), directory / "embedded-clip-noised.safetensors", fp16=False)
-        M.write_card(directory / "embedded-clip-noised.safetensors", "noised-clip")
-    if "eval-clip" in roles:
-        save_clip(tiny_clip(4), directory / "embedded-clip-eval.safetensors", fp16=False)
-        M.write_card(directory / "embedded-clip-eval.safetensors", "eval-clip")
-    return directory
-
-
-class PixelFeatures:
-    """Test stand-in for Inception: 4x4 average-pooled pixels (48-d 'pool3') and 10 'logits'. Deterministic."""
-
-    name = "test-pixels"
-    source = "test"
-    fingerprint = "test-pixels:adaptive-avg-4x4:v1"
-
-    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        x = images.float() / 255.0
-        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
-        return {
-            "pool3": pooled.numpy().astype(np.float32),
-            "logits": (pooled[:, :10] * 10).numpy().astype(np.float32),
-        }
-
-
-def install_test_extractor() -> None:
-    import glidebench.suites.coco_fid as C
-
-    C.make_inception = lambda source, device: PixelFeatures()
-
-
-# Run in a subprocess: the same CLI with the cheap extractor (for SIGKILL and torchrun tests).
-RUNNER = (
-    "import sys; sys.path.insert(0, {root!r}); "
-    "from tests.glidebench.test_models import install_test_extractor; install_test_extractor(); "
-    "from glidebench.cli import main; sys.exit(main(sys.argv[1:]))"
-)
-
-
-def write_runner(path: Path) -> Path:
-    path.write_text(RUNNER.format(root=str(ROOT)).replace("; ", "\n") + "\n")
-    return path
-
-
-def base_args(out: Path, *extra: str) -> list[str]:
-    return [
-        "run", "coco-fid", "--limit", "8", "--cfg", "1,3", "--steps", "ddim5", "--batch-size", "3",
-        "--reference-size", "12", "--out", str(out), "--no-report", "--quiet", *extra,
-    ]  # fmt: skip
-
-
-def harness_env(monkeypatch: pytest.MonkeyPatch, models: Path, cache: Path) -> None:
-    monkeypatch.setenv("GLIDEBENCH_MODELS", str(models))
-    monkeypatch.setenv("GLIDEBENCH_CACHE", str(cache))
-    monkeypatch.delenv("GLIDEBENCH_COCO", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the CLI then leaves the environment alone
-    install_test_extractor_mp(monkeypatch)
-
-
-def install_test_extractor_mp(monkeypatch: pytest.MonkeyPatch) -> None:
-    import glidebench.suites.coco_fid as C
-
-    monkeypatch.setattr(C, "make_inception", lambda source, device: PixelFeatures())
-
-
-def only_run_dir(out: Path) -> Path:
-    dirs = sorted(p for p in (out / "coco-fid").iterdir() if p.is_dir())
-    assert len(dirs) == 1, dirs
-    return dirs[0]
-
-
-def image_bytes(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted((run_dir / "images").rglob("*.png"))}
-
-
-def subprocess_env(models: Path, cache: Path) -> dict[str, str]:
-    import os
-
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("GLIDEBENCH_COCO", "WORLD_SIZE", "RANK", "LOCAL_RANK")
-    }
-    return env | {"GLIDEBENCH_MODELS": str(models), "GLIDEBENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-
-
-PY = sys.executable
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One torch thread: on the shared 2-core machines this is many times faster for tiny models (and the
-    images are the same: the harness tests also check that against multi-process runs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
-
+from .harness import build_tiny_models, tiny_clip, tiny_unet_config  # noqa: F401
 
 # ----------------------------------------------------------------------------------------------------------
 # Tests of the registry
@@ -317,3 +149,76 @@ def test_short_captions_take_the_short_caption_models_where_present(tmp_path: Pa
     (d / "embedded-base-short.safetensors").write_bytes(b"corrupt")
     with pytest.raises(CheckpointError, match="SHA-256"):
         M.plan_models("embedded", None, want_noised_clip=False, directory=d, caption_style="short")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Typed sources
+
+
+def test_each_role_gets_a_typed_source_that_loads_itself(tiny_models_dir: Path, tmp_path: Path) -> None:
+    plan = M.plan_models("embedded", 16, want_noised_clip=True, directory=tiny_models_dir)
+    assert {role: type(s).__name__ for role, s in plan.sources.items()} == {
+        "base": "FileSource", "upsample": "FileSource", "noised-clip": "FileSource", "eval-clip": "FileSource"
+    }  # fmt: skip
+    for role, source in plan.sources.items():
+        assert source.role == role and source.identity == plan.identities[role] and not source.may_download
+        assert "\n" not in source.describe() and str(source.path) in source.describe()
+    assert plan.sources["base"].config == plan.configs["base"] and plan.sources["base"].config.image_size == 8
+    assert plan.sources["noised-clip"].config is None and plan.cards["eval-clip"]["role"] == "eval-clip"
+    with pytest.raises(ValueError, match="float32"):
+        plan.sources["noised-clip"].load("cpu", fp16=True)
+    base = plan.sources["base"].load("cpu", fp16=True)
+    assert base.dtype == torch.float16 and base.config.image_size == 8
+
+    rnd = M.plan_models("embedded", 64, want_noised_clip=True, directory=tmp_path)
+    assert {type(s).__name__ for r, s in rnd.sources.items()} == {"RandomSource"}
+    assert all(
+        s.identity == rnd.identities[r] and "RANDOM-INITIALISED" in s.describe()
+        for r, s in rnd.sources.items()
+    )
+    a = rnd.sources["base"].load("cpu")
+    b = M.random_unet(M.random_base_config(), M.RANDOM_SEED)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_eval_clip_note_only_for_the_open_clip_evaluator(tiny_models_dir: Path, tmp_path: Path) -> None:
+    coco = M.plan_models("embedded", None, False, directory=tiny_models_dir, data="coco")
+    source = coco.sources["eval-clip"]
+    assert type(source).__name__ == "OpenClipSource" and source.may_download
+    assert coco.identities["eval-clip"] == "open_clip:ViT-B-16:openai"
+    assert coco.eval_clip_note() == (
+        "CLIP score: loading OpenAI CLIP ViT-B/16 through open_clip (downloaded on first use)"
+    )
+    assert M.plan_models("embedded", None, False, directory=tiny_models_dir).eval_clip_note() is None
+    assert M.plan_models("embedded", None, False, directory=tmp_path).eval_clip_note() is None  # no evaluator
+
+
+def test_offline_open_clip_gives_a_warning_not_an_error(tiny_models_dir: Path, monkeypatch) -> None:
+    from glidebench.features import ClipEmbedder
+
+    def offline(model_name, pretrained, device="cpu"):
+        raise RuntimeError("Failed to download weights for tag 'openai'")
+
+    monkeypatch.setattr(ClipEmbedder, "from_open_clip", staticmethod(offline))
+    plan = M.plan_models("embedded", None, False, directory=tiny_models_dir, data="coco")
+    assert M.load_eval_clip(plan, "cpu") == (
+        None,
+        "CLIP score skipped: could not load OpenAI CLIP ViT-B-16 (RuntimeError: Failed to download weights for "
+        "tag 'openai'); connect to the internet once so open_clip can cache it",
+    )
+    empty = M.plan_models("embedded", None, False, directory=tiny_models_dir)
+    empty.sources.pop("eval-clip")
+    assert M.load_eval_clip(empty, "cpu") == (
+        None,
+        "CLIP score skipped: no evaluator CLIP for this model family (see `glidebench ls models`)",
+    )
+
+
+def test_embedded_evaluator_fingerprint_names_its_file_and_sha256(tiny_models_dir: Path) -> None:
+    from glide.checkpoints import sha256_file
+
+    plan = M.plan_models("embedded", None, False, directory=tiny_models_dir)
+    emb, warning = M.load_eval_clip(plan, "cpu")
+    digest = sha256_file(tiny_models_dir / "embedded-clip-eval.safetensors")
+    assert warning is None and isinstance(emb, M.GlideClipEmbedder)
+    assert (emb.name, emb.fingerprint) == ("embedded-clip-eval", f"glide-clip:sha256={digest}:t=0:bicubic:v1")

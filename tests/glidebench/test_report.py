@@ -538,7 +538,7 @@ def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler()
     """The nfe suite writes one run per (sampler, steps): the run name must not split the curves."""
     import pandas as pd
 
-    from glidebench.report import plots
+    from glidebench.report import sampling_cost
 
     rows = []
     for i, (sampler, steps, evals, fid) in enumerate(
@@ -554,8 +554,8 @@ def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler()
              "steps": steps, "resolution": 64, "evals_per_image": evals, "fid": fid}
         )  # fmt: skip
     df = pd.DataFrame(rows)
-    assert plots._names_the_sweep_entry(df, "run")
-    assert not plots._names_the_sweep_entry(df.assign(run=["a", "a", "b", "b"]), "run")
+    assert sampling_cost._names_the_sweep_entry(df, "run")
+    assert not sampling_cost._names_the_sweep_entry(df.assign(run=["a", "a", "b", "b"]), "run")
     import unittest.mock
 
     from matplotlib.axes import Axes
@@ -568,25 +568,26 @@ def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler()
         return real_plot(self, x, y, *args, **kwargs)
 
     with unittest.mock.patch.object(Axes, "plot", spy):
-        assert plots.fid_vs_evals(df) is not None
+        assert sampling_cost.fid_vs_evals(df) is not None
     assert sorted(len(x) for _, x in seen) == [2, 2], seen  # two curves of two points, not four points
     seen.clear()
     quad = pd.DataFrame(rows[:2]).assign(steps=["quad10", "quad25"], run=["run-4", "run-5"], fid=[80.0, 65.0])
     with unittest.mock.patch.object(Axes, "plot", spy):
-        assert plots.fid_vs_evals(pd.concat([df, quad], ignore_index=True)) is not None
+        assert sampling_cost.fid_vs_evals(pd.concat([df, quad], ignore_index=True)) is not None
     labels = sorted(label for label, _ in seen)
     small = df.assign(n_samples=100, kid_mean=[0.04, 0.03, 0.02, 0.01])
-    assert plots.fid_vs_evals(small)[1] == "kid_mean"  # 100 samples: FID is unstable, the curve shows KID
-    assert plots.fid_vs_evals(small.assign(n_samples=5000))[1] == "fid"
+    # 100 samples: FID is unstable, the curve shows KID
+    assert sampling_cost.fid_vs_evals(small)[1] == "kid_mean"
+    assert sampling_cost.fid_vs_evals(small.assign(n_samples=5000))[1] == "fid"
     assert [len(x) for _, x in sorted(seen, key=lambda s: s[0])] == [2, 2, 2], seen  # quadN is its own curve
     assert labels[1].startswith("ddim (quadratic spacing),") and labels[2].startswith("ddim,"), labels
 
 
 def test_report_few_sample_threshold_is_the_metrics_one():
     from glidebench.metrics import FID_MIN_SAMPLES
-    from glidebench.report import plots
+    from glidebench.report import figstyle
 
-    assert plots.MIN_FID_SAMPLES == FID_MIN_SAMPLES == 2048
+    assert figstyle.MIN_FID_SAMPLES == FID_MIN_SAMPLES == 2048
 
 
 def test_a_guidance_interval_is_part_of_the_sweep_entry() -> None:
@@ -594,7 +595,7 @@ def test_a_guidance_interval_is_part_of_the_sweep_entry() -> None:
     (so it is no series of its own), and the KID-vs-evaluations plot renders from such a table."""
     import pandas as pd
 
-    from glidebench.report import plots
+    from glidebench.report import sampling_cost
 
     df = pd.DataFrame(
         {
@@ -610,7 +611,7 @@ def test_a_guidance_interval_is_part_of_the_sweep_entry() -> None:
             "kid_mean": [0.004, 0.002, 0.0045],
         }
     )
-    assert plots._names_the_sweep_entry(df, "run")
-    assert not plots._names_the_sweep_entry(df.drop(columns="cfg_interval"), "run")
-    png, metric = plots.fid_vs_evals(df)
+    assert sampling_cost._names_the_sweep_entry(df, "run")
+    assert not sampling_cost._names_the_sweep_entry(df.drop(columns="cfg_interval"), "run")
+    png, metric = sampling_cost.fid_vs_evals(df)
     assert metric == "kid_mean" and png.startswith(b"\x89PNG")

@@ -15,16 +15,14 @@ from PIL import Image
 
 from glidebench.cli import main
 
-from .test_models import (
+from .harness import (
     METRICS,
     PY,
     base_args,
     harness_env,
     image_bytes,
     only_run_dir,
-    single_thread,  # noqa: F401  (autouse fixture)
     subprocess_env,
-    tiny_models_dir,  # noqa: F401  (fixture)
     write_runner,
 )
 
@@ -76,7 +74,7 @@ def assert_no_partial_files(out: Path, reference: dict[str, bytes]) -> None:
 
 
 @pytest.fixture
-def reference_run(monkeypatch, tmp_path, tiny_models_dir):  # noqa: F811
+def reference_run(monkeypatch, tmp_path, tiny_models_dir):
     harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
     out = tmp_path / "uninterrupted"
     assert main(base_args(out, *ARGS)) == 0
@@ -84,7 +82,7 @@ def reference_run(monkeypatch, tmp_path, tiny_models_dir):  # noqa: F811
     return run, image_bytes(run), metric_rows(run)
 
 
-def test_sigkill_at_several_points_then_resume(reference_run, tmp_path: Path, tiny_models_dir: Path) -> None:  # noqa: F811
+def test_sigkill_at_several_points_then_resume(reference_run, tmp_path: Path, tiny_models_dir: Path) -> None:
     ref_dir, ref_images, ref_metrics = reference_run
     assert len(ref_images) == N_IMAGES
     out = tmp_path / "killed"
@@ -110,7 +108,7 @@ def test_sigkill_at_several_points_then_resume(reference_run, tmp_path: Path, ti
     assert not list((run / "images").rglob("*.tmp")) and not list((run / "timing").rglob("*.tmp"))
 
 
-def test_ctrl_c_exits_130_and_resumes(reference_run, tmp_path: Path, tiny_models_dir: Path) -> None:  # noqa: F811
+def test_ctrl_c_exits_130_and_resumes(reference_run, tmp_path: Path, tiny_models_dir: Path) -> None:
     _, ref_images, ref_metrics = reference_run
     out = tmp_path / "interrupted"
     proc = start(
@@ -143,7 +141,7 @@ def test_partial_chunk_is_regenerated_whole_and_only_missing_files_written(
     assert '"written": 1' in timing and '"sampled": 3' in timing
 
 
-def test_images_are_what_the_pipeline_gives_for_each_seed(reference_run, tiny_models_dir: Path) -> None:  # noqa: F811
+def test_images_are_what_the_pipeline_gives_for_each_seed(reference_run, tiny_models_dir: Path) -> None:
     """An independent check of the store: the short last chunk [6, 8) of cfg-3, sampled here directly with 2 torch
     threads (the run used 1), equals the files."""
     import json

@@ -12,16 +12,14 @@ import pytest
 
 from glidebench.cli import main
 
-from .test_models import (
+from .harness import (
     METRICS,
     PY,
     base_args,
     harness_env,
     image_bytes,
     only_run_dir,
-    single_thread,  # noqa: F401  (autouse fixture)
     subprocess_env,
-    tiny_models_dir,  # noqa: F401  (fixture)
     write_runner,
 )
 
@@ -38,7 +36,7 @@ def workers_of(run_dir: Path) -> set[str]:
 
 
 @pytest.fixture
-def single_run(monkeypatch, tmp_path, tiny_models_dir):  # noqa: F811
+def single_run(monkeypatch, tmp_path, tiny_models_dir):
     harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
     out = tmp_path / "single"
     assert main(base_args(out, *ARGS)) == 0
@@ -73,7 +71,7 @@ def test_shards_then_last_shard_computes_metrics(single_run, tmp_path: Path, cap
 def test_torchrun_two_processes_equal_single_process(
     single_run,
     tmp_path: Path,
-    tiny_models_dir: Path,  # noqa: F811
+    tiny_models_dir: Path,
 ) -> None:
     ref_dir, ref_images, ref_metrics = single_run
     out = tmp_path / "torchrun"

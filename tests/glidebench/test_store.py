@@ -123,3 +123,38 @@ def test_read_timing_sums_chunk_records(tmp_path: Path) -> None:
                           "evals_per_image": {"base": 50.0}, "worker": "0/1"})  # fmt: skip
     t = read_timing(tmp_path, "cfg-3", 8, 3)
     assert (t.seconds, t.images, t.chunks_timed, t.chunks_total, t.evals_per_image) == (2.0, 5, 2, 3, 50.0)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """Run files (images, results, spec, features) get the mode open() would give them, not mkstemp's 0600."""
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "results.json", {"fid": 1.0})
+        ImageStore(tmp_path / "images").write(0, _img(0))
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "results.json", tmp_path / "images" / "000000.png"):
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, oct(p.stat().st_mode)
+
+
+def test_full_disk_names_the_path_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    target = tmp_path / "results.csv"
+    target.write_text("old\n")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(target, b"new\n")
+    assert info.value.errno == errno.ENOSPC
+    assert (
+        str(tmp_path) in str(info.value) and "results.csv" in str(info.value) and "--out" in str(info.value)
+    )
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

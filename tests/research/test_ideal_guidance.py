@@ -1,4 +1,4 @@
-"""The ideal-guidance sampler (glidebench.data.ideal_guidance) against independent answers: the shipped
+"""The ideal-guidance sampler (research.ideal_guidance) against independent answers: the shipped
 ``short_caption`` function's own frequencies, closed-form tilted posteriors over the object count, and
 two-point mixtures for the exact-denoiser sampler."""
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from glidebench.data.embedded import SHORT_KEEP, EmbeddedCaptionSet, parse_stated, short_caption
-from glidebench.data.ideal_guidance import (
+from research.ideal_guidance import (
     EXACT_KEEP,
     ChainCaptions,
     OneObjectCaptions,

@@ -1,9 +1,9 @@
 """What error-free guidance does to the default run's metrics: no network, no model error.
 
-    python scripts/ideal_guidance.py [--seeds 3] [--candidates 200] [--scales 1,2,4] [--exact-denoiser] [--out F]
+    python -m research.measure_ideal_guidance [--seeds 3] [--candidates 200] [--scales 1,2,4] [--exact-denoiser] [--out F]
 
 Classifier-free guidance at scale w aims at p(s) P(c | s)^w, and on the embedded set P(c | s) is known
-(``glidebench.data.ideal_guidance``). This script draws those scenes for the default coco-fid run's 100
+(``research.ideal_guidance``). This script draws those scenes for the default coco-fid run's 100
 scenes, renders them as the references are rendered, and measures them against the run's own reference set
 with the harness's metrics (``glidebench.results.setting_metrics``: Inception pool3, precision/recall k = 3 on
 a reference subset of the generated set's size, KID). It does so for three caption processes:
@@ -24,31 +24,24 @@ about 4 minutes per seed for the exact denoiser. Writes nothing but ``--out``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glidebench.data.embedded import EmbeddedCaptionSet, EmbeddedConfig, parse_stated, sample_scene  # noqa: E402
-from glidebench.data.ideal_guidance import (  # noqa: E402
+from glidebench.data.embedded import EmbeddedCaptionSet, EmbeddedConfig, parse_stated, sample_scene
+from glidebench.data.embedded_source import EmbeddedSource, embedded_reference_image, prompt_scenes
+from glidebench.features import InceptionExtractor
+from glidebench.results import setting_metrics
+from glidebench.store import atomic_write_json
+from glidebench.suites import load_suite
+from research.ideal_guidance import (
     EXACT_KEEP,
     ChainCaptions,
     OneObjectCaptions,
     exact_denoiser_cfg,
     ideal_guided_scenes,
     weighted_candidates,
-)
-from glidebench.features import InceptionExtractor  # noqa: E402
-from glidebench.results import setting_metrics  # noqa: E402
-from glidebench.store import atomic_write_json  # noqa: E402
-from glidebench.suites import load_suite  # noqa: E402
-from glidebench.suites.embedded_protocol import (  # noqa: E402
-    embedded_prompts,
-    embedded_reference_image,
-    prompt_scenes,
 )
 
 RESOLUTION = 32  # the shipped embedded base model's resolution (the default run's "base" resolution)
@@ -75,8 +68,9 @@ def main() -> None:
 
     opts = dict(load_suite("coco-fid").profiles["embedded"])
     # the same scenes and references whichever the suite's caption style; each process takes its own captions
-    prompts, records, _, _ = embedded_prompts(opts | {"caption_style": "exact"})
-    short_prompts, _, _, _ = embedded_prompts(opts | {"caption_style": "short"})
+    exact_source = EmbeddedSource(opts | {"caption_style": "exact"})
+    prompts, records = exact_source.prompts, exact_source.records
+    short_prompts = EmbeddedSource(opts | {"caption_style": "short"}).prompts
     scenes = prompt_scenes(prompts, records)
     native = EmbeddedConfig().size
     extractor = InceptionExtractor("auto")

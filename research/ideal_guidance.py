@@ -24,7 +24,7 @@ Caption processes (``CaptionProcess``):
 Guidance does not sample its target exactly (Chidambaram et al. 2024): ``exact_denoiser_cfg`` runs
 classifier-free guidance as GLIDE samples it, with exact denoisers for distributions given as sets of images.
 
-``scripts/ideal_guidance.py`` runs both on the default run's references and captions.
+``python -m research.measure_ideal_guidance`` runs both on the default run's references and captions.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .embedded import (
+from glidebench.data.embedded import (
     BACKGROUNDS,
     COLOURS,
     MAX_OBJECTS,

@@ -1,6 +1,6 @@
 """What Inception precision/recall measure on the embedded set: a diagnostic for one finished embedded run.
 
-    python scripts/precision_diagnostics.py runs/attributes/<run> [--held 500] [--out diag.json]
+    python -m research.precision_diagnostics runs/attributes/<run> [--held 500] [--out diag.json]
 
 The embedded set's references are flat renders (a handful of exact palette colours, anti-aliased edges). This
 script measures, against the run's own reference set and with the harness's precision/recall (k = 3,
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,11 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter, median_filter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glidebench.features import InceptionExtractor  # noqa: E402
-from glidebench.metrics.prc import precision_recall  # noqa: E402
-from glidebench.results import prc_reference_subset  # noqa: E402
-from glidebench.store import atomic_write_json  # noqa: E402
-from glidebench.suites.embedded_protocol import embedded_prompts, embedded_reference_image  # noqa: E402
+from glidebench.data.embedded_source import EmbeddedSource, embedded_reference_image
+from glidebench.features import InceptionExtractor
+from glidebench.metrics.prc import precision_recall
+from glidebench.results import prc_reference_subset
+from glidebench.store import atomic_write_json
 
 
 def _uint8(x: np.ndarray) -> np.ndarray:
@@ -71,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.run} is not a run on the embedded set (data={spec.get('data')!r})")
     data = json.loads((args.run / "provenance.json").read_text())["data"]  # the requested reference_size
     opts = {k: data[k] for k in ("split", "captions", "num_samples", "reference_size", "seed")}
-    _, records, _, _ = embedded_prompts(opts)
+    records = EmbeddedSource(opts).records
     size, native = int(spec["resolution"]), 64
     ref_imgs = np.stack([embedded_reference_image(r.scene, size, native) for r in records])
     # held-out renders: the records after the reference set, with the same one-object rule where it applies

@@ -1,0 +1,168 @@
+"""The generator interface: the one way images enter a run.
+
+A generator turns the protocol's prompts, their per-index seeds and one guidance setting into images. It
+declares what it supports (:class:`Capabilities`: guidance kinds, native resolution, dtypes, device types,
+whether its images depend only on (prompt, seed, setting)), so that a run refuses an unsupported setting
+before any work, and what determines its images (:meth:`Generator.identity`, recorded in the run's spec and
+fingerprint). The GLIDE models (:mod:`.glide`), a user's own code (:mod:`.plugins`: ``module:factory`` or a
+``glidebench.generators`` entry point) and diffusers pipelines (:mod:`.diffusers`) all implement it.
+
+:func:`as_uint8_images` checks what a generator returned (count, shape, dtype, range, NaN) and brings it to
+the evaluation resolution by the protocol's rule (center crop to a square, PIL bicubic with antialiasing: the
+rule the reference images follow); every problem is a :class:`GeneratorError` that names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+GUIDANCE_KINDS = ("cfg", "clip", "none")
+
+
+class GeneratorError(RuntimeError):
+    """A generator that cannot be loaded, cannot do what the run asks, or returned unusable images."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a generator supports (checked before any work)."""
+
+    guidance: tuple[str, ...] = ("cfg", "none")  # of GUIDANCE_KINDS
+    resolution: int = 64  # native output size in pixels (square)
+    dtypes: tuple[str, ...] = ("fp32",)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    deterministic: bool = True  # images depend only on (prompt, seed, setting, options)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The run's sampling options, as a generator sees them (a generator uses what applies to it)."""
+
+    sampler: str
+    steps: str
+    resolution: int  # the evaluation resolution the images are brought to
+    dtype: str = "fp32"
+    device: str = "cpu"
+    upsample: bool = False
+    up_sampler: str = "ddim"
+    up_steps: str = "fast27"
+    upsample_temp: float = 0.997
+    cfg_interval: tuple[int, int] | None = None
+    progress: bool = False
+
+
+class Generator:
+    """Base class of generators (duck typing works too: ``name``, ``capabilities``, ``identity()``,
+    ``generate()``).
+
+    ``generate(captions, seeds, setting, options)`` returns one image per caption: a uint8 array or tensor
+    [N, H, W, 3] or [N, 3, H, W], a float one in [0, 1], or a list of PIL images. Image ``i`` must depend only
+    on ``captions[i]``, ``seeds[i]``, the setting and the options (not on its batch mates), or resumed and
+    sharded runs will differ from an uninterrupted one. ``evals_per_image`` (optional) reports the model
+    evaluations per image of the last call, by model.
+    """
+
+    name: str = "generator"
+    capabilities: Capabilities = Capabilities()
+    evals_per_image: dict[str, float] | None = None
+
+    def identity(self) -> dict[str, str]:
+        """What determines the images (weights' hashes, versions, arguments): part of the run's identity."""
+        return {"generator": type(self).__module__ + "." + type(self).__qualname__}
+
+    def generate(
+        self, captions: Sequence[str], seeds: Sequence[int], setting: Any, options: SamplingOptions
+    ) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the generator holds (weights on a device)."""
+
+
+def check_supported(generator: Any, guidance_kinds: Sequence[str], dtype: str, device_type: str) -> None:
+    """Refuse, before any work, a setting or option the generator does not declare."""
+    caps = generator.capabilities
+    name = getattr(generator, "name", type(generator).__name__)
+    bad = sorted(set(guidance_kinds) - set(caps.guidance))
+    if bad:
+        raise GeneratorError(
+            f"generator {name} does not support guidance {bad} (it supports {list(caps.guidance)}); drop those "
+            "settings (e.g. --clip '' for CLIP guidance, --cfg '' for classifier-free guidance)"
+        )
+    if dtype not in caps.dtypes:
+        raise GeneratorError(
+            f"generator {name} does not run in {dtype}; use --dtype {' or '.join(caps.dtypes)}"
+        )
+    if device_type not in caps.devices:
+        raise GeneratorError(
+            f"generator {name} does not run on {device_type}; use --device {' or '.join(caps.devices)}"
+        )
+
+
+def _to_array(images: Any) -> np.ndarray:
+    if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):  # PIL images
+        return np.stack([np.asarray(im.convert("RGB")) for im in images])
+    if hasattr(images, "detach"):  # torch
+        images = images.detach().cpu()
+        if str(images.dtype) in ("torch.float16", "torch.bfloat16"):
+            images = images.float()
+        images = images.numpy()
+    return np.asarray(images)
+
+
+def resize_to(image: np.ndarray, size: int) -> np.ndarray:
+    """The protocol's rule for bringing an image to ``size``: center crop to a square, then PIL bicubic with
+    antialiasing (as the MS-COCO reference images are prepared)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    im = Image.fromarray(np.ascontiguousarray(image[top : top + s, left : left + s]), "RGB")
+    if s != size:
+        im = im.resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
+def as_uint8_images(images: Any, n: int, resolution: int, where: str) -> tuple[np.ndarray, bool]:
+    """Check a generator's output and return (uint8 [n, resolution, resolution, 3], resized?)."""
+    try:
+        a = _to_array(images)
+    except Exception as e:  # noqa: BLE001 - anything a plug-in returns
+        raise GeneratorError(
+            f"{where}: the generator returned {type(images).__name__}, not images ({e})"
+        ) from e
+    if a.ndim == 4 and a.shape[1] == 3 and a.shape[-1] != 3:
+        a = a.transpose(0, 2, 3, 1)  # NCHW -> NHWC
+    if a.ndim != 4 or a.shape[-1] != 3:
+        raise GeneratorError(
+            f"{where}: the generator returned an array of shape {tuple(a.shape)}; expected [N, H, W, 3] or "
+            "[N, 3, H, W] RGB images (or a list of PIL images)"
+        )
+    if a.shape[0] != n:
+        raise GeneratorError(f"{where}: the generator returned {a.shape[0]} images for {n} captions")
+    if a.dtype == np.uint8:
+        pass
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise GeneratorError(
+                f"{where}: the generator returned NaN or infinite pixel values in "
+                f"{int((~np.isfinite(a)).any(axis=(1, 2, 3)).sum())} of {n} images (a diverged sampler?); nothing "
+                "was written"
+            )
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise GeneratorError(
+                f"{where}: float images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; return uint8 "
+                "0..255, or scale to [0, 1] (e.g. (x + 1) / 2 for [-1, 1] images)"
+            )
+        a = np.round(a * 255.0).astype(np.uint8)
+    else:
+        raise GeneratorError(f"{where}: images of dtype {a.dtype}; return uint8 (0..255) or float (0..1)")
+    if a.shape[1:3] == (resolution, resolution):
+        return np.ascontiguousarray(a), False
+    return np.stack([resize_to(img, resolution) for img in a]), True

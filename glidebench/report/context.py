@@ -1,0 +1,283 @@
+"""The report's content: everything the templates show, built from loaded runs (``build_context``).
+
+This module owns the report's sections apart from the figures: the overview of what was evaluated and
+how, the plain-words warnings a reader must see first, the results table (columns and cells as
+``glidebench.schema`` defines them), the comparison with the paper (numbers from ``paper``), throughput and
+provenance. Figures and sample grids are written beside the report through ``_Files`` (``figures`` and
+``grids`` draw them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..schema import MISSING, REPORT_COLUMNS, RESULT_COLUMNS, TEXT_COLUMNS, format_table, to_float
+from ..store import atomic_write_bytes
+from . import paper
+from .figstyle import MIN_FID_SAMPLES
+from .figures import make_plots
+from .grids import make_grids
+from .loading import RunData
+
+
+def _generic_cell(v: Any) -> str:
+    if isinstance(v, float):
+        return MISSING if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return "" if v is None else str(v)
+
+
+def _join_range(values: Sequence[float]) -> str:
+    vals = sorted({int(v) for v in values if not math.isnan(v)})
+    if not vals:
+        return "not recorded"
+    return f"{vals[0]:,}" if len(vals) == 1 else f"{vals[0]:,} to {vals[-1]:,}"
+
+
+def _flat(record: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(record, dict):
+        out: list[tuple[str, str]] = []
+        for k, v in record.items():
+            out += _flat(v, f"{prefix}{k}." if isinstance(v, dict) and v else f"{prefix}{k}")
+        return out
+    value = json.dumps(record, sort_keys=True) if isinstance(record, (list, dict)) else str(record)
+    return [(prefix.rstrip("."), value)]
+
+
+def _data_words(run: RunData) -> str:
+    return {
+        "embedded": "embedded synthetic shapes (bundled toy set, not MS-COCO)",
+        "MS-COCO": "MS-COCO captions and images",
+        "unknown": "not recorded",
+    }[run.data_kind]
+
+
+def _guidance_words(df: pd.DataFrame) -> str:
+    parts = []
+    for kind, sub in df.groupby("guidance", sort=True):
+        name = paper.KIND_NAMES.get(str(kind), str(kind))
+        if kind == "none":
+            parts.append(name)
+        else:
+            parts.append(f"{name}: " + ", ".join(f"{s:g}" for s in sorted(sub["scale"].dropna().unique())))
+    return "; ".join(parts) or "none recorded"
+
+
+def _overview(runs: Sequence[RunData]) -> pd.DataFrame:
+    """What was evaluated and how: one column per run, one row per fact."""
+    table: dict[str, dict[str, str]] = {}
+
+    def put(row: str, label: str, value: str) -> None:
+        table.setdefault(row, {})[label] = value
+
+    for run in runs:
+        df, prov, lab = run.results, run.provenance, run.label
+        put("Run directory", lab, run.path.name)
+        put("Suite", lab, str(run.spec.get("suite", "not recorded")))
+        put("Spec fingerprint", lab, str(run.spec.get("fingerprint", "not recorded")))
+        put("Model", lab, ", ".join(run.models) or "not recorded")
+        ckpts = prov.get("checkpoints") or {}
+        put("Checkpoints (SHA-256)", lab, "; ".join(f"{k}: {v}" for k, v in ckpts.items()) or "none recorded")
+        put("Data", lab, _data_words(run))
+        data = prov.get("data")
+        put(
+            "Caption selection",
+            lab,
+            "; ".join(f"{k}={v}" if k else v for k, v in _flat(data)) if data else "not recorded",
+        )
+        put("Captions", lab, f"{len(run.prompts):,}" if run.prompts else "not recorded")
+        put("Guidance (scales)", lab, _guidance_words(df))
+        samplers = sorted({f"{r.sampler} {r.steps}".strip() for r in df.itertuples()})
+        put("Sampler and steps", lab, ", ".join(s for s in samplers if s) or "not recorded")
+        put(
+            "Resolution",
+            lab,
+            ", ".join(f"{int(r)} px" for r in sorted(df["resolution"].dropna().unique())) or "?",
+        )
+        put("Samples per setting", lab, _join_range(df["n_samples"].tolist()))
+        fe = prov.get("feature_extractor") or {}
+        put("Inception features", lab, str(fe.get("inception", "not recorded")))
+        put("CLIP for the CLIP score", lab, str(fe.get("clip", "not recorded")))
+        put("Device", lab, str(prov.get("device", "not recorded")))
+        dur = to_float(prov.get("duration_s"))
+        put("Time taken", lab, "not recorded" if math.isnan(dur) else f"{dur:,.1f} s")
+    out = pd.DataFrame.from_dict(table, orient="index").fillna("")
+    out.index.name = "" if len(runs) > 1 else "fact"
+    return out.reset_index()
+
+
+def _warnings(run: RunData) -> list[str]:
+    """Plain-words warnings: things a reader must know before trusting any number of this run."""
+    out: list[str] = []
+    kind = run.data_kind
+    if kind == "embedded":
+        out.append(
+            "This run used the embedded toy set (simple rendered shapes with generated captions), not MS-COCO. "
+            "Its FID, precision and recall are measured against those shapes and cannot be compared with the "
+            "paper's or any COCO number."
+        )
+    elif kind == "unknown":
+        out.append("The run does not record where its captions and reference images came from.")
+    if run.random_model:
+        out.append(
+            "The model has random weights: the samples are noise, and the metrics only show that the "
+            "harness runs end to end."
+        )
+    elif not (run.provenance.get("checkpoints") or {}):
+        out.append(
+            "No checkpoint hashes are recorded, so the weights behind these numbers cannot be identified."
+        )
+    ns = run.results["n_samples"]
+    small = run.results[ns < MIN_FID_SAMPLES]
+    if len(small):
+        out.append(
+            f"{len(small)} of {len(run.results)} settings have fewer than {MIN_FID_SAMPLES} samples (as few as "
+            f"{int(small['n_samples'].min()):,}). With 2048-dimensional Inception features the covariance is "
+            "then singular: FID, KID and precision/recall are smoke-test numbers, not measurements."
+        )
+    if ns.isna().any():
+        out.append("Some settings do not record how many samples they used.")
+    for name in run.missing:
+        out.append(
+            f"{name} is missing from the run directory; the parts of the report that need it are empty."
+        )
+    per_warning: dict[str, list[str]] = {}
+    for sid, text in zip(run.results["setting_id"], run.results["warnings"]):
+        for w in (t.strip() for t in str(text).split(";")):
+            if w:
+                per_warning.setdefault(w, []).append(sid)
+    for w, sids in per_warning.items():
+        where = "all settings" if len(sids) == len(run.results) else "settings " + ", ".join(sids)
+        out.append(f"Harness warning ({where}): {w}")
+    return out
+
+
+def _slug(text: str) -> str:
+    s = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in text).strip("-.")
+    return "-".join(p for p in s.split("-") if p)[:60] or "x"
+
+
+class _Files:
+    """Unique, deterministic file names for the PNGs written beside the report."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir, self.used = out_dir, set()
+
+    def write(self, stem: str, data: bytes) -> str:
+        name, i = f"{_slug(stem)}.png", 1
+        while name in self.used:
+            i += 1
+            name = f"{_slug(stem)}-{i}.png"
+        self.used.add(name)
+        atomic_write_bytes(self.out_dir / name, data)
+        return name
+
+
+def _throughput(run: RunData) -> dict | None:
+    data = run.throughput
+    if data is None:
+        return None
+    rows = data.get("rows") if isinstance(data, dict) else data
+    if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+        df = pd.DataFrame(rows)
+        table = pd.DataFrame(
+            {c: [_generic_cell(v) for v in df[c]] for c in df.columns}, columns=list(df.columns)
+        )
+        extra = {k: v for k, v in data.items() if k != "rows"} if isinstance(data, dict) else {}
+        return {"label": run.label, "table": table, "extra": json.dumps(extra, indent=2) if extra else ""}
+    return {"label": run.label, "table": None, "extra": json.dumps(data, indent=2)}
+
+
+def _provenance(run: RunData) -> dict:
+    prov = run.provenance
+    versions = prov.get("versions") or {}
+    ckpts = prov.get("checkpoints") or {}
+    return {
+        "label": run.label,
+        "facts": pd.DataFrame(
+            [
+                ("run directory", str(run.path)),
+                ("git commit", str(prov.get("git_commit", "not recorded"))),
+                ("device", str(prov.get("device", "not recorded"))),
+                ("started", str(prov.get("started", "not recorded"))),
+                ("finished", str(prov.get("finished", "not recorded"))),
+                ("duration (s)", _generic_cell(to_float(prov.get("duration_s")))),
+                *[
+                    (f"feature extractor: {k}", str(v))
+                    for k, v in (prov.get("feature_extractor") or {}).items()
+                ],
+                *[(f"data: {k}", v) for k, v in _flat(prov.get("data") or {}) if k],
+            ],
+            columns=["item", "value"],
+        ),
+        "versions": pd.DataFrame(sorted(versions.items()), columns=["package", "version"])
+        if versions
+        else None,
+        "checkpoints": pd.DataFrame(list(ckpts.items()), columns=["checkpoint", "sha256"]) if ckpts else None,
+        "spec": json.dumps(run.spec, indent=2, sort_keys=True, default=str) if run.spec else "",
+        "missing": list(run.missing),
+    }
+
+
+def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> dict[str, Any]:
+    """Everything the templates show, with plots and grids written into ``out_dir``."""
+    multi = len(runs) > 1
+    frames = [r.results.assign(run=r.label) for r in runs]
+    combined = pd.concat(frames, ignore_index=True)
+    combined = combined[["run"] + [c for c in combined.columns if c != "run"]]
+    present = [c for c in combined.columns if c in TEXT_COLUMNS or c == "run" or combined[c].notna().any()]
+    not_measured = [c for c in RESULT_COLUMNS if c not in present]
+    shown = [c for c in REPORT_COLUMNS if c in present and (multi or c != "run")]
+    shown += [
+        c for c in present if c not in REPORT_COLUMNS and c != "warnings"
+    ]  # columns beyond the contract
+    files = _Files(out_dir)
+    made, skipped = make_plots(combined, files.write)
+    grid_sets, grid_notes = make_grids(runs, files.write, multi)
+    ours = [
+        paper.OurRun(
+            label=r.label,
+            results=r.results,
+            data_kind=r.data_kind,
+            models=r.models,
+            clip_model=(r.provenance.get("feature_extractor") or {}).get("clip"),
+            random_model=r.random_model,
+        )
+        for r in runs
+    ]
+    return {
+        "title": title or "glidebench report: " + ", ".join(r.label for r in runs),
+        "multi": multi,
+        "runs": [{"label": r.label, "warnings": _warnings(r)} for r in runs],
+        "overview": _overview(runs),
+        "combined": combined,
+        "results_table": format_table(combined[shown]),
+        "not_measured": not_measured,
+        "missing": MISSING,
+        "plots": made,
+        "plots_skipped": skipped,
+        "grid_sets": grid_sets,
+        "grid_notes": grid_notes,
+        "paper": {
+            "source": paper.SOURCE,
+            "comparison": paper.comparison_table(ours),
+            "table2": paper.table2_with_ours(ours),
+            "elo": pd.DataFrame(
+                [(w, f"{a:.1f}", f"{b:.1f}") for w, a, b in paper.ELO],
+                columns=["setting (256x256)", "photorealism Elo", "caption match Elo"],
+            ),
+            "findings": paper.FIGURE6_FINDINGS,
+            "caveats": [{"label": o.label, "items": paper.caveats(o)} for o in ours],
+            "released": paper.RELEASED_MODEL,
+            "notebook": paper.NOTEBOOK_SETTINGS,
+        },
+        "throughput": [t for t in (_throughput(r) for r in runs) if t is not None],
+        "provenance": [_provenance(r) for r in runs],
+    }

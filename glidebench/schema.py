@@ -1,0 +1,114 @@
+"""The results schema: which columns a results table has and how each value is printed.
+
+This module owns the one definition that the results writer (``glidebench.results``: results.csv/json and
+results.md) and the report (``glidebench.report``: index.html, report.md) share:
+
+- the columns of the run-directory contract, in order (``RESULT_COLUMNS``), and which of them hold text,
+  numbers or integers;
+- the columns each table shows and their order (``RESULTS_MD_COLUMNS`` for results.md, ``REPORT_COLUMNS``
+  for the report's results table);
+- the number of decimals per column and ``MISSING``, the one marker of a value that was not measured;
+- ``format_value`` / ``format_table``, which print a cell or a table with them.
+
+Formatting only changes how numbers are shown: results.csv and results.json always hold the unrounded values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# ------------------------------------------------------------------------------------------------ columns
+# The results table of the run-directory contract, one row per setting (model x guidance kind x scale x
+# sampler x steps x resolution). Suites may append columns of their own after these.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "setting_id", "model", "guidance", "scale", "sampler", "steps", "resolution", "n_samples",
+    "evals_per_image", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall",
+    "clip_score", "clip_score_clamped", "wall_s", "images_per_s", "warnings",
+)  # fmt: skip
+EXTRA_COLUMNS: tuple[str, ...] = ("data", "n_reference")
+METRIC_COLUMNS: tuple[str, ...] = (
+    "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "clip_score", "clip_score_clamped",
+)  # fmt: skip
+# Without these a table cannot be read as results at all (the report refuses it).
+REQUIRED_COLUMNS: tuple[str, ...] = ("setting_id", "guidance", "scale")
+TEXT_COLUMNS: tuple[str, ...] = ("setting_id", "model", "guidance", "sampler", "steps", "warnings")
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(c for c in RESULT_COLUMNS if c not in TEXT_COLUMNS)
+INTEGER_COLUMNS: tuple[str, ...] = ("resolution", "n_samples")
+
+# results.md: one line per setting, the numbers a reader compares (columns a table lacks are left out).
+RESULTS_MD_COLUMNS: tuple[str, ...] = (
+    "setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "is_mean", "precision", "recall",
+    "clip_score", "colour_acc", "shape_acc", "size_acc", "background_acc", "position_acc", "images_per_s",
+)  # fmt: skip
+# The report's results table: identity and metrics first (what a reader compares), then how it was run.
+REPORT_COLUMNS: tuple[str, ...] = (
+    "run", "setting_id", "guidance", "scale", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision",
+    "recall", "clip_score", "clip_score_clamped", "colour_acc", "shape_acc", "object_acc", "position_acc",
+    "n_samples", "model", "sampler", "steps", "cfg_interval", "resolution",
+    "evals_per_image", "wall_s", "images_per_s",
+)  # fmt: skip
+
+# ------------------------------------------------------------------------------------------------ numbers
+DECIMALS: dict[str, int] = {
+    "fid": 2, "kid_mean": 4, "kid_std": 4, "is_mean": 2, "is_std": 2, "precision": 3, "recall": 3,
+    "clip_score": 2, "clip_score_clamped": 2, "wall_s": 1, "images_per_s": 3,
+    "kid_vs_ref_se": 2,  # the nfe summary's jackknife standard error of kid_vs_ref
+}  # fmt: skip
+# Families of columns suites add (attribute accuracies, the nfe summary's relative differences).
+DECIMAL_SUFFIXES: tuple[tuple[str, int], ...] = (("_acc", 3), ("_vs_ref", 3))
+MISSING = "—"  # a value that was not measured (an empty CSV cell, a JSON null)
+
+
+def decimals(column: str) -> int | None:
+    """Fixed decimals of ``column``'s numbers, or None where a number is printed as it is (``:g``)."""
+    if column in DECIMALS:
+        return DECIMALS[column]
+    return next((n for suffix, n in DECIMAL_SUFFIXES if column.endswith(suffix)), None)
+
+
+def is_blank(value: Any) -> bool:
+    """None, NaN or the empty string: a value the table does not have."""
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and value == "")
+    )
+
+
+def to_float(value: Any) -> float:
+    """``value`` as a float, NaN when it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def format_value(column: str, value: Any) -> str:
+    """One results cell as text: fixed decimals per metric, integers as integers, booleans as True/False, a
+    missing number as ``MISSING`` (a missing text as the empty string)."""
+    if column in TEXT_COLUMNS or column == "run":
+        return "" if is_blank(value) else str(value)
+    if is_blank(value):
+        return MISSING
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    v = to_float(value)
+    if math.isnan(v):
+        return value if isinstance(value, str) else MISSING  # a text value in a column beyond the contract
+    places = decimals(column)
+    if places is not None:
+        return f"{v:.{places}f}"
+    if column in INTEGER_COLUMNS or (column == "evals_per_image" and v.is_integer()):
+        return f"{int(round(v))}"
+    return f"{v:g}" if abs(v) < 1e6 else f"{v:.6g}"
+
+
+def format_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every cell of ``df`` formatted with ``format_value`` (strings only, ready for HTML or Markdown)."""
+    return pd.DataFrame(
+        {c: [format_value(c, v) for v in df[c]] for c in df.columns}, columns=list(df.columns)
+    )

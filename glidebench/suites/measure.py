@@ -1,0 +1,211 @@
+"""The metrics stage of a generate-and-measure run (rank 0, after every image exists) and its outputs.
+
+Owns: the reference set's Inception features (cached in the user cache, keyed by the extractor and the data
+source's reference fingerprint), each setting's Inception and evaluator-CLIP features (cached in the run
+directory, keyed by the image set's content), the metrics of each setting (generic ones from
+:func:`glidebench.results.setting_metrics`, dataset-specific ones from the data source), and the result files:
+``provenance.json``, ``results.csv`` / ``results.json``, ``results.md`` (each written atomically), then the
+report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..generate import expected_evals_per_image, read_timing
+from ..spec import Setting, format_interval
+from ..store import ImageStore, atomic_write_json, remove_stale_tmp
+from .options import RunPlan
+from .rundir import RunLog
+
+
+@dataclass
+class Measured:
+    """What the metrics stage hands to the writers."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    feature_files: dict[str, Any] = field(default_factory=dict)
+    extractor: Any = None
+    embedder: Any = None  # the evaluator CLIP (None: CLIP score skipped)
+
+
+def feature_batch_size(plan: RunPlan) -> int:
+    """Small batches on CPU: big activations are mmap'ed per op by glibc (millions of page faults at batch
+    32)."""
+    return int(plan.options.feature_batch_size or (64 if plan.device.type == "cuda" else 8))
+
+
+def _interval_applies(plan: RunPlan, s: Setting) -> bool:
+    return plan.spec.cfg_interval is not None and s.guidance == "cfg" and s.scale != 1.0
+
+
+def analytic_evals(plan: RunPlan, s: Setting) -> float:
+    """Model evaluations per image of setting ``s`` from the plan (when no timing record says)."""
+    from glide.diffusion.schedules import space_timesteps
+
+    spec = plan.spec
+    if "base" not in plan.models.configs:  # a generator other than GLIDE that did not report its evaluations
+        return float("nan")
+    kept = space_timesteps(plan.models.configs["base"].diffusion_steps, spec.steps)
+    n_up = 0
+    if spec.upsample:
+        n_up = len(space_timesteps(plan.models.configs["upsample"].diffusion_steps, spec.up_steps))
+    guided = None
+    if _interval_applies(plan, s):
+        lo, hi = spec.cfg_interval
+        guided = sum(lo <= t <= hi for t in kept)
+    return expected_evals_per_image(spec, s, len(kept), n_up, guided)
+
+
+def measure(plan: RunPlan, extractor: Any, log: RunLog) -> Measured:
+    """Features (cached) and metrics of every setting of ``plan``; one result row per setting."""
+    from .. import models as M
+    from ..features import feature_cache_path
+    from ..results import cache_root, features_for
+
+    run_dir, spec = plan.run_dir, plan.spec
+    for d in (run_dir, run_dir / "features"):
+        remove_stale_tmp(d)  # a killed metrics process's temp files (old ones only: another may be writing)
+    fbatch, progress = feature_batch_size(plan), plan.options.progress
+    log.main(
+        f"metrics: Inception {extractor.name} ({extractor.source}); reference set of {plan.source.reference_count} "
+        "images"
+    )
+    ref_fp = plan.source.reference_fingerprint(spec.resolution)
+    t_ref = time.monotonic()
+    ref = features_for(
+        extractor, ref_fp, plan.source.reference_batches(spec.resolution, fbatch), plan.source.reference_count,
+        cache_root() / "features", fbatch, progress,
+    )  # fmt: skip
+    log.main(
+        f"  reference features: {len(ref['pool3'])} x {ref['pool3'].shape[1]} ({time.monotonic() - t_ref:.1f} s)"
+    )
+    note = plan.models.eval_clip_note()
+    if note:
+        log.main(f"  {note}")
+    embedder, clip_warning = M.load_eval_clip(plan.models, plan.device)
+    warnings = plan.run_warnings
+    if clip_warning:
+        warnings.append(clip_warning)
+        log.main(f"  {clip_warning}")
+    out = Measured(extractor=extractor, embedder=embedder)
+    out.feature_files = {"reference": feature_cache_path(extractor, ref_fp, cache_root() / "features").name}
+    out.feature_files["settings"] = {}
+    text_emb = embedder.embed_texts(plan.source.captions) if embedder is not None else None
+    for s in spec.settings:
+        out.rows.append(_measure_setting(plan, s, out, ref, text_emb, warnings, log))
+    return out
+
+
+def _measure_setting(
+    plan: RunPlan, s: Setting, out: Measured, ref: dict, text_emb: Any, warnings: list[str], log: RunLog
+) -> dict[str, Any]:
+    from ..features import feature_cache_path
+    from ..results import features_for, setting_metrics
+
+    t_s = time.monotonic()
+    spec, run_dir, fbatch = plan.spec, plan.run_dir, feature_batch_size(plan)
+    indices = list(range(spec.num_samples))
+    store = ImageStore(run_dir / "images" / s.setting_id)
+    fp = store.fingerprint(indices)
+    out.feature_files["settings"][s.setting_id] = feature_cache_path(
+        out.extractor, fp, run_dir / "features"
+    ).name
+
+    def features(extractor: Any) -> dict:
+        return features_for(
+            extractor, fp, lambda: store.batches(indices, fbatch), len(indices), run_dir / "features", fbatch,
+            plan.options.progress,
+        )  # fmt: skip
+
+    gen = features(out.extractor)
+    clip_pair = (features(out.embedder)["clip_image"], text_emb) if out.embedder is not None else None
+    metrics, notes = setting_metrics(
+        gen, ref, k=spec.prc_k, kid_subset_size=spec.kid_subset_size, seed=spec.seed, clip_pair=clip_pair
+    )
+    metrics |= plan.source.setting_metrics(store, indices, fbatch)
+    timing = read_timing(run_dir, s.setting_id, spec.num_samples, spec.batch_size)
+    evals = timing.evals_per_image
+    if evals is None:
+        evals = analytic_evals(plan, s)
+    if timing.chunks_timed < timing.chunks_total:
+        notes.append(
+            f"timing covers {timing.chunks_timed} of {timing.chunks_total} chunks (the rest were written by an "
+            "interrupted process)"
+        )
+    log.main(
+        f"  [{s.setting_id}] FID {metrics['fid']:.2f}  KID {metrics['kid_mean']:.4f}  P {metrics['precision']:.3f}  "
+        f"R {metrics['recall']:.3f}  CLIP {metrics['clip_score']:.2f}{plan.source.metric_summary(metrics)}  "
+        f"({time.monotonic() - t_s:.1f} s)"
+    )
+    interval = {"cfg_interval": format_interval(spec.cfg_interval)} if _interval_applies(plan, s) else {}
+    return {
+        "setting_id": s.setting_id, "model": spec.model_label, "guidance": s.guidance, "scale": s.scale,
+        "sampler": spec.sampler, "steps": spec.steps, "resolution": spec.resolution, "n_samples": spec.num_samples,
+        **interval, "evals_per_image": evals, **metrics,
+        "wall_s": timing.seconds if timing.chunks_timed else float("nan"),
+        "images_per_s": timing.images / timing.seconds if timing.seconds > 0 else float("nan"),
+        "warnings": "; ".join(warnings + notes), "data": spec.data, "n_reference": len(ref["pool3"]),
+    }  # fmt: skip
+
+
+def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunLog) -> None:
+    """provenance.json, results.csv/json and results.md (each atomic), printed, then the report."""
+    from ..provenance import build_provenance
+    from ..results import write_markdown, write_results
+
+    spec, extractor, embedder = plan.spec, m.extractor, m.embedder
+    checkpoints = {
+        f"{spec.model_label}/{role}": ident for role, ident in sorted(plan.models.identities.items())
+    }
+    feature_record = {
+        "inception": extractor.name,
+        "inception_source": extractor.source,
+        "inception_fingerprint": extractor.fingerprint,
+        "clip": getattr(embedder, "name", None),
+        "clip_fingerprint": getattr(embedder, "fingerprint", None),
+        "clip_score_definition": "100 x mean cosine(image, caption), no clamp; clamped variant max(cos, 0)",
+        "prc": f"k={spec.prc_k}, reference subset of the generated set's size (seeded)",
+        "kid": f"polynomial kernel degree 3, subsets of min({spec.kid_subset_size}, N), 100 subsets",
+        # Inception feature files: the reference set's in the user cache (features/), each setting's in the run
+        "files": m.feature_files,
+    }
+    provenance = build_provenance(
+        started, t0, time.monotonic(), plan.device, checkpoints, plan.source.record, feature_record,
+        extra={"spec_fingerprint": spec.fingerprint, "model_cards": plan.models.cards, "notes": plan.notes,
+               "chunking": f"chunks of {spec.batch_size} indices, each always sampled whole"},
+    )  # fmt: skip
+    atomic_write_json(plan.run_dir / "provenance.json", provenance)
+    df = write_results(plan.run_dir, m.rows)
+    header = [
+        f"# {spec.suite} results: {spec.model_label} on {spec.data} ({spec.split}), {spec.resolution} px",
+        "",
+        f"{spec.num_samples} samples per setting, {spec.sampler} {spec.steps}, seed {spec.seed}, "
+        f"Inception: {extractor.name}, CLIP score: {getattr(embedder, 'name', None) or 'skipped'}.",
+    ]
+    if plan.models.random_init:
+        header.insert(1, "\n**RANDOM-INITIALISED MODEL: these numbers are a plumbing check, not a result.**")
+    md = write_markdown(plan.run_dir, df, header)
+    log.main(f"results: {plan.run_dir / 'results.csv'} (+ results.json, provenance.json, {md.name})")
+    print(md.read_text(), flush=True)
+    if not plan.options.no_report:
+        render_report(plan.run_dir, log)
+
+
+def render_report(run_dir: Path, log: RunLog) -> None:
+    """The run's HTML/Markdown report; a failure here is a warning (the results are complete)."""
+    try:
+        from ..report import render_report as render
+    except ImportError:
+        return
+    try:
+        index = render([run_dir], run_dir / "report")
+        log.main(f"report: {index}")
+    except Exception as e:  # the results are complete; a report failure must not hide them
+        log.main(
+            f"WARNING: the report could not be rendered ({type(e).__name__}: {e}); the results are complete in "
+            f"{run_dir}. Retry with `glidebench report {run_dir}`"
+        )

@@ -1,0 +1,424 @@
+"""Options of a generate-and-measure run, resolved once into a typed plan.
+
+Owns the step from what a user asked for to what a run does:
+
+    RunOptions (the command line's values, typed; None = not given)
+      + the suite file's profile for the data kind < its preset < the flags    (:func:`resolve_options`)
+      -> data source, model plan, settings, RunSpec, worker and run directory    (:func:`resolve_plan`)
+
+The argparse Namespace ends in :meth:`RunOptions.from_args`; everything after it takes a ``RunOptions`` or a
+``RunPlan``. Suites that run the coco-fid stages several times (nfe) derive options with
+``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.sources import DataSource, data_kind
+from ..generators import check_supported
+from ..spec import RunSpec, Shard, Worker, make_settings, parse_interval, parse_scales
+from . import SuiteDef, load_suite
+from .rundir import Dist
+
+SUITE = "coco-fid"
+# option keys of a suite profile that a flag of the same name overrides
+_FLAG_KEYS = (
+    "captions", "num_samples", "reference_size", "seed", "sampler", "steps", "resolution", "up_sampler",
+    "up_steps", "upsample_temp", "batch_size", "dtype", "inception", "attention",
+)  # fmt: skip
+
+
+_MINIMA = {
+    "num_samples": 1,
+    "reference_size": 0,
+    "limit": 1,
+    "seed": 0,
+    "batch_size": 1,
+    "feature_batch_size": 1,
+}
+_MEANING = {"reference_size": " (0 = the whole split)", "limit": " (leave it out for the suite's full size)"}
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked for (``glidebench run coco-fid`` flags); None means "the suite's default"."""
+
+    suite: str = SUITE
+    preset: str | None = None
+    model: str | None = None
+    generator: str | None = None  # module.path:factory, an entry-point name, or diffusers:PATH_OR_ID
+    generator_args: str | None = None  # key=value,... for the generator's factory
+    images: str | None = None  # a folder of <index>.png|jpg|webp (or of one sub-folder per setting id)
+    images_setting: tuple[str, ...] | None = None  # NAME=DIR per setting
+    data: str | None = None
+    coco_root: str | None = None
+    coco_split: str | None = None
+    embedded_split: str | None = None
+    captions: str | None = None
+    caption_style: str | None = None
+    num_samples: int | None = None
+    reference_size: int | None = None
+    limit: int | None = None
+    seed: int | None = None
+    cfg: str | None = None
+    clip: str | None = None
+    unguided: bool = False
+    cfg_interval: str | None = None
+    sampler: str | None = None
+    steps: str | None = None
+    resolution: str | None = None
+    up_sampler: str | None = None
+    up_steps: str | None = None
+    upsample_temp: float | None = None
+    attention: str | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    out: str = "runs"
+    shard: str | None = None
+    merge: bool = False
+    inception: str | None = None
+    feature_batch_size: int | None = None
+    profile: bool = False
+    progress: bool = False
+    quiet: bool = False
+    no_report: bool = False
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        for name, least in _MINIMA.items():
+            v = getattr(self, name)
+            if v is not None and v < least:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= {least}, got {v}{_MEANING.get(name, '')}"
+                )
+        if self.upsample_temp is not None and not self.upsample_temp > 0:
+            raise ValueError(f"--upsample-temp must be > 0, got {self.upsample_temp}")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        """The run options in ``args`` (attributes it lacks or holds as None keep their defaults)."""
+        given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
+
+@dataclass
+class RunPlan:
+    """Everything a run's stages need, resolved once (see the module docstring)."""
+
+    options: RunOptions
+    suite: SuiteDef
+    opts: dict[str, Any]  # the resolved suite options (profile < preset < flags)
+    source: DataSource
+    models: Any  # glidebench.models.ModelPlan
+    spec: RunSpec
+    device: torch.device
+    shard: Shard
+    worker: Worker
+    run_dir: Path
+    notes: list[str] = field(default_factory=list)
+    generator: Any = None  # glidebench.generators.Generator: where the images come from
+
+    @property
+    def run_warnings(self) -> list[str]:
+        """Warnings that every result row of this run carries."""
+        out = []
+        if self.models.random_init:
+            out.append(
+                "RANDOM-INITIALISED embedded model (no trained weights): a plumbing check, not a result"
+            )
+        out += list(self.source.warnings)
+        return out + [n for n in self.notes if n.startswith("CLIP-guidance settings skipped")]
+
+
+def resolve_options(o: RunOptions, suite: SuiteDef, data: str) -> dict[str, Any]:
+    """The suite's profile for ``data`` < ``o.preset`` < the flags in ``o``."""
+    opts = suite.options(data, o.preset)
+    opts |= {k: getattr(o, k) for k in _FLAG_KEYS if getattr(o, k) is not None}
+    if data == "coco" and o.coco_split:
+        opts["split"] = o.coco_split
+    if o.embedded_split:
+        if data != "embedded":
+            raise ValueError("--embedded-split applies to the embedded set; for MS-COCO use --coco-split")
+        opts["split"] = o.embedded_split
+    opts["cfg"] = parse_scales(o.cfg, "--cfg") if o.cfg is not None else list(opts["cfg"])
+    opts["clip_explicit"] = o.clip is not None
+    opts["clip"] = parse_scales(o.clip, "--clip") if o.clip is not None else list(opts["clip"])
+    if o.cfg_interval is not None:
+        opts["cfg_interval"] = o.cfg_interval or None  # '' = every step
+    if opts.get("cfg_interval") is not None:
+        opts["cfg_interval"] = parse_interval(opts["cfg_interval"], "--cfg-interval")
+    opts["caption_style"] = o.caption_style or opts.get("caption_style", "exact")
+    if o.limit:
+        opts["num_samples"] = min(int(opts["num_samples"]), int(o.limit))
+    return opts
+
+
+def _resolution_arg(value: Any, family: str) -> int | None:
+    """'base' -> None (the base model's size), 'up' -> the upsampler's size, an int -> itself."""
+    from ..models import upsampler_resolution
+
+    if value is None or value == "base":
+        return None
+    if value == "up":
+        return upsampler_resolution(family)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"--resolution {value!r}: give a number of pixels (e.g. 64 or 256), 'base' or 'up'"
+        ) from None
+
+
+def _open_source(data: str, coco_root: Path | None, opts: dict[str, Any]) -> DataSource:
+    if data == "embedded":
+        from ..data.embedded_source import EmbeddedSource
+
+        return EmbeddedSource(opts)
+    from ..data.coco_source import CocoSource
+
+    return CocoSource(coco_root, opts)
+
+
+def _model_family(o: RunOptions, data: str, opts: dict[str, Any]) -> str:
+    """``plugin`` with ``--generator``, else ``--model``, else the official weights for MS-COCO when they are
+    cached, else the embedded family."""
+    from .. import models as M
+
+    if o.generator_args is not None and o.generator is None:
+        raise ValueError("--generator-args goes with --generator module.path:factory (or diffusers:PATH)")
+    chosen = [f for f, v in (("--model", o.model), ("--generator", o.generator), ("--images", o.images),
+                             ("--images-setting", o.images_setting)) if v]  # fmt: skip
+    if len(chosen) > 1 and chosen != ["--images", "--images-setting"]:
+        raise ValueError(f"{' and '.join(chosen)}: give one (--model is GLIDE's; the others bring another model)")
+    if o.generator is not None or o.images or o.images_setting:
+        return "plugin"
+    if o.model is not None:
+        return o.model
+    official_ok = M.official_available(256 if opts["resolution"] in ("up", 256, "256") else 64)
+    return "official" if data == "coco" and official_ok else "embedded"
+
+
+def _clip_scales(family: str, opts: dict[str, Any], notes: list[str]) -> list[float]:
+    """CLIP-guidance scales: explicit ones always; the profile's only with a trained noised CLIP."""
+    from .. import models as M
+
+    scales = opts["clip"]
+    if opts["clip_explicit"] or not scales:
+        return scales
+    if family == "embedded":
+        files = M.embedded_files(caption_style=opts["caption_style"])
+        has_clip = "noised-clip" in files and "base" in files
+    else:
+        has_clip = all(M.is_cached(n) for n in M.OFFICIAL_NAMES["noised-clip"])
+    if has_clip:
+        return scales
+    notes.append("CLIP-guidance settings skipped: no trained noised CLIP for this model family")
+    return []
+
+
+def resolve_device(requested: str | None, dist: Dist) -> torch.device:
+    """``--device`` (default: cuda when available), refused with a clear message when it cannot be used."""
+    if requested is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in _DEVICE_TYPES:
+            raise ValueError(f"--device {requested!r} is not a device here; use cpu, cuda or cuda:N")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"--device {requested}: no CUDA device is visible to PyTorch on this machine "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu or run "
+                "where a GPU is"
+            )
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(
+                f"--device {requested}: Apple's MPS backend is not available here; use --device cpu"
+            )
+    if device.type == "cuda" and dist.world > 1:
+        device = torch.device("cuda", dist.local_rank)
+    return device
+
+
+def check_timesteps(opts: dict[str, Any], models: Any) -> None:
+    """The respacings and the guidance interval against the models' diffusion steps T (before any work)."""
+    from glide.diffusion.schedules import space_timesteps
+
+    checks = [("--steps", opts["steps"], models.configs["base"].diffusion_steps)]
+    if "upsample" in models.configs:
+        checks.append(("--up-steps", opts["up_steps"], models.configs["upsample"].diffusion_steps))
+    for flag, value, t in checks:
+        try:
+            kept = space_timesteps(t, str(value))
+        except (ValueError, ZeroDivisionError) as e:
+            raise ValueError(
+                f"{flag} {value!r} cannot respace the model's {t} diffusion steps: {e}"
+            ) from None
+        if not kept:
+            raise ValueError(f"{flag} {value!r} keeps no step; give at least 1 (e.g. 25, ddim25, quad20)")
+    interval, t = opts.get("cfg_interval"), checks[0][2]
+    if interval is not None and not 0 <= interval[0] <= interval[1] <= t - 1:
+        raise ValueError(
+            f"--cfg-interval {interval[0]},{interval[1]}: use LO,HI with 0 <= LO <= HI <= {t - 1}"
+        )
+
+
+def _make_generator(o: RunOptions, opts: dict[str, Any], notes: list[str]) -> tuple[Any, dict[str, Any], list]:
+    """The non-GLIDE generator of ``o`` (a folder of images or a plug-in), its kwargs and its settings."""
+    from ..generators import load_generator, parse_generator_args
+
+    settings = make_settings(opts["cfg"], opts["clip"], o.unguided)
+    if o.images or o.images_setting:
+        if not opts["clip_explicit"]:  # the profile's CLIP-guidance scales are GLIDE's, not the folder's
+            settings = make_settings(opts["cfg"], [], o.unguided)
+        from ..generators.folder import FolderGenerator, folders_from_options, settings_of
+
+        folders = folders_from_options(o.images, o.images_setting, [s.setting_id for s in settings])
+        if o.images_setting or len(folders) > 1 or {s.setting_id for s in settings} != set(folders):
+            settings = make_settings(*settings_of(folders))
+        generator = FolderGenerator(folders, int(opts["num_samples"]), int(opts["seed"]))
+        notes += generator.notes
+        return generator, {}, settings
+    kwargs = parse_generator_args(o.generator_args)
+    generator = load_generator(o.generator, kwargs)
+    if "clip" not in generator.capabilities.guidance and opts["clip"] and not opts["clip_explicit"]:
+        notes.append(f"CLIP-guidance settings skipped: generator {generator.name} has no CLIP guidance")
+        settings = make_settings(opts["cfg"], [], o.unguided)
+    return generator, kwargs, settings
+
+
+def _plugin(o: RunOptions, opts: dict[str, Any], data: str, notes: list[str]) -> tuple[Any, Any, int, list]:
+    """A generator other than GLIDE (``--generator``, ``--images``), its plan (identities + the data's evaluator
+    CLIP), the evaluation resolution (``--resolution N``, else the generator's native size) and the settings
+    (the profile's CLIP-guidance scales are skipped, with a note, when the generator has no CLIP guidance; a
+    folder's settings are its setting ids)."""
+    import json
+
+    from .. import models as M
+
+    generator, kwargs, settings = _make_generator(o, opts, notes)
+    native = generator.capabilities.resolution
+    value = opts["resolution"]
+    resolution = native if value in (None, "base", "up") else int(_resolution_arg(value, "plugin") or native)
+    identities = {"generator": o.generator or "images"} | {k: str(v) for k, v in generator.identity().items()}
+    if kwargs:
+        identities["generator-args"] = json.dumps(kwargs, sort_keys=True)
+    if resolution != native and not (o.images or o.images_setting):
+        identities["native-resolution"] = str(native)
+    plan = M.plan_for_generator(generator.name, identities, resolution, data, opts["caption_style"])
+    return generator, plan, resolution, settings
+
+
+def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
+    """Resolve ``o`` into a :class:`RunPlan` (reads the data's captions and plans the models; loads no
+    weights and writes nothing)."""
+    from .. import models as M
+    from ..data.coco import resolve_root
+    from ..data.coco_source import check_options
+
+    suite = load_suite(o.suite)
+    coco_root = resolve_root(o.coco_root)
+    data = data_kind(o.data, coco_root)
+    opts = resolve_options(o, suite, data)
+    if data == "coco":
+        check_options(opts)
+    family = _model_family(o, data, opts)
+    notes: list[str] = []
+    generator = None
+    if family == "plugin":
+        generator, models, resolution, settings = _plugin(o, opts, data, notes)
+    else:
+        resolution = _resolution_arg(opts["resolution"], family)
+        clip_scales = _clip_scales(family, opts, notes)
+        settings = make_settings(opts["cfg"], clip_scales, o.unguided)
+        models = M.plan_models(
+            family, resolution, want_noised_clip=bool(clip_scales), data=data, caption_style=opts["caption_style"]
+        )
+        check_timesteps(opts, models)
+    source = _open_source(data, coco_root, opts)
+    device = resolve_device(o.device, dist)
+    if generator is None:
+        from ..generators.glide import GlideGenerator
+
+        generator = GlideGenerator(models, device, opts["dtype"], opts.get("attention", "einsum"))
+    spec = RunSpec(
+        suite=suite.name, suite_version=suite.version, model=family, model_label=models.label,
+        weights=tuple(models.identities.items()), data=data, split=opts["split"], data_id=source.data_id,
+        captions=opts["captions"], num_samples=int(opts["num_samples"]), reference_size=source.reference_count,
+        seed=int(opts["seed"]), settings=settings,
+        sampler=opts["sampler"], steps=str(opts["steps"]), resolution=resolution or models.base_resolution,
+        base_resolution=models.base_resolution, up_sampler=opts["up_sampler"], up_steps=str(opts["up_steps"]),
+        upsample_temp=float(opts["upsample_temp"]), batch_size=int(opts["batch_size"]), dtype=opts["dtype"],
+        device_type=device.type, inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]),
+        prc_k=int(opts["prc_k"]), random_init=models.random_init, cfg_interval=opts.get("cfg_interval"),
+        attention=opts.get("attention", "einsum"), caption_style=opts["caption_style"],
+    )  # fmt: skip
+    check_supported(generator, [s.guidance for s in spec.settings], spec.dtype, device.type)
+    shard = Shard.parse(o.shard)
+    return RunPlan(
+        options=o, suite=suite, opts=opts, source=source, models=models, spec=spec, device=device, shard=shard,
+        worker=Worker.make(shard, dist.rank, dist.world), run_dir=spec.run_dir(Path(o.out or "runs")),
+        notes=models.notes + notes, generator=generator,
+    )  # fmt: skip
+
+
+def first_line(plan: RunPlan) -> str:
+    """The run's first printed line: which data and which models, loudly."""
+    where = plan.source.describe(plan.suite.name)
+    if plan.spec.model == "embedded":
+        who = "with the EMBEDDED models"
+        if plan.models.random_init:
+            who += (
+                " -- RANDOM-INITIALISED (no trained weights found in "
+                f"{os.environ.get('GLIDEBENCH_MODELS') or 'glidebench/assets/models'}): numbers are a plumbing "
+                "check, not a result"
+            )
+    elif plan.options.images or plan.options.images_setting:
+        who = f"scoring the images of {', '.join(str(p) for p in plan.generator.folders.values())}"
+    elif plan.spec.model == "plugin":
+        who = f"with the generator {plan.generator.name} ({plan.options.generator})"
+    else:
+        who = "with the official GLIDE (filtered) checkpoints"
+    return f"glidebench {plan.suite.name}: {where} {who}."
+
+
+def write_prompts(o: RunOptions, path: Path) -> Path:
+    """``glidebench prompts``: the protocol of the run ``o`` describes, one JSON line per image and setting
+    (index, caption, seed, setting, guidance, scale, resolution, file name, protocol and run fingerprints),
+    written atomically. Nothing is generated; no run directory is made."""
+    import json
+
+    from ..store import atomic_write_text
+
+    plan = resolve_plan(dataclasses.replace(o, out="runs", dry_run=True), Dist())
+    spec = plan.spec
+    lines = [
+        json.dumps(
+            {
+                "index": p.index, "caption": p.caption, "seed": p.seed, "setting": s.setting_id,
+                "guidance": s.guidance, "scale": s.scale, "resolution": spec.resolution,
+                "file": f"{s.setting_id}/{p.index:06d}.png", "protocol": spec.protocol_fingerprint,
+                "run": spec.fingerprint,
+            }  # fmt: skip
+        )
+        for s in spec.settings
+        for p in plan.source.prompts
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

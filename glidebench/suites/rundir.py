@@ -1,0 +1,174 @@
+"""The run directory and the processes that share it: distributed context, log, spec files, missing counts.
+
+Owns the run-directory contract's first files (``spec.json``, ``prompts.json``, ``settings.json``: written
+once, then checked on every resume so that a directory never mixes two runs), the count of images still
+missing per setting (optionally in one worker's chunks), the torch.distributed context (gloo, barriers only)
+and the run log (rank-prefixed lines; ``main`` lines from rank 0 only).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data.sources import Prompt
+from ..generate import chunk_bounds, owned_chunks
+from ..spec import RunSpec, Worker
+from ..store import ImageStore, atomic_write_json, read_json, to_json
+
+
+class RunDirError(RuntimeError):
+    """A run directory that holds another run's files."""
+
+
+class IncompleteRun(RuntimeError):
+    """--merge found images missing."""
+
+
+@dataclass
+class Dist:
+    """The torch.distributed context of a torchrun job (rank/world from the environment)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialised: bool = False
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        d = cls(rank, world, local)
+        if world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                # gloo: barriers only (works for CPU and GPU ranks); long timeout because ranks may finish
+                # generation hours apart.
+                dist.init_process_group(
+                    "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(hours=72)
+                )
+            d.initialised = True
+        return d
+
+    def barrier(self) -> None:
+        if self.initialised:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.initialised:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.initialised = False
+
+
+class RunLog:
+    """Progress lines of a run: ``log(msg)`` from every rank (prefixed under torchrun, silent with --quiet),
+    ``log.main(msg)`` from rank 0 only (always shown)."""
+
+    def __init__(self, rank: int, world: int, quiet: bool) -> None:
+        self.rank, self.world, self.quiet = rank, world, quiet
+
+    def __call__(self, msg: str) -> None:
+        if self.quiet:
+            return
+        prefix = f"[rank {self.rank}] " if self.world > 1 else ""
+        print(prefix + msg, flush=True)
+
+    def main(self, msg: str) -> None:
+        if self.rank == 0:
+            print(msg, flush=True)
+
+
+def _write_or_check(path: Path, obj: Any) -> None:
+    want = json.loads(to_json(obj))
+    if path.exists():
+        have = read_json(path)
+        if have != want:
+            raise RunDirError(
+                f"{path} was written by a different run (its content differs from this run's). Remove the "
+                f"directory {path.parent} or choose another --out"
+            )
+        return
+    atomic_write_json(path, obj)
+
+
+def init_run_dir(run_dir: Path, spec: RunSpec, prompts: list[Prompt]) -> None:
+    """Write the run's spec, prompts and settings, or check that the directory holds this run's."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_or_check(run_dir / "spec.json", spec.record())
+    _write_or_check(run_dir / "prompts.json", [p.to_dict() for p in prompts])
+    _write_or_check(run_dir / "settings.json", {s.setting_id: spec.setting_record(s) for s in spec.settings})
+
+
+def missing_counts(run_dir: Path, spec: RunSpec, worker: Worker | None = None) -> dict[str, int]:
+    """Missing images per setting (only in ``worker``'s chunks when given)."""
+    chunks = chunk_bounds(spec.num_samples, spec.batch_size)
+    ks = owned_chunks(len(chunks), worker) if worker is not None else range(len(chunks))
+    out = {}
+    for s in spec.settings:
+        store = ImageStore(run_dir / "images" / s.setting_id)
+        out[s.setting_id] = sum(len(store.missing(range(*chunks[k]))) for k in ks)
+    return out
+
+
+class RunLocked(RunDirError):
+    """Another live process is running the same worker of the same run."""
+
+
+class RunLock:
+    """An exclusive lock on one worker's share of a run: ``RUN_DIR/locks/worker-<i>-of-<n>.lock``.
+
+    POSIX record locks (``fcntl.lockf``, which also works on NFS) are released by the kernel when their process
+    dies, so a lock left by a killed process is taken over by the next run; the file records the holder (pid,
+    host, start time) for the message a second process gets. Shards and torchrun ranks are different workers
+    and never wait for each other.
+    """
+
+    def __init__(self, run_dir: Path, worker: Worker) -> None:
+        self.path = run_dir / "locks" / f"worker-{worker.index}-of-{worker.count}.lock"
+        self.worker = worker
+        self.fd: int | None = None
+        self.previous = ""  # the holder recorded by an earlier (finished or killed) process
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        import socket
+
+        from ..provenance import now_iso
+        from ..store import file_mode
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLocked(
+                f"another process is already running this run (worker {self.worker.index}/{self.worker.count}) in "
+                f"{self.path.parents[1]}: {holder}. Wait for it to finish or stop it, then run the same command "
+                "again (its images are kept); a lock left by a killed process is taken over by the next run"
+            ) from None
+        self.previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

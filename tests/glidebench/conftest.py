@@ -1,0 +1,25 @@
+"""Fixtures of the harness tests (helpers in harness.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from .harness import build_tiny_models
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One torch thread: on the shared 2-core machines this is many times faster for tiny models (and the
+    images are the same: the harness tests also check that against multi-process runs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
