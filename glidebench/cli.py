@@ -105,6 +105,21 @@ def _add_run_options(p: argparse.ArgumentParser, prompts: bool = False) -> None:
         "unsaid, as people's captions do; the same scenes and references)",
     )
     g.add_argument("--num-samples", type=int, help="samples per setting")
+    g.add_argument(
+        "--samples-per-prompt", type=int, metavar="K",
+        help="K images for each of the first --diversity-prompts captions (intra-caption diversity; the extra "
+        "draws are indices after num-samples with their own seeds; FID/KID/P-R use the first image per caption)",
+    )  # fmt: skip
+    g.add_argument(
+        "--diversity-prompts",
+        type=int,
+        metavar="M",
+        help="how many of the first captions get K images (0 = all)",
+    )
+    g.add_argument(
+        "--bootstrap-resamples", type=int, metavar="R",
+        help="bootstrap resamples of the 95%% intervals and paired differences (default 1000; 0 = none)",
+    )  # fmt: skip
     g.add_argument("--reference-size", type=int, help="reference images (0 = the whole split)")
     g.add_argument("--limit", type=int, help="cap the number of samples (quick runs)")
     g.add_argument("--seed", type=int, help="base seed: sample i uses seed + i; also the caption choice")
@@ -156,6 +171,7 @@ def _add_run_options(p: argparse.ArgumentParser, prompts: bool = False) -> None:
         "--inception", choices=["auto", "torch-fidelity", "fid-helper"], help="Inception weights source"
     )
     g.add_argument("--feature-batch-size", type=int, help="Inception batch (default 8 on CPU, 64 on GPU)")
+    _add_protocol_options(p)
     g.add_argument(
         "--profile",
         action="store_true",
@@ -168,6 +184,22 @@ def _add_run_options(p: argparse.ArgumentParser, prompts: bool = False) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="print the resolved spec and run dir; write nothing"
     )
+
+
+def _add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """The options that reproduce a published protocol (docs/reproducing.md; glidebench.comparable)."""
+    g = p.add_argument_group("published protocols (docs/reproducing.md)")
+    g.add_argument("--captions-file", help="a fixed caption list: .csv (caption column, optional image_id), "
+                   ".jsonl (caption, optional image_id) or .txt (one per line); its first N rows in order")  # fmt: skip
+    g.add_argument("--reference-stats", help="FID reference statistics FILE.npz (mu, sigma; from `prepare coco "
+                   "--export-stats`) instead of reference images; KID and precision/recall are then not measured")  # fmt: skip
+    g.add_argument("--fid-resize", choices=["tf-bilinear", "clean"], help="resize to Inception's 299 px: "
+                   "tf-bilinear (torch-fidelity's TF1 bilinear, the default, the paper's era) or clean (clean-fid's "
+                   "PIL bicubic with antialiasing)")  # fmt: skip
+    g.add_argument("--clip-score-model", metavar="ARCH:PRETRAINED", help="open_clip backbone of the CLIP score "
+                   "(default ViT-B-16:openai on MS-COCO, as GLIDE; e.g. ViT-L-14:openai, ViT-g-14:laion2b_s34b_b88k)")  # fmt: skip
+    g.add_argument("--log-to", choices=["tensorboard", "wandb"], help="also log the flat metrics and the config "
+                   "block (RUN_DIR/results_config.json) to TensorBoard (RUN_DIR/tensorboard) or W&B")  # fmt: skip
 
 
 def _add_prompts(sub: argparse._SubParsersAction) -> None:
@@ -185,7 +217,8 @@ def _add_prompts(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_prompts(args: argparse.Namespace) -> int:
-    from .suites.options import RunOptions, write_prompts
+    from .suites.options import RunOptions
+    from .suites.prompts import write_prompts
 
     path = write_prompts(RunOptions.from_args(args), Path(args.out))
     print(f"prompts: {path}")
@@ -194,7 +227,9 @@ def _cmd_prompts(args: argparse.Namespace) -> int:
 
 def _add_ls(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ls", help="list suites, models and finished runs")
-    p.add_argument("what", nargs="?", choices=["suites", "models", "generators", "runs", "all"], default="all")
+    p.add_argument(
+        "what", nargs="?", choices=["suites", "models", "generators", "runs", "all"], default="all"
+    )
     p.add_argument("--out", default="runs", help="where runs are (default runs/)")
     p.set_defaults(func=_cmd_ls)
 
@@ -216,6 +251,10 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="check that every reference image exists and decodes; no features",
     )
     p.add_argument("--threads", type=int, help="CPU threads (default: half the logical CPUs)")
+    p.add_argument("--fid-resize", choices=["tf-bilinear", "clean"], default="tf-bilinear",
+                   help="resize to Inception's 299 px (as `run --fid-resize`)")  # fmt: skip
+    p.add_argument("--export-stats", metavar="FILE.npz", help="also write the reference set's FID statistics (mu, "
+                   "sigma, float64) and FILE.json naming the protocol; several resolutions: FILE-<res>px.npz each")  # fmt: skip
     p.set_defaults(func=_cmd_prepare)
 
 
@@ -441,9 +480,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from .features import InceptionExtractor
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    extractor = InceptionExtractor(args.inception, device=device)
+    extractor = InceptionExtractor(args.inception, device=device, resize=args.fid_resize)
+    resolutions = [int(r) for r in str(args.resolution).split(",") if r.strip()]
     args.feature_batch_size = args.feature_batch_size or (64 if device.type == "cuda" else 8)
-    for res in (int(r) for r in str(args.resolution).split(",") if r.strip()):
+    for res in resolutions:
         t0 = time.monotonic()
         fp = coco.reference_fingerprint(files, res, digests)
         feats = features_for(
@@ -452,6 +492,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print(f"  {res} px: reference features {feats['pool3'].shape} ({extractor.name}) cached under "
               f"{cache_root() / 'features'} in {time.monotonic() - t0:.0f} s")  # fmt: skip
+        if args.export_stats:
+            from .refstats import export_coco_stats
+
+            npz = export_coco_stats(
+                args.export_stats, feats["pool3"], coco, res, extractor, fp, len(resolutions) > 1
+            )
+            print(f"  {res} px: reference statistics {npz} (+ {npz.with_suffix('.json').name})")
     return 0
 
 

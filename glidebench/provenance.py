@@ -14,6 +14,7 @@ import importlib.metadata
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,19 @@ def git_state(repo: Path | None = None) -> tuple[str | None, bool | None]:
         return None, None
 
 
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for pkg in PACKAGES:
+def package_versions(names: Sequence[str]) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None for one that is not installed)."""
+    out: dict[str, str | None] = {}
+    for name in names:
         try:
-            out[pkg] = importlib.metadata.version(pkg)
+            out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
+            out[name] = None
     return out
+
+
+def versions() -> dict[str, str | None]:
+    return {"python": sys.version.split()[0]} | package_versions(PACKAGES)
 
 
 def device_description(device: torch.device | str) -> str:

@@ -9,10 +9,14 @@ guidance kind x scale x sampler x steps x resolution; its columns and how a cell
 - ``kid_mean`` / ``kid_std``: unbiased KID (cubic polynomial kernel), subsets of min(kid_subset_size, N).
 - ``is_mean`` / ``is_std``: Inception Score over min(10, N) splits; only when the extractor gives logits
   (torch-fidelity's Inception; the offline fid-helper copy has no classifier head, so IS is NaN + warning).
-- ``precision`` / ``recall``: Kynkaanniemi et al. k-NN manifolds (k = spec.prc_k) on pool3, generated vs a
-  seeded subset of the reference set of the same size (the k-NN radius depends on set size, so sizes match).
+- ``precision`` / ``recall``: Kynkaanniemi et al. k-NN manifolds (k = spec.prc_k) on pool3, generated vs the
+  whole reference set (its size is ``n_reference``; docs/uncertainty.md says what unequal sizes do); fewer
+  than ``PRC_MIN_SAMPLES`` images in either set add a warning.
+- ``<metric>_lo`` / ``<metric>_hi`` and the diversity columns: ``glidebench.uncertainty`` (bootstrap).
 - ``clip_score``: 100 x mean cosine(image, caption) with no clamp (the paper's), ``clip_score_clamped`` with
-  max(cos, 0) (torchmetrics-style), from the evaluator CLIP of the model family.
+  max(cos, 0) (torchmetrics-style), ``clip_score_2p5`` = CLIPScore (Hessel et al. 2021: 2.5 x mean max(cos, 0)),
+  from the evaluator CLIP of the data (``--clip-score-model`` on MS-COCO); ``clip_truncated``: captions longer
+  than its text context, truncated before encoding.
 
 Features are cached (``glidebench.features.cached_features``) keyed by the extractor's fingerprint and the
 image set's fingerprint: reference sets in the user cache (shared between runs), generated sets in the run.
@@ -30,15 +34,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .schema import EXTRA_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, RESULTS_MD_COLUMNS, format_value
+from .schema import (
+    EXTRA_COLUMNS,
+    METRIC_COLUMNS,
+    RESULT_COLUMNS,
+    RESULTS_MD_COLUMNS,
+    format_value,
+    format_with_interval,
+)
 from .store import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = [
-    "EXTRA_COLUMNS", "METRIC_COLUMNS", "RESULT_COLUMNS", "TABLE_COLUMNS", "MetricsError", "cache_root",
-    "check_sample_counts", "features_for", "markdown_table", "prc_reference_subset", "results_frame",
-    "setting_metrics", "write_markdown", "write_results",
+    "EXTRA_COLUMNS", "METRIC_COLUMNS", "PRC_MIN_SAMPLES", "RESULT_COLUMNS", "TABLE_COLUMNS", "MetricsError",
+    "cache_root", "check_sample_counts", "differences_frame", "differences_markdown", "features_for",
+    "markdown_table", "prc_reference_subset", "results_frame", "setting_metrics", "write_differences",
+    "write_markdown", "write_results",
 ]  # fmt: skip
 TABLE_COLUMNS = RESULTS_MD_COLUMNS  # the columns of results.md
+# Below this many images in the generated or the reference set, precision/recall rows carry a warning: the
+# k-NN radii of a small set are large (Kynkaanniemi et al. 2019 use 50k images per set), so precision
+# saturates and recall collapses (16 references gave P = 1.000, R = 0.000 on every setting).
+PRC_MIN_SAMPLES = 1000
 
 
 class MetricsError(RuntimeError):
@@ -83,8 +99,8 @@ def check_sample_counts(n_fake: int, n_real: int) -> None:
 
 
 def prc_reference_subset(real: np.ndarray, n_fake: int, seed: int) -> np.ndarray:
-    """The references precision/recall compares with: a seeded subset of the generated set's size (the k-NN
-    radius depends on the set size), or all of them when there are not more than ``n_fake``."""
+    """The seeded equal-size reference subset that precision/recall used before version 5 of coco-fid (the
+    harness now uses the whole reference set; kept for research/precision_diagnostics.py's comparison)."""
     if len(real) <= n_fake:
         return real
     return real[np.sort(np.random.default_rng([seed, 2]).permutation(len(real))[:n_fake])]
@@ -118,12 +134,18 @@ def setting_metrics(
     kid_mean, kid_std = kid_from_features(
         fake, real, subset_size=min(kid_subset_size, n_fake, n_real), seed=seed
     )
-    real_prc = prc_reference_subset(real, n_fake, seed)
-    if min(n_fake, len(real_prc)) <= k:
+    if min(n_fake, n_real) <= k:
         raise MetricsError(
             f"precision/recall with k={k} needs more than {k} images per set; use more samples"
         )
-    pr = precision_recall(real_prc, fake, k=k)
+    pr = precision_recall(real, fake, k=k)  # the whole reference set (docs/uncertainty.md)
+    if min(n_fake, n_real) < PRC_MIN_SAMPLES:
+        notes.append(
+            f"precision/recall from {n_fake} generated and {n_real} reference images (< {PRC_MIN_SAMPLES} "
+            f"in a set): the k={k} nearest-neighbour balls are wide, so precision is biased up and recall "
+            "down (16 references give P = 1, R = 0): read them with their intervals and use >= 1000 images "
+            "per set"
+        )
     out = {
         "fid": fid.fid,
         "kid_mean": kid_mean,
@@ -134,6 +156,7 @@ def setting_metrics(
         "is_std": math.nan,
         "clip_score": math.nan,
         "clip_score_clamped": math.nan,
+        "clip_score_2p5": math.nan,
     }
     if "logits" in gen:
         out["is_mean"], out["is_std"] = inception_score(gen["logits"], splits=min(10, n_fake))
@@ -142,6 +165,7 @@ def setting_metrics(
     if clip_pair is not None:
         cs = clip_score(*clip_pair)
         out["clip_score"], out["clip_score_clamped"] = cs["clip_score"], cs["clip_score_clamped"]
+        out["clip_score_2p5"] = cs["clip_score_2p5"]
     return out, notes
 
 
@@ -167,18 +191,60 @@ def write_results(run_dir: Path, rows: Sequence[dict[str, Any]]) -> pd.DataFrame
 
 
 def markdown_table(df: pd.DataFrame, columns: Sequence[str] = TABLE_COLUMNS) -> str:
-    """A GFM table of ``df``'s ``columns`` (those it has), each cell printed by ``schema.format_value``."""
+    """A GFM table of ``df``'s ``columns`` (those it has), each cell printed by ``schema.format_value``, with
+    its 95 % interval ``[lo, hi]`` where the row has ``<column>_lo`` / ``_hi``."""
     cols = [c for c in columns if c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(format_value(c, row[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(format_with_interval(c, row) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(run_dir: Path, df: pd.DataFrame, header: Sequence[str]) -> Path:
-    """RUN_DIR/results.md (atomic): ``header`` lines, the results table, then the harness's warnings."""
+def differences_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The paired differences (``glidebench.uncertainty.differences``) with their columns in order."""
+    from .uncertainty import DIFFERENCE_COLUMNS
+
+    return pd.DataFrame(list(rows), columns=list(DIFFERENCE_COLUMNS))
+
+
+def write_differences(run_dir: Path, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """RUN_DIR/differences.json and differences.csv (atomic): one row per compared pair of settings and
+    metric: value_b - value_a, its paired 95 % bootstrap interval and ``resolved`` (it excludes 0)."""
+    df = differences_frame(rows)
+    atomic_write_json(run_dir / "differences.json", df.to_dict(orient="records"))
+    atomic_write_bytes(run_dir / "differences.csv", df.to_csv(index=False).encode("utf-8"))
+    return df
+
+
+def differences_markdown(df: pd.DataFrame) -> str:
+    """The paired differences as a GFM table: difference [lo, hi] and resolved yes / no."""
+    lines = ["| metric | b - a | difference [95 % interval] | resolved |", "|---|---|---|---|"]
+    for _, r in df.iterrows():
+        m = str(r["metric"])
+        d = format_value(m, r["difference"])
+        lo, hi = format_value(m, r["difference_lo"]), format_value(m, r["difference_hi"])
+        verdict = "yes" if r["resolved"] else "no"
+        lines.append(f"| {m} | {r['setting_b']} - {r['setting_a']} | {d} [{lo}, {hi}] | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(
+    run_dir: Path, df: pd.DataFrame, header: Sequence[str], differences: Sequence[dict[str, Any]] = ()
+) -> Path:
+    """RUN_DIR/results.md (atomic): ``header`` lines, the results table (values with their 95 % intervals),
+    the paired differences between settings when given, then the harness's warnings."""
     warnings = sorted({w for ws in df["warnings"].fillna("") for w in str(ws).split("; ") if w})
     text = "\n".join(header) + "\n\n" + markdown_table(df)
+    if any(c.endswith("_lo") for c in df.columns):
+        text += (
+            "\nBrackets: 95 % bootstrap intervals over caption indices, centred on the estimate "
+            "(docs/uncertainty.md).\n"
+        )
+    if len(differences):
+        text += (
+            "\nPaired differences (same captions and seeds; resolved: the 95 % interval excludes 0):\n\n"
+            + differences_markdown(differences_frame(differences))
+        )
     if warnings:
         text += "\nWarnings:\n\n" + "\n".join(f"- {w}" for w in warnings) + "\n"
     path = run_dir / "results.md"

@@ -27,36 +27,49 @@ import pandas as pd
 RESULT_COLUMNS: tuple[str, ...] = (
     "setting_id", "model", "guidance", "scale", "sampler", "steps", "resolution", "n_samples",
     "evals_per_image", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall",
-    "clip_score", "clip_score_clamped", "wall_s", "images_per_s", "warnings",
+    "clip_score", "clip_score_clamped", "clip_score_2p5", "clip_truncated", "wall_s", "images_per_s", "warnings",
 )  # fmt: skip
 EXTRA_COLUMNS: tuple[str, ...] = ("data", "n_reference")
+# Uncertainty (issue 20, docs/uncertainty.md): ``<metric>_lo`` / ``<metric>_hi``, the 95 % percentile bootstrap
+# interval of each metric below that a row has (the attribute accuracies, ``*_acc``, get theirs too), and the
+# intra-caption diversity columns (rows of runs with K > 1 images per caption). KID's interval is the one
+# shown; ``kid_std`` (the spread over KID's subsets, not an uncertainty of the mean) stays in the CSV only.
+INTERVAL_METRICS: tuple[str, ...] = ("fid", "kid_mean", "precision", "recall", "clip_score")
+DIVERSITY_COLUMNS: tuple[str, ...] = ("diversity_pool3", "diversity_clip", "vendi_pool3", "vendi_clip")
+INTERVAL_SUFFIXES: tuple[str, str] = ("_lo", "_hi")
+INTERVAL_COLUMNS: tuple[str, ...] = tuple(
+    m + s for m in INTERVAL_METRICS + DIVERSITY_COLUMNS for s in INTERVAL_SUFFIXES
+)
 METRIC_COLUMNS: tuple[str, ...] = (
     "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "clip_score", "clip_score_clamped",
+    "clip_score_2p5",
 )  # fmt: skip
 # Without these a table cannot be read as results at all (the report refuses it).
 REQUIRED_COLUMNS: tuple[str, ...] = ("setting_id", "guidance", "scale")
 TEXT_COLUMNS: tuple[str, ...] = ("setting_id", "model", "guidance", "sampler", "steps", "warnings")
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(c for c in RESULT_COLUMNS if c not in TEXT_COLUMNS)
-INTEGER_COLUMNS: tuple[str, ...] = ("resolution", "n_samples")
+INTEGER_COLUMNS: tuple[str, ...] = ("resolution", "n_samples", "clip_truncated")
 
 # results.md: one line per setting, the numbers a reader compares (columns a table lacks are left out).
 RESULTS_MD_COLUMNS: tuple[str, ...] = (
     "setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "is_mean", "precision", "recall",
-    "clip_score", "colour_acc", "shape_acc", "size_acc", "background_acc", "position_acc", "images_per_s",
+    "clip_score", "colour_acc", "shape_acc", "size_acc", "background_acc", "position_acc", *DIVERSITY_COLUMNS,
+    "images_per_s",
 )  # fmt: skip
 # The report's results table: identity and metrics first (what a reader compares), then how it was run.
 REPORT_COLUMNS: tuple[str, ...] = (
     "run", "setting_id", "guidance", "scale", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision",
-    "recall", "clip_score", "clip_score_clamped", "colour_acc", "shape_acc", "object_acc", "position_acc",
-    "n_samples", "model", "sampler", "steps", "cfg_interval", "resolution",
+    "recall", "clip_score", "clip_score_clamped", "clip_score_2p5", "colour_acc", "shape_acc", "object_acc", "position_acc",
+    *DIVERSITY_COLUMNS, "n_samples", "model", "sampler", "steps", "cfg_interval", "resolution",
     "evals_per_image", "wall_s", "images_per_s",
 )  # fmt: skip
 
 # ------------------------------------------------------------------------------------------------ numbers
 DECIMALS: dict[str, int] = {
     "fid": 2, "kid_mean": 4, "kid_std": 4, "is_mean": 2, "is_std": 2, "precision": 3, "recall": 3,
-    "clip_score": 2, "clip_score_clamped": 2, "wall_s": 1, "images_per_s": 3,
+    "clip_score": 2, "clip_score_clamped": 2, "clip_score_2p5": 4, "wall_s": 1, "images_per_s": 3,
     "kid_vs_ref_se": 2,  # the nfe summary's jackknife standard error of kid_vs_ref
+    "diversity_pool3": 2, "diversity_clip": 3, "vendi_pool3": 2, "vendi_clip": 2,
 }  # fmt: skip
 # Families of columns suites add (attribute accuracies, the nfe summary's relative differences).
 DECIMAL_SUFFIXES: tuple[tuple[str, int], ...] = (("_acc", 3), ("_vs_ref", 3))
@@ -67,7 +80,34 @@ def decimals(column: str) -> int | None:
     """Fixed decimals of ``column``'s numbers, or None where a number is printed as it is (``:g``)."""
     if column in DECIMALS:
         return DECIMALS[column]
+    base = interval_base(column)
+    if base is not None:
+        return decimals(base)
     return next((n for suffix, n in DECIMAL_SUFFIXES if column.endswith(suffix)), None)
+
+
+def interval_base(column: str) -> str | None:
+    """``fid`` for ``fid_lo`` / ``fid_hi`` (an interval bound's metric), else None."""
+    for s in INTERVAL_SUFFIXES:
+        if column.endswith(s) and len(column) > len(s):
+            return column[: -len(s)]
+    return None
+
+
+def is_interval_column(column: str, columns: Any) -> bool:
+    """True for ``<metric>_lo`` / ``<metric>_hi`` when ``columns`` also holds ``<metric>``."""
+    base = interval_base(column)
+    return base is not None and base in columns
+
+
+def format_with_interval(column: str, row: Any) -> str:
+    """``column``'s cell of ``row`` (a mapping or Series), followed by its interval ``[lo, hi]`` when the row
+    has finite bounds: ``12.34 [10.02, 15.10]``."""
+    text = format_value(column, row.get(column))
+    lo, hi = to_float(row.get(column + "_lo")), to_float(row.get(column + "_hi"))
+    if text == MISSING or math.isnan(lo) or math.isnan(hi):
+        return text
+    return f"{text} [{format_value(column, lo)}, {format_value(column, hi)}]"
 
 
 def is_blank(value: Any) -> bool:
@@ -107,8 +147,15 @@ def format_value(column: str, value: Any) -> str:
     return f"{v:g}" if abs(v) < 1e6 else f"{v:.6g}"
 
 
-def format_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Every cell of ``df`` formatted with ``format_value`` (strings only, ready for HTML or Markdown)."""
-    return pd.DataFrame(
-        {c: [format_value(c, v) for v in df[c]] for c in df.columns}, columns=list(df.columns)
-    )
+def format_table(df: pd.DataFrame, intervals: bool = False) -> pd.DataFrame:
+    """Every cell of ``df`` formatted with ``format_value`` (strings only, ready for HTML or Markdown).
+
+    ``intervals``: a metric with ``_lo`` / ``_hi`` columns prints ``value [lo, hi]`` and the bound columns are
+    left out."""
+    if not intervals:
+        return pd.DataFrame(
+            {c: [format_value(c, v) for v in df[c]] for c in df.columns}, columns=list(df.columns)
+        )
+    cols = [c for c in df.columns if not is_interval_column(c, df.columns)]
+    rows = [row for _, row in df.iterrows()]
+    return pd.DataFrame({c: [format_with_interval(c, r) for r in rows] for c in cols}, columns=cols)

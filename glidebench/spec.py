@@ -38,7 +38,13 @@ SAMPLERS = ("ancestral", "ddim", "plms", "dpm++2m", "dpm++2m-sde")  # glide.diff
 DTYPES = ("fp32", "fp16", "bf16")
 ATTENTION_IMPLS = ("einsum", "sdpa")  # as glide.nn.ATTENTION_IMPLS (this module stays torch-free)
 DATA_KINDS = ("embedded", "coco")
-CAPTION_MODES = ("one-per-image", "random", "single-object")  # single-object: embedded set only
+CAPTION_MODES = (
+    "one-per-image",
+    "random",
+    "single-object",
+    "file",
+)  # single-object: embedded; file: --captions-file
+FID_RESIZE_MODES = ("tf-bilinear", "clean")  # as glidebench.features.FID_RESIZE_MODES (torch-free here)
 CAPTION_STYLES = ("exact", "short")  # the embedded set's caption wording (short: parts left unsaid)
 MODEL_FAMILIES = ("embedded", "official", "plugin")  # plugin: any other generator (glidebench.generators)
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
@@ -46,6 +52,7 @@ INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
 PROTOCOL_FIELDS = (
     "suite", "suite_version", "data", "split", "data_id", "captions", "caption_style", "num_samples",
     "reference_size", "seed", "settings", "resolution", "inception", "kid_subset_size", "prc_k", "spec_version",
+    "samples_per_prompt", "diversity_prompts", "bootstrap_resamples", "fid_resize", "reference_stats",
 )  # fmt: skip
 _STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|quad\d+|fast27)$")
 
@@ -135,6 +142,16 @@ class RunSpec:
     # parts of its scene unsaid, glidebench.data.embedded.short_caption). Left out of the canonical JSON when
     # "exact", so runs from before this option keep their fingerprints.
     caption_style: str = "exact"
+    # K images per caption for intra-caption diversity (issue 20): indices N..N+M(K-1)-1 repeat the captions of
+    # the first M prompts (M = diversity_prompts, 0 = all N) with their own seeds; bootstrap_resamples is the
+    # number of bootstrap resamples of the intervals. Each left out of the canonical JSON at its default.
+    samples_per_prompt: int = 1
+    diversity_prompts: int = 0
+    bootstrap_resamples: int = 1000
+    # FID's resize to 299 px ("tf-bilinear", the default, or "clean": clean-fid's PIL bicubic) and the SHA-256 of
+    # the --reference-stats file ("" = reference images). Each left out of the canonical JSON at its default.
+    fid_resize: str = "tf-bilinear"
+    reference_stats: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(sorted((str(r), str(i)) for r, i in self.weights)))
@@ -157,9 +174,19 @@ class RunSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name, least in (("samples_per_prompt", 1), ("diversity_prompts", 0), ("bootstrap_resamples", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+        if self.samples_per_prompt == 1:  # no extra draws: the diversity captions do not apply
+            object.__setattr__(self, "diversity_prompts", 0)
         if self.prc_k < 1:
             raise ValueError(f"prc_k must be >= 1, got {self.prc_k}")
+        if self.fid_resize not in FID_RESIZE_MODES:
+            raise ValueError(f"fid_resize must be one of {FID_RESIZE_MODES}, got {self.fid_resize!r}")
         for name in ("num_samples", "reference_size"):
+            if name == "reference_size" and self.reference_stats:
+                continue  # statistics, not images: FID needs no reference count, and KID / P&R are not measured
             if getattr(self, name) <= self.prc_k:
                 raise ValueError(
                     f"{name}={getattr(self, name)} is too few samples: precision/recall (k={self.prc_k}) needs more "
@@ -204,8 +231,16 @@ class RunSpec:
     def upsample(self) -> bool:
         return self.resolution != self.base_resolution
 
+    @property
+    def total_samples(self) -> int:
+        """Images per setting: the protocol's num_samples plus the extra draws per caption (issue 20)."""
+        if self.samples_per_prompt <= 1:
+            return self.num_samples
+        m = min(self.num_samples, self.diversity_prompts or self.num_samples)
+        return self.num_samples + m * (self.samples_per_prompt - 1)
+
     def seeds(self) -> list[int]:
-        return [self.seed + i for i in range(self.num_samples)]
+        return [self.seed + i for i in range(self.total_samples)]
 
     def setting(self, setting_id: str) -> Setting:
         for s in self.settings:
@@ -235,6 +270,16 @@ class RunSpec:
             del d["attention"]
         if self.caption_style == "exact":
             del d["caption_style"]
+        for name, default in (
+            ("samples_per_prompt", 1),
+            ("diversity_prompts", 0),
+            ("bootstrap_resamples", 1000),
+        ):
+            if d[name] == default:
+                del d[name]
+        for name, default in (("fid_resize", "tf-bilinear"), ("reference_stats", "")):
+            if d[name] == default:
+                del d[name]
         if self.cfg_interval is None:
             del d["cfg_interval"]
         else:

@@ -155,7 +155,7 @@ def package(names: list[str]) -> None:
         )
 
 
-# Stages trained in earlier sessions whose run directories are gone: their wall time as the shipped cards
+# Stages whose run directories are gone (trained before this script kept them): their wall time as the shipped cards
 # carried it (measured then). Used only when runs/<name>/checkpoint.pt is missing.
 RECORDED_STAGES: dict[str, float] = {  # name -> training wall seconds (steps: RUNS)
     "embedded-base-stage1": 2820.2,
@@ -169,7 +169,7 @@ RECORDED_STAGES: dict[str, float] = {  # name -> training wall seconds (steps: R
 
 def _stage_record(name: str) -> dict:
     """Recipe, steps and wall time of one training stage, from its run directory's checkpoint (or, for a stage
-    of an earlier session whose run directory is gone, from ``RECORDED_STAGES``)."""
+    whose run directory is gone, from ``RECORDED_STAGES``)."""
     import torch
 
     path = ROOT / "runs" / name / "checkpoint.pt"

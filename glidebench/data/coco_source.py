@@ -34,7 +34,9 @@ class CocoSource(DataSource):
         self.split = self.coco.split
         chosen = self.coco.select(n, mode, seed)
         self.prompts = [Prompt(i, c.caption, seed + i, c.source) for i, c in enumerate(chosen)]
-        self.files = self.coco.reference_files(int(opts["reference_size"]), seed)
+        # with --reference-stats FILE.npz no reference image is read (FID comes from the file's mu / sigma)
+        stats = opts.get("reference_stats")
+        self.files = [] if stats else self.coco.reference_files(int(opts["reference_size"]), seed)
         self.coco.check_files(self.files)
         self.reference_count = len(self.files)
         self.record = self.coco.selection_record(len(self.prompts), mode, seed) | {

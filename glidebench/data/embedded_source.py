@@ -130,8 +130,16 @@ class EmbeddedSource(DataSource):
         return f"embedded:{self.data_id}:{self.split}:{len(self.records)}:{resolution}:render{self.native}+box:v1"
 
     def setting_metrics(self, store: ImageStore, indices: list[int], batch: int) -> dict[str, Any]:
-        stated = self.captions if self.caption_style == "short" else None
+        stated = self.captions[: len(indices)] if self.caption_style == "short" else None
         return embedded_attribute_metrics(store, indices, self._scenes, batch, stated)
+
+    def setting_items(self, store: ImageStore, indices: list[int], batch: int) -> dict[str, Any]:
+        """Per-image values of the accuracies of :meth:`setting_metrics` (their bootstrap intervals)."""
+        from ..uncertainty import attribute_items
+
+        images = torch.cat(list(store.batches(indices, max(batch, 64)))).permute(0, 2, 3, 1).numpy()
+        stated = self.captions[: len(indices)] if self.caption_style == "short" else None
+        return attribute_items(images, self._scenes, stated)
 
     def metric_summary(self, metrics: dict[str, Any]) -> str:
         return (

@@ -97,6 +97,9 @@ def load_generator(spec: str, kwargs: dict[str, Any] | None = None) -> Any:
     kwargs = dict(kwargs or {})
     if spec.startswith(DIFFUSERS_PREFIX):
         try:
+            import diffusers  # noqa: F401 - checked on every call, not only the adapter's first import
+            import transformers  # noqa: F401
+
             from .diffusers import DiffusersGenerator
         except ImportError as e:
             raise GeneratorError(

@@ -2,8 +2,11 @@
 
 Owns: the GLIDE paper's CLIP score (Nichol et al. 2021, section 5.2, following Park et al.): the mean over
 samples of logit_scale * cos(E_I(x), E_T(c)), logit_scale = 100, NO clamp; and, for comparison, the
-torchmetrics-style score with max(cos, 0). Embeddings are L2-normalised here, so raw encoder outputs are fine.
-The paper evaluates with OpenAI CLIP ViT-B/16 (not the noised guidance CLIP): `glidebench.features.ClipEmbedder`.
+torchmetrics-style score with max(cos, 0), and CLIPScore (Hessel et al. 2021, "CLIPScore: A Reference-free
+Evaluation Metric for Image Captioning", eq. 1 with w = 2.5): the mean over samples of 2.5 * max(cos, 0).
+Embeddings are L2-normalised here, so raw encoder outputs are fine. The paper evaluates with OpenAI CLIP
+ViT-B/16 (not the noised guidance CLIP): `glidebench.features.ClipEmbedder`; later papers use other backbones
+(``--clip-score-model``), so a CLIP score is only comparable under the same backbone and convention.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ import numpy as np
 
 from .fid import ArrayLike, as_feature_matrix
 
+CLIPSCORE_W = 2.5  # Hessel et al. 2021's rescaling weight w
+
 
 def clip_score(image_emb: ArrayLike, text_emb: ArrayLike, logit_scale: float = 100.0) -> dict[str, float]:
-    """CLIP score of paired embeddings [N, D]: keys `clip_score` (no clamp), `clip_score_clamped`, `cosine_mean`."""
+    """CLIP score of paired embeddings [N, D]: keys `clip_score` (logit_scale * mean cos, no clamp),
+    `clip_score_clamped` (logit_scale * mean max(cos, 0)), `clip_score_2p5` (CLIPScore: 2.5 * mean max(cos, 0))
+    and `cosine_mean`."""
     img = as_feature_matrix(image_emb, "image_emb")
     txt = as_feature_matrix(text_emb, "text_emb")
     if img.shape != txt.shape:
@@ -29,5 +36,6 @@ def clip_score(image_emb: ArrayLike, text_emb: ArrayLike, logit_scale: float = 1
     return {
         "clip_score": float(logit_scale * cos.mean()),
         "clip_score_clamped": float(logit_scale * np.maximum(cos, 0.0).mean()),
+        "clip_score_2p5": float(CLIPSCORE_W * np.maximum(cos, 0.0).mean()),
         "cosine_mean": float(cos.mean()),
     }

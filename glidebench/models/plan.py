@@ -218,7 +218,7 @@ def _plan_embedded(
 
 
 def _official_identity(name: str) -> str:
-    """The SHA-256 recorded at download (``NAME.sha256``), else computed (and recorded) now."""
+    """The SHA-256 recorded at download or first successful load (``NAME.sha256``), else computed now."""
     from glide.checkpoints import verify
 
     path = cached_path(name)

@@ -204,8 +204,9 @@ class OpenClipSource:
         try:
             return ClipEmbedder.from_open_clip(self.model_name, self.pretrained, device=torch.device(device))
         except Exception as e:  # no internet and nothing cached: open_clip raises several kinds
+            who = "OpenAI CLIP" if self.pretrained == "openai" else f"CLIP ({self.pretrained})"
             raise ModelUnavailable(
-                f"could not load OpenAI CLIP {self.model_name} ({type(e).__name__}: {str(e)[:200]}); "
+                f"could not load {who} {self.model_name} ({type(e).__name__}: {str(e)[:200]}); "
                 "connect to the internet once so open_clip can cache it"
             ) from e
 

@@ -19,7 +19,8 @@ import pandas as pd
 
 from ..schema import MISSING, REPORT_COLUMNS, RESULT_COLUMNS, TEXT_COLUMNS, format_table, to_float
 from ..store import atomic_write_bytes
-from . import paper
+from . import compare, paper
+from . import uncertainty as unc
 from .figstyle import MIN_FID_SAMPLES
 from .figures import make_plots
 from .grids import make_grids
@@ -238,9 +239,16 @@ def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> 
     shown += [
         c for c in present if c not in REPORT_COLUMNS and c != "warnings"
     ]  # columns beyond the contract
+    if "kid_mean_lo" in shown:  # KID's interval is the uncertainty shown; kid_std stays in results.csv
+        shown.remove("kid_std")
+    combined, shown = compare.group_by_model(combined, shown)  # several models: grouped, model first
     files = _Files(out_dir)
     made, skipped = make_plots(combined, files.write)
+    div_made, div_skipped = unc.diversity_plots(combined, files.write)  # beside Figure 6's
+    made, skipped = made[:2] + div_made + made[2:], skipped + div_skipped
     grid_sets, grid_notes = make_grids(runs, files.write, multi)
+    side = compare.side_by_side(runs, files.write)
+    grid_sets = ([side] if side else []) + grid_sets
     ours = [
         paper.OurRun(
             label=r.label,
@@ -256,9 +264,13 @@ def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> 
         "title": title or "glidebench report: " + ", ".join(r.label for r in runs),
         "multi": multi,
         "runs": [{"label": r.label, "warnings": _warnings(r)} for r in runs],
+        "protocol": compare.protocol_warnings(runs),  # how the runs' protocols differ (empty: they do not)
         "overview": _overview(runs),
         "combined": combined,
-        "results_table": format_table(combined[shown]),
+        "results_table": format_table(combined[shown], intervals=True),
+        "has_intervals": any(str(c).endswith("_lo") for c in combined.columns),
+        "differences": unc.differences_table(runs),
+        "diversity_findings": unc.diversity_findings(runs),
         "not_measured": not_measured,
         "missing": MISSING,
         "plots": made,

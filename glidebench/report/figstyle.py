@@ -69,10 +69,14 @@ def has(df: pd.DataFrame, col: str) -> bool:
 
 def varying_fields(df: pd.DataFrame) -> list[str]:
     """The fields among run/model/sampler/steps/resolution that take more than one value in ``df``, less
-    those the run already determines (a run of one model needs no model in its legend)."""
+    those the run already determines (a run of one model needs no model in its legend). Runs of several
+    models are named by their model (first), and by the run only where two runs share a model."""
     fields = [f for f in SERIES_FIELDS if f in df.columns and df[f].astype(str).nunique() > 1]
     if "run" in fields:
         fields = [f for f in fields if f == "run" or (df.groupby("run")[f].nunique(dropna=False) > 1).any()]
+        if "model" in df.columns and df["model"].astype(str).nunique() > 1:
+            shared = (df.groupby("model")["run"].nunique() > 1).any()
+            fields = ["model"] + [f for f in fields if f != "model" and (f != "run" or shared)]
     return fields
 
 

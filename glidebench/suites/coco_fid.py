@@ -46,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_inception(source: str, device: torch.device):
+def make_inception(source: str, device: torch.device, resize: str = "tf-bilinear"):
     """The Inception feature extractor of a run (a module-level factory, so tests can swap in a cheap one)."""
     from ..features import InceptionExtractor
 
-    return InceptionExtractor(source, device=device)
+    return InceptionExtractor(source, device=device, resize=resize)
 
 
 def execute(options: RunOptions) -> Path | None:
@@ -78,7 +78,8 @@ def execute(options: RunOptions) -> Path | None:
                 return None
             if options.profile:
                 profile_stage(plan, log)
-            measured = measure(plan, make_inception(plan.spec.inception, plan.device), log)
+            resize = {"resize": plan.spec.fid_resize} if plan.spec.fid_resize != "tf-bilinear" else {}
+            measured = measure(plan, make_inception(plan.spec.inception, plan.device, **resize), log)
             write_outputs(plan, measured, started, t0, log)
             return plan.run_dir
     finally:
@@ -93,7 +94,7 @@ def announce(plan: RunPlan, log: RunLog) -> None:
         log.main(f"  note: {note}")
     log.main(
         f"  run dir {plan.run_dir} | {len(spec.settings)} settings ({', '.join(s.setting_id for s in spec.settings)})"
-        f" x {spec.num_samples} samples | {spec.sampler} {spec.steps} | {spec.resolution} px | chunk {spec.batch_size}"
+        f" x {spec.total_samples} samples | {spec.sampler} {spec.steps} | {spec.resolution} px | chunk {spec.batch_size}"
         f" | device {device} {spec.dtype}"
         + (f" {spec.attention}" if spec.attention != "einsum" else "")
         + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")

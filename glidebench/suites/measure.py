@@ -30,6 +30,12 @@ class Measured:
     feature_files: dict[str, Any] = field(default_factory=dict)
     extractor: Any = None
     embedder: Any = None  # the evaluator CLIP (None: CLIP score skipped)
+    draws: Any = None  # glidebench.uncertainty.Draws (None: --bootstrap-resamples 0)
+    groups: list[list[int]] = field(default_factory=list)  # the diversity captions' image indices
+    replicates: dict[str, Any] = field(default_factory=dict)  # setting id -> metric -> bootstrap replicates
+    differences: list[dict[str, Any]] = field(default_factory=list)  # paired differences (differences.csv)
+    interval_seconds: float = 0.0  # time spent on the intervals and diversity
+    clip_truncated: int | None = None  # captions longer than the evaluator CLIP's text context (truncated)
 
 
 def feature_batch_size(plan: RunPlan) -> int:
@@ -74,15 +80,23 @@ def measure(plan: RunPlan, extractor: Any, log: RunLog) -> Measured:
         f"metrics: Inception {extractor.name} ({extractor.source}); reference set of {plan.source.reference_count} "
         "images"
     )
-    ref_fp = plan.source.reference_fingerprint(spec.resolution)
-    t_ref = time.monotonic()
-    ref = features_for(
-        extractor, ref_fp, plan.source.reference_batches(spec.resolution, fbatch), plan.source.reference_count,
-        cache_root() / "features", fbatch, progress,
-    )  # fmt: skip
-    log.main(
-        f"  reference features: {len(ref['pool3'])} x {ref['pool3'].shape[1]} ({time.monotonic() - t_ref:.1f} s)"
-    )
+    ref, ref_fp, t_ref = None, None, time.monotonic()
+    if plan.reference_stats is not None:  # --reference-stats: FID from mu / sigma, no reference image read
+        from ..refstats import check_extractor
+
+        check_extractor(plan.reference_stats, extractor)
+        log.main(
+            f"  reference statistics: {plan.reference_stats.path} (sha256 {plan.reference_stats.sha256[:16]})"
+        )
+    else:
+        ref_fp = plan.source.reference_fingerprint(spec.resolution)
+        ref = features_for(
+            extractor, ref_fp, plan.source.reference_batches(spec.resolution, fbatch), plan.source.reference_count,
+            cache_root() / "features", fbatch, progress,
+        )  # fmt: skip
+        log.main(
+            f"  reference features: {len(ref['pool3'])} x {ref['pool3'].shape[1]} ({time.monotonic() - t_ref:.1f} s)"
+        )
     note = plan.models.eval_clip_note()
     if note:
         log.main(f"  {note}")
@@ -92,11 +106,34 @@ def measure(plan: RunPlan, extractor: Any, log: RunLog) -> Measured:
         warnings.append(clip_warning)
         log.main(f"  {clip_warning}")
     out = Measured(extractor=extractor, embedder=embedder)
-    out.feature_files = {"reference": feature_cache_path(extractor, ref_fp, cache_root() / "features").name}
+    out.feature_files = {
+        "reference": feature_cache_path(extractor, ref_fp, cache_root() / "features").name if ref_fp else None
+    }
     out.feature_files["settings"] = {}
-    text_emb = embedder.embed_texts(plan.source.captions) if embedder is not None else None
+    text_emb = (
+        embedder.embed_texts(plan.source.captions[: spec.num_samples]) if embedder is not None else None
+    )
+    if embedder is not None:
+        from ..clip_eval import count_truncated
+
+        out.clip_truncated = count_truncated(embedder, plan.source.captions[: spec.num_samples])
+    from ..uncertainty import Draws, comparison_pairs, differences, diversity_groups
+
+    out.groups = diversity_groups(spec.num_samples, spec.samples_per_prompt, spec.diversity_prompts)
+    if (
+        spec.bootstrap_resamples and ref is not None
+    ):  # a statistics file has no reference features to resample
+        out.draws = Draws.make(
+            spec.num_samples, len(ref["pool3"]), len(out.groups), spec.bootstrap_resamples, spec.seed
+        )
     for s in spec.settings:
         out.rows.append(_measure_setting(plan, s, out, ref, text_emb, warnings, log))
+    if out.draws is not None:
+        pairs = comparison_pairs(spec.settings)
+        out.differences = differences(pairs, out.replicates, out.draws.confidence)
+        log.main(
+            f"  intervals and diversity: {out.interval_seconds:.1f} s ({spec.bootstrap_resamples} resamples)"
+        )
     return out
 
 
@@ -108,7 +145,7 @@ def _measure_setting(
 
     t_s = time.monotonic()
     spec, run_dir, fbatch = plan.spec, plan.run_dir, feature_batch_size(plan)
-    indices = list(range(spec.num_samples))
+    indices, n = list(range(spec.total_samples)), spec.num_samples  # the protocol's images are the first n
     store = ImageStore(run_dir / "images" / s.setting_id)
     fp = store.fingerprint(indices)
     out.feature_files["settings"][s.setting_id] = feature_cache_path(
@@ -121,13 +158,38 @@ def _measure_setting(
             plan.options.progress,
         )  # fmt: skip
 
-    gen = features(out.extractor)
-    clip_pair = (features(out.embedder)["clip_image"], text_emb) if out.embedder is not None else None
-    metrics, notes = setting_metrics(
-        gen, ref, k=spec.prc_k, kid_subset_size=spec.kid_subset_size, seed=spec.seed, clip_pair=clip_pair
-    )
-    metrics |= plan.source.setting_metrics(store, indices, fbatch)
-    timing = read_timing(run_dir, s.setting_id, spec.num_samples, spec.batch_size)
+    gen = features(out.extractor)  # every index; the protocol's metrics use the first n rows
+    clip_all = features(out.embedder)["clip_image"] if out.embedder is not None else None
+    clip_pair = (clip_all[:n], text_emb) if clip_all is not None else None
+    if ref is None:  # --reference-stats (glidebench.refstats): FID from the file; KID, P&R not measured
+        from ..refstats import stats_setting_metrics
+
+        metrics, notes = stats_setting_metrics(
+            {k: v[:n] for k, v in gen.items()}, plan.reference_stats, clip_pair
+        )
+    else:
+        metrics, notes = setting_metrics(
+            {k: v[:n] for k, v in gen.items()}, ref, k=spec.prc_k, kid_subset_size=spec.kid_subset_size,
+            seed=spec.seed, clip_pair=clip_pair,
+        )  # fmt: skip
+    if out.clip_truncated is not None and clip_pair is not None:
+        metrics["clip_truncated"] = out.clip_truncated
+    metrics |= plan.source.setting_metrics(store, indices[:n], fbatch)
+    if out.draws is not None:
+        from ..uncertainty import setting_uncertainty, source_items
+
+        t_u = time.monotonic()
+        items = source_items(plan.source, store, indices[:n], fbatch)
+        cols, out.replicates[s.setting_id] = setting_uncertainty(
+            out.draws, gen, ref, n, spec.prc_k, (clip_all, text_emb) if clip_all is not None else None, items,
+            out.groups, device=plan.device,
+        )  # fmt: skip
+        metrics |= cols | {
+            "samples_per_prompt": spec.samples_per_prompt,
+            "diversity_prompts": len(out.groups),
+        }
+        out.interval_seconds += time.monotonic() - t_u
+    timing = read_timing(run_dir, s.setting_id, spec.total_samples, spec.batch_size)
     evals = timing.evals_per_image
     if evals is None:
         evals = analytic_evals(plan, s)
@@ -148,7 +210,8 @@ def _measure_setting(
         **interval, "evals_per_image": evals, **metrics,
         "wall_s": timing.seconds if timing.chunks_timed else float("nan"),
         "images_per_s": timing.images / timing.seconds if timing.seconds > 0 else float("nan"),
-        "warnings": "; ".join(warnings + notes), "data": spec.data, "n_reference": len(ref["pool3"]),
+        "warnings": "; ".join(warnings + notes), "data": spec.data,
+        "n_reference": len(ref["pool3"]) if ref is not None else spec.reference_size,
     }  # fmt: skip
 
 
@@ -167,8 +230,23 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
         "inception_fingerprint": extractor.fingerprint,
         "clip": getattr(embedder, "name", None),
         "clip_fingerprint": getattr(embedder, "fingerprint", None),
-        "clip_score_definition": "100 x mean cosine(image, caption), no clamp; clamped variant max(cos, 0)",
-        "prc": f"k={spec.prc_k}, reference subset of the generated set's size (seeded)",
+        "clip_score_definition": "100 x mean cosine(image, caption), no clamp; clamped variant max(cos, 0); "
+        "clip_score_2p5: CLIPScore (Hessel et al. 2021), 2.5 x mean max(cos, 0); captions longer than the text "
+        "context are truncated (clip_truncated counts them)",
+        "fid_resize": spec.fid_resize,
+        "fid_reference": plan.reference_stats.record()
+        if plan.reference_stats is not None
+        else "reference images",
+        "prc": f"k={spec.prc_k}, the whole reference set (n_reference in the results) against the generated set",
+        "intervals": m.draws.record() if m.draws is not None else "none (--bootstrap-resamples 0)",
+        "diversity": (
+            f"{spec.samples_per_prompt} images for each of the first {len(m.groups)} captions (indices "
+            f"{spec.num_samples}..{spec.total_samples - 1} are the extra draws, seed + index); mean pairwise "
+            "Euclidean distance of pool3, mean pairwise cosine distance of the evaluator CLIP's image embeddings, "
+            "Vendi score (cosine kernel) of each"
+        )
+        if m.groups
+        else "none (--samples-per-prompt 1)",
         "kid": f"polynomial kernel degree 3, subsets of min({spec.kid_subset_size}, N), 100 subsets",
         # Inception feature files: the reference set's in the user cache (features/), each setting's in the run
         "files": m.feature_files,
@@ -179,7 +257,16 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
                "chunking": f"chunks of {spec.batch_size} indices, each always sampled whole"},
     )  # fmt: skip
     atomic_write_json(plan.run_dir / "provenance.json", provenance)
+    if m.draws is not None:
+        from ..results import write_differences
+
+        write_differences(plan.run_dir, m.differences)
     df = write_results(plan.run_dir, m.rows)
+    from ..tracking import log_run, write_config  # results_config.json: config block + flat metrics
+
+    logged = log_run(plan.options.log_to, plan, write_config(plan, m.rows, feature_record))
+    if logged:
+        log.main(f"logged the metrics and config to {logged}")
     header = [
         f"# {spec.suite} results: {spec.model_label} on {spec.data} ({spec.split}), {spec.resolution} px",
         "",
@@ -188,7 +275,7 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
     ]
     if plan.models.random_init:
         header.insert(1, "\n**RANDOM-INITIALISED MODEL: these numbers are a plumbing check, not a result.**")
-    md = write_markdown(plan.run_dir, df, header)
+    md = write_markdown(plan.run_dir, df, header, m.differences)
     log.main(f"results: {plan.run_dir / 'results.csv'} (+ results.json, provenance.json, {md.name})")
     print(md.read_text(), flush=True)
     if not plan.options.no_report:

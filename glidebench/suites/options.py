@@ -25,6 +25,7 @@ import torch
 from ..data.sources import DataSource, data_kind
 from ..generators import check_supported
 from ..spec import RunSpec, Shard, Worker, make_settings, parse_interval, parse_scales
+from ..uncertainty import extra_prompts, spec_fields
 from . import SuiteDef, load_suite
 from .rundir import Dist
 
@@ -33,7 +34,7 @@ SUITE = "coco-fid"
 _FLAG_KEYS = (
     "captions", "num_samples", "reference_size", "seed", "sampler", "steps", "resolution", "up_sampler",
     "up_steps", "upsample_temp", "batch_size", "dtype", "inception", "attention",
-)  # fmt: skip
+) + tuple(spec_fields({}))  # fmt: skip
 
 
 _MINIMA = {
@@ -66,6 +67,9 @@ class RunOptions:
     captions: str | None = None
     caption_style: str | None = None
     num_samples: int | None = None
+    samples_per_prompt: int | None = None  # K images per diversity caption (issue 20)
+    diversity_prompts: int | None = None  # M: how many of the first prompts get K images (0 = all)
+    bootstrap_resamples: int | None = None  # resamples of the bootstrap intervals (0 = no intervals)
     reference_size: int | None = None
     limit: int | None = None
     seed: int | None = None
@@ -93,6 +97,12 @@ class RunOptions:
     quiet: bool = False
     no_report: bool = False
     dry_run: bool = False
+    # comparable with published numbers (issue 21, glidebench.comparable)
+    captions_file: str | None = None  # .csv / .jsonl / .txt caption list
+    reference_stats: str | None = None  # FILE.npz of mu / sigma instead of reference images
+    fid_resize: str | None = None  # tf-bilinear (default) | clean
+    clip_score_model: str | None = None  # ARCH:PRETRAINED of open_clip
+    log_to: str | None = None  # tensorboard | wandb
 
     def __post_init__(self) -> None:
         for name, least in _MINIMA.items():
@@ -127,6 +137,7 @@ class RunPlan:
     run_dir: Path
     notes: list[str] = field(default_factory=list)
     generator: Any = None  # glidebench.generators.Generator: where the images come from
+    reference_stats: Any = None  # glidebench.refstats.ReferenceStats (--reference-stats) or None
 
     @property
     def run_warnings(self) -> list[str]:
@@ -180,6 +191,10 @@ def _resolution_arg(value: Any, family: str) -> int | None:
 
 
 def _open_source(data: str, coco_root: Path | None, opts: dict[str, Any]) -> DataSource:
+    if opts.get("captions_file"):
+        from ..comparable import open_captions_file
+
+        return open_captions_file(coco_root, opts)
     if data == "embedded":
         from ..data.embedded_source import EmbeddedSource
 
@@ -199,7 +214,9 @@ def _model_family(o: RunOptions, data: str, opts: dict[str, Any]) -> str:
     chosen = [f for f, v in (("--model", o.model), ("--generator", o.generator), ("--images", o.images),
                              ("--images-setting", o.images_setting)) if v]  # fmt: skip
     if len(chosen) > 1 and chosen != ["--images", "--images-setting"]:
-        raise ValueError(f"{' and '.join(chosen)}: give one (--model is GLIDE's; the others bring another model)")
+        raise ValueError(
+            f"{' and '.join(chosen)}: give one (--model is GLIDE's; the others bring another model)"
+        )
     if o.generator is not None or o.images or o.images_setting:
         return "plugin"
     if o.model is not None:
@@ -279,7 +296,9 @@ def check_timesteps(opts: dict[str, Any], models: Any) -> None:
         )
 
 
-def _make_generator(o: RunOptions, opts: dict[str, Any], notes: list[str]) -> tuple[Any, dict[str, Any], list]:
+def _make_generator(
+    o: RunOptions, opts: dict[str, Any], notes: list[str]
+) -> tuple[Any, dict[str, Any], list]:
     """The non-GLIDE generator of ``o`` (a folder of images or a plug-in), its kwargs and its settings."""
     from ..generators import load_generator, parse_generator_args
 
@@ -292,7 +311,10 @@ def _make_generator(o: RunOptions, opts: dict[str, Any], notes: list[str]) -> tu
         folders = folders_from_options(o.images, o.images_setting, [s.setting_id for s in settings])
         if o.images_setting or len(folders) > 1 or {s.setting_id for s in settings} != set(folders):
             settings = make_settings(*settings_of(folders))
-        generator = FolderGenerator(folders, int(opts["num_samples"]), int(opts["seed"]))
+        f = spec_fields(opts, o)  # the folder holds every index: the extra draws per caption too
+        n, k = int(opts["num_samples"]), f["samples_per_prompt"]
+        total = n + (min(n, f["diversity_prompts"] or n) * (k - 1) if k > 1 else 0)
+        generator = FolderGenerator(folders, total, int(opts["seed"]))
         notes += generator.notes
         return generator, {}, settings
     kwargs = parse_generator_args(o.generator_args)
@@ -333,9 +355,13 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
     from ..data.coco_source import check_options
 
     suite = load_suite(o.suite)
+    from .. import comparable
+
+    comparable.check_options(o)
     coco_root = resolve_root(o.coco_root)
-    data = data_kind(o.data, coco_root)
+    data = "coco" if o.captions_file and not o.data else data_kind(o.data, coco_root)
     opts = resolve_options(o, suite, data)
+    comparable.resolve(o, opts)
     if data == "coco":
         check_options(opts)
     family = _model_family(o, data, opts)
@@ -348,9 +374,16 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         clip_scales = _clip_scales(family, opts, notes)
         settings = make_settings(opts["cfg"], clip_scales, o.unguided)
         models = M.plan_models(
-            family, resolution, want_noised_clip=bool(clip_scales), data=data, caption_style=opts["caption_style"]
+            family,
+            resolution,
+            want_noised_clip=bool(clip_scales),
+            data=data,
+            caption_style=opts["caption_style"],
         )
         check_timesteps(opts, models)
+    if o.clip_score_model:
+        models.add(comparable.eval_clip_source(o.clip_score_model))
+    stats = comparable.reference_stats(opts, resolution or models.base_resolution)
     source = _open_source(data, coco_root, opts)
     device = resolve_device(o.device, dist)
     if generator is None:
@@ -360,7 +393,9 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
     spec = RunSpec(
         suite=suite.name, suite_version=suite.version, model=family, model_label=models.label,
         weights=tuple(models.identities.items()), data=data, split=opts["split"], data_id=source.data_id,
-        captions=opts["captions"], num_samples=int(opts["num_samples"]), reference_size=source.reference_count,
+        captions=opts["captions"], num_samples=int(opts["num_samples"]),
+        reference_size=stats.count if stats is not None else source.reference_count,
+        fid_resize=opts["fid_resize"], reference_stats=stats.sha256 if stats is not None else "",
         seed=int(opts["seed"]), settings=settings,
         sampler=opts["sampler"], steps=str(opts["steps"]), resolution=resolution or models.base_resolution,
         base_resolution=models.base_resolution, up_sampler=opts["up_sampler"], up_steps=str(opts["up_steps"]),
@@ -368,13 +403,15 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         device_type=device.type, inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]),
         prc_k=int(opts["prc_k"]), random_init=models.random_init, cfg_interval=opts.get("cfg_interval"),
         attention=opts.get("attention", "einsum"), caption_style=opts["caption_style"],
+        **spec_fields(opts, o),  # K images per caption and the bootstrap (issue 20)
     )  # fmt: skip
+    source.prompts = extra_prompts(source.prompts, spec.seed, spec.samples_per_prompt, spec.diversity_prompts)
     check_supported(generator, [s.guidance for s in spec.settings], spec.dtype, device.type)
     shard = Shard.parse(o.shard)
     return RunPlan(
         options=o, suite=suite, opts=opts, source=source, models=models, spec=spec, device=device, shard=shard,
         worker=Worker.make(shard, dist.rank, dist.world), run_dir=spec.run_dir(Path(o.out or "runs")),
-        notes=models.notes + notes, generator=generator,
+        notes=models.notes + notes, generator=generator, reference_stats=stats,
     )  # fmt: skip
 
 
@@ -396,29 +433,3 @@ def first_line(plan: RunPlan) -> str:
     else:
         who = "with the official GLIDE (filtered) checkpoints"
     return f"glidebench {plan.suite.name}: {where} {who}."
-
-
-def write_prompts(o: RunOptions, path: Path) -> Path:
-    """``glidebench prompts``: the protocol of the run ``o`` describes, one JSON line per image and setting
-    (index, caption, seed, setting, guidance, scale, resolution, file name, protocol and run fingerprints),
-    written atomically. Nothing is generated; no run directory is made."""
-    import json
-
-    from ..store import atomic_write_text
-
-    plan = resolve_plan(dataclasses.replace(o, out="runs", dry_run=True), Dist())
-    spec = plan.spec
-    lines = [
-        json.dumps(
-            {
-                "index": p.index, "caption": p.caption, "seed": p.seed, "setting": s.setting_id,
-                "guidance": s.guidance, "scale": s.scale, "resolution": spec.resolution,
-                "file": f"{s.setting_id}/{p.index:06d}.png", "protocol": spec.protocol_fingerprint,
-                "run": spec.fingerprint,
-            }  # fmt: skip
-        )
-        for s in spec.settings
-        for p in plan.source.prompts
-    ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path

@@ -111,7 +111,7 @@ def init_run_dir(run_dir: Path, spec: RunSpec, prompts: list[Prompt]) -> None:
 
 def missing_counts(run_dir: Path, spec: RunSpec, worker: Worker | None = None) -> dict[str, int]:
     """Missing images per setting (only in ``worker``'s chunks when given)."""
-    chunks = chunk_bounds(spec.num_samples, spec.batch_size)
+    chunks = chunk_bounds(spec.total_samples, spec.batch_size)
     ks = owned_chunks(len(chunks), worker) if worker is not None else range(len(chunks))
     out = {}
     for s in spec.settings:

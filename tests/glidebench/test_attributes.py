@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from glide.fileio import sha256_file
 from glidebench.data import attributes as A
 from glidebench.data.attributes import (
     AttributeClassifier,
@@ -146,7 +147,7 @@ def test_corrupt_files_give_a_clear_error(tmp_path: Path) -> None:
 
     # a corrupt file whose sha256 was updated still fails, now inside safetensors
     meta = json.loads(A.config_path_for(w).read_text())
-    meta["weights_sha256"] = A._sha256(w)
+    meta["weights_sha256"] = sha256_file(w)
     A.config_path_for(w).write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="corrupt"):
         AttributeClassifier.load(w)
@@ -157,7 +158,7 @@ def test_corrupt_files_give_a_clear_error(tmp_path: Path) -> None:
         AttributeClassifier.load(w)
 
     A.config_path_for(w).write_text(
-        json.dumps({**meta, "weights_sha256": A._sha256(w), "dataset_version": "v0"})
+        json.dumps({**meta, "weights_sha256": sha256_file(w), "dataset_version": "v0"})
     )
     with pytest.raises(ValueError, match="trained on dataset 'v0'"):
         AttributeClassifier.load(w)
@@ -167,7 +168,7 @@ def test_save_load_roundtrip_is_exact(tmp_path: Path) -> None:
     net, cfg = untrained()
     w = tmp_path / "sub" / "r.safetensors"
     written = save_classifier(net, cfg, w)
-    assert written["weights_sha256"] == A._sha256(w)
+    assert written["weights_sha256"] == sha256_file(w)
     assert not list(w.parent.glob("*.tmp"))
     clf = AttributeClassifier.load(w)
     x = torch.rand(3, 3, 16, 16) * 2 - 1

@@ -119,7 +119,8 @@ def test_run_writes_the_contract_and_correct_numbers(env: Path, capsys) -> None:
     assert prov["feature_extractor"]["inception"] == "test-pixels"
     results_json = json.loads((run / "results.json").read_text())
     assert [r["setting_id"] for r in results_json] == [r["setting_id"] for r in rows]
-    assert (run / "results.md").read_text().count("| cfg-") == 2
+    # the results table's rows (the paired differences follow it)
+    assert (run / "results.md").read_text().split("Paired differences")[0].count("| cfg-") == 2
 
 
 def test_random_fallback_says_so_first_and_in_the_results(monkeypatch, tmp_path: Path, capsys) -> None:
@@ -197,7 +198,7 @@ def test_ls_lists_suites_models_and_runs(env: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["ls", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "coco-fid (version 4" in text and "paper" in text
+    assert "coco-fid (version 5" in text and "paper" in text
     assert "embedded  base" in text and "trained" in text
     assert "finished" in text and str(only_run_dir(out)) in text
 

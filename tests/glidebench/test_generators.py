@@ -324,3 +324,16 @@ def test_folder_per_setting_and_images_setting(env: Path) -> None:
     (root / "cfg-3" / "000000.png").write_bytes((root / "cfg-3" / "000001.png").read_bytes())
     assert main(folder_args(out, "--images", str(root))) == 0
     assert len([p for p in (out / "coco-fid").iterdir()]) == 2
+
+
+def test_folder_holds_the_extra_draws_per_caption_too(env: Path, capsys) -> None:
+    """With K images for M captions the folder holds indices 0..N+M(K-1)-1, as `prompts` lists them."""
+    folder = _toy_folder(env / "k2", n=10)
+    out = env / "runs"
+    extra = ["--cfg", "3", "--samples-per-prompt", "2", "--diversity-prompts", "2", "--images", str(folder)]
+    assert main(folder_args(out, *extra)) == 0
+    run = only_run_dir(out)
+    assert len(list((run / "images" / "cfg-3").glob("*.png"))) == 10
+    (folder / "000009.png").unlink()
+    assert main(folder_args(env / "runs2", *extra)) == 1
+    assert "1 of the run's 10 images are missing (e.g. indices [9])" in capsys.readouterr().err

@@ -326,8 +326,8 @@ def test_multi_run_comparison(tmp_path):
     index = render_report([a, b], tmp_path / "out")
     page = Page(index.read_text(encoding="utf-8"))
     table = page.tables["results"]
-    assert table[0][0] == "run"
-    labels = sorted({r[0] for r in table[1:]})
+    assert table[0][:2] == ["model", "run"]  # two models: grouped by model (test_report_compare.py)
+    labels = sorted({r[1] for r in table[1:]})
     assert labels == ["a/run", "b/run"]  # same directory name: disambiguated by the parent
     assert_table_matches_csv(table, read_csv_rows(a / "results.csv"), "a/run")
     assert_table_matches_csv(table, read_csv_rows(b / "results.csv"), "b/run")
@@ -342,7 +342,7 @@ def test_multi_run_comparison(tmp_path):
     assert sum(s.startswith(("classifier-free:", "CLIP guidance:")) for s in alts) == 8
     assert "b/run, ddim 10" in page.plain and "plms 50" in page.plain
     md = (index.parent / "report.md").read_text()
-    assert "| run | setting\\_id |" in md
+    assert "| model | run | setting\\_id |" in md
 
 
 def test_missing_optional_files(tmp_path):
@@ -475,34 +475,11 @@ def test_comparison_verdicts_follow_the_numbers():
         paper_mod.OurRun("x", df, "coco", ())
 
 
-def _protocol_path() -> Path | None:
-    import os
-
-    env = os.environ.get("GLIDEBENCH_SHARED")
-    base = Path(env) if env else ROOT / ".." / "shared"
-    p = base / "PROTOCOL.md"
-    return p if p.exists() else None
-
-
-def test_table2_matches_the_protocol_notes():
-    """The transcribed Table 2 equals the table in ../shared/PROTOCOL.md (an independent copy)."""
-    path = _protocol_path()
-    if path is None:
-        pytest.skip(
-            "../shared/PROTOCOL.md not found (a user's clone has no ../shared); transcription not checked"
-        )
-    text = path.read_text()
-    section = text[text.index("## Zero-shot MS-COCO FID") :]
-    parsed = {}
-    for line in section.splitlines()[2:]:
-        if not line.startswith("|"):
-            if parsed:
-                break
-            continue
-        model, coco, zero = (c.strip() for c in line.strip().strip("|").split("|"))
-        if model in ("model", "---"):
-            continue
-        parsed[model] = (coco or None, zero or None)
+def test_table2_matches_the_paper_numbers():
+    """The transcribed Table 2 and Elo scores (glidebench/report/paper.py) equal an independent transcription
+    of the paper's numbers (tests/data/glide_paper_numbers.json)."""
+    data = json.loads((ROOT / "tests" / "data" / "glide_paper_numbers.json").read_text())
+    parsed = {r["model"]: (r["fid_trained_on_coco"], r["zero_shot_fid"]) for r in data["table2"]}
     assert len(parsed) == len(paper_mod.TABLE2)
     for e in paper_mod.TABLE2:
         name = e.model.replace("GLIDE (3.5B), reference", "GLIDE, reference")
@@ -513,9 +490,10 @@ def test_table2_matches_the_protocol_notes():
         else:
             assert e.approximate == zero.startswith("~")
             assert float(zero.lstrip("~")) == e.zero_shot_fid, e.model
-    assert "12.24" in text and paper_mod.HEADLINE_FID == 12.24
-    for setting, photo, caption in paper_mod.ELO:
-        assert f"{photo} / {caption}" in text, setting
+    assert float(data["headline_zero_shot_fid"]) == paper_mod.HEADLINE_FID == 12.24
+    assert [(float(a), float(b)) for a, b in data["elo_photorealism_caption"]] == [
+        (photo, caption) for _, photo, caption in paper_mod.ELO
+    ]
 
 
 def test_report_files_are_atomic_and_readable(single):
@@ -615,3 +593,42 @@ def test_a_guidance_interval_is_part_of_the_sweep_entry() -> None:
     assert not sampling_cost._names_the_sweep_entry(df.drop(columns="cfg_interval"), "run")
     png, metric = sampling_cost.fid_vs_evals(df)
     assert metric == "kid_mean" and png.startswith(b"\x89PNG")
+
+
+def test_intervals_differences_and_diversity_are_shown(tmp_path):
+    """Issue 20: a run with `<metric>_lo/_hi`, diversity columns and differences.csv shows `value [lo, hi]` in
+    both tables (kid_std no longer shown), marks each difference resolved or not, says whether diversity falls,
+    and draws the diversity-vs-fidelity plot."""
+    from glidebench.results import write_differences
+
+    run = write_run_dir(tmp_path, "run-i", kinds=("cfg",), scales=(1.0, 2.0))
+    df = pd.read_csv(run / "results.csv")
+    df["fid_lo"], df["fid_hi"] = df["fid"] - 1.0, df["fid"] + 2.0
+    df["kid_mean_lo"], df["kid_mean_hi"] = df["kid_mean"] - 0.001, df["kid_mean"] + 0.001
+    df["vendi_clip"], df["vendi_clip_lo"], df["vendi_clip_hi"] = [2.5, 1.5], [2.2, 1.3], [2.8, 1.7]
+    df["vendi_pool3"] = [3.1, 2.0]
+    df.to_csv(run / "results.csv", index=False)
+    (run / "results.json").unlink(missing_ok=True)
+    rows = [
+        {"metric": "fid", "setting_a": "cfg-1", "setting_b": "cfg-2", "comparison": "neighbouring scales",
+         "value_a": 10.0, "value_b": 9.5, "difference": -0.5, "difference_lo": -1.5, "difference_hi": 0.4,
+         "resolved": False, "resamples": 100},
+        {"metric": "vendi_clip", "setting_a": "cfg-1", "setting_b": "cfg-2", "comparison": "neighbouring scales",
+         "value_a": 2.5, "value_b": 1.5, "difference": -1.0, "difference_lo": -1.3, "difference_hi": -0.7,
+         "resolved": True, "resamples": 100},
+    ]  # fmt: skip
+    write_differences(run, rows)
+    index = render_report([run], tmp_path / "out")
+    page = Page(index.read_text(encoding="utf-8"))
+    table = page.tables["results"]
+    fid = df.loc[0, "fid"]
+    cell = table[1][table[0].index("fid")]
+    assert cell == f"{fid:.2f} [{fid - 1:.2f}, {fid + 2:.2f}]"
+    assert "kid_std" not in table[0] and "fid_lo" not in table[0] and "vendi_clip" in table[0]
+    diffs = page.tables["differences"]
+    assert [r[-1] for r in diffs[1:]] == ["not resolved", "resolved"]
+    assert "-0.50 [-1.50, 0.40]" in [c for r in diffs for c in r]
+    assert "intra-caption diversity (Vendi, CLIP) falls (resolved): -1.00 [-1.30, -0.70]" in page.plain
+    assert (tmp_path / "out" / "diversity-vs-fidelity.png").is_file()
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Paired differences between settings" in md and "not resolved" in md

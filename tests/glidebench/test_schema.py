@@ -92,7 +92,7 @@ def test_results_files_keep_unrounded_numbers_and_results_md_uses_the_schema(tmp
     assert header.split(",") == [*schema.RESULT_COLUMNS, "colour_acc", "position_acc"]
     # NaN is an empty cell, numbers are unrounded
     assert first == (
-        "cfg-1,m,cfg,1.0,ddim,25,32,500,50.0,40.6789,0.012612,0.0001,,,0.392,0.778,61.7912,61.98,638.74,"
+        "cfg-1,m,cfg,1.0,ddim,25,32,500,50.0,40.6789,0.012612,0.0001,,,0.392,0.778,61.7912,61.98,,,638.74,"
         "0.78312,IS not computed,0.526,"
     )
     md = results.write_markdown(tmp_path, df, ["# header"]).read_text()

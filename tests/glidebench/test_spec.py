@@ -66,6 +66,9 @@ def test_fingerprint_is_sha256_of_canonical_json_and_roundtrips() -> None:
         {"cfg_interval": (100, 700)},
         {"attention": "sdpa"},
         {"caption_style": "short"},
+        {"samples_per_prompt": 4},
+        {"samples_per_prompt": 4, "diversity_prompts": 10},
+        {"bootstrap_resamples": 200},
     ],
 )
 def test_every_field_changes_the_fingerprint_and_the_run_dir(change, tmp_path) -> None:
@@ -81,6 +84,8 @@ def test_every_field_is_covered_by_the_fingerprint_test() -> None:
     covered = {"weights", "model_label", "random_init", "data_id", "captions", "num_samples", "reference_size",
                "seed", "settings", "steps", "sampler", "batch_size", "dtype", "device_type", "resolution",
                "inception", "prc_k", "cfg_interval", "attention", "caption_style"}  # fmt: skip
+    covered |= {"fid_resize", "reference_stats"}  # issue 21: covered by test_tracking's fingerprint test
+    covered |= {"samples_per_prompt", "diversity_prompts", "bootstrap_resamples"}  # issue 20
     # The rest are constants of one suite/run kind or derived from the covered ones.
     rest = {"suite", "suite_version", "model", "data", "split", "base_resolution", "up_sampler", "up_steps",
             "upsample_temp", "kid_subset_size", "spec_version"}  # fmt: skip
@@ -226,3 +231,16 @@ def test_caption_style_is_validated_and_absent_from_older_specs() -> None:
         make_spec(caption_style="terse")
     with pytest.raises(ValueError, match="for the embedded set"):
         make_spec(caption_style="short", data="coco", split="val2014")
+
+
+def test_extra_draws_and_resamples_at_their_defaults_keep_the_fingerprint() -> None:
+    """Issue 20's fields are left out of the canonical JSON at their defaults (existing runs keep their
+    directories); K images for M captions add M (K - 1) indices after num_samples."""
+    a = make_spec()
+    assert (
+        make_spec(samples_per_prompt=1, diversity_prompts=0, bootstrap_resamples=1000).fingerprint
+        == a.fingerprint
+    )
+    assert "samples_per_prompt" not in a.canonical_json() and a.total_samples == a.num_samples
+    assert make_spec(samples_per_prompt=4, diversity_prompts=10).total_samples == a.num_samples + 30
+    assert len(make_spec(samples_per_prompt=3).seeds()) == 3 * a.num_samples  # M = 0: every caption

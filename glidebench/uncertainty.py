@@ -1,0 +1,258 @@
+"""Uncertainty of a run's numbers: bootstrap intervals per setting, paired differences between settings, and
+intra-caption diversity over the extra draws per caption (docs/uncertainty.md).
+
+Owns how the metrics stage turns a setting's features into intervals and diversity:
+
+- :class:`Draws`: the run's bootstrap resamples, drawn once (seeded) and shared by every setting, so that a
+  difference between two settings is a paired bootstrap: caption indices (the generated side), reference
+  images (resampled independently, for FID, KID and precision/recall) and the diversity captions;
+- :func:`diversity_groups`: which global image indices are the K images of each diversity caption (prompt j
+  < M and its extra draws N + j (K - 1) ... N + (j + 1)(K - 1) - 1; :func:`extra_prompts` lists them);
+- :func:`setting_uncertainty`: a setting's replicates of every metric with an interval (the first replicate
+  is the full sample's estimate), its ``<metric>_lo`` / ``<metric>_hi`` columns and its diversity columns;
+- :func:`comparison_pairs` / :func:`differences`: which settings are compared (neighbouring scales of a
+  guidance kind, and every guided setting against the unguided one: ``none``, else classifier-free scale 1,
+  the conditional model alone) and the rows of ``differences.csv`` with the ``resolved`` flag;
+- :func:`attribute_items`: per-image attribute hits of the embedded set (the values its accuracies average).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .metrics import bootstrap as B
+from .metrics.diversity import mean_pairwise_distance, per_caption, vendi_score
+
+# metrics with an interval (those a setting has); attribute accuracies are added by the data source
+INTERVAL_METRICS: tuple[str, ...] = ("fid", "kid_mean", "precision", "recall", "clip_score")
+DIVERSITY_COLUMNS: tuple[str, ...] = ("diversity_pool3", "diversity_clip", "vendi_pool3", "vendi_clip")
+# the metrics of differences.csv, in order (those both settings have)
+DIFFERENCE_METRICS: tuple[str, ...] = (
+    *INTERVAL_METRICS, "colour_acc", "shape_acc", "size_acc", "background_acc", "object_acc", "position_acc",
+    *DIVERSITY_COLUMNS,
+)  # fmt: skip
+DIFFERENCE_COLUMNS: tuple[str, ...] = (
+    "metric", "setting_a", "setting_b", "comparison", "value_a", "value_b", "difference", "difference_lo",
+    "difference_hi", "resolved", "resamples",
+)  # fmt: skip
+METHOD = (
+    "percentile bootstrap, shifted by the bootstrap bias (mean of replicates - estimate), over caption "
+    "indices (generated side; blocks of consecutive indices above 2048), reference images resampled "
+    "independently for FID, KID and precision/recall; paired across settings"
+)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The run's bootstrap resamples (see the module docstring); counts are [resamples + 1, units], row 0 all
+    ones (the full sample's estimate)."""
+
+    resamples: int
+    seed: int
+    confidence: float
+    gen_labels: np.ndarray
+    gen_counts: np.ndarray
+    ref_labels: np.ndarray
+    ref_counts: np.ndarray
+    div_counts: np.ndarray | None
+
+    @classmethod
+    def make(
+        cls, n: int, n_ref: int, n_div: int, resamples: int, seed: int, confidence: float = B.CONFIDENCE
+    ) -> Draws:
+        def side(units: int, stream: int) -> np.ndarray:
+            rng = np.random.default_rng([seed, 20, stream])
+            return np.vstack([np.ones((1, units)), B.resample_counts(units, resamples, rng)])
+
+        gl, rl = B.unit_labels(n), B.unit_labels(n_ref)
+        div = side(n_div, 3) if n_div > 0 else None
+        return cls(
+            resamples, seed, confidence, gl, side(int(gl.max()) + 1, 1), rl, side(int(rl.max()) + 1, 2), div
+        )
+
+    @property
+    def gen_weights(self) -> np.ndarray:
+        """[resamples + 1, n] count of each caption index."""
+        return self.gen_counts[:, self.gen_labels]
+
+    @property
+    def ref_weights(self) -> np.ndarray:
+        return self.ref_counts[:, self.ref_labels]
+
+    def record(self) -> dict[str, Any]:
+        """The provenance's record of the intervals."""
+        return {
+            "method": METHOD, "resamples": self.resamples, "seed": self.seed, "confidence": self.confidence,
+            "rng": "numpy default_rng([seed, 20, side]) multinomial counts (side 1 generated, 2 reference, 3 "
+                   "diversity captions)",
+            "generated_units": int(self.gen_labels.max()) + 1,
+            "reference_units": int(self.ref_labels.max()) + 1,
+        }  # fmt: skip
+
+
+def extra_count(n: int, samples_per_prompt: int, diversity_prompts: int) -> int:
+    """Images per setting beyond the protocol's N: (K - 1) more for each of the M diversity captions."""
+    return diversity_prompts_used(n, samples_per_prompt, diversity_prompts) * (samples_per_prompt - 1)
+
+
+def diversity_prompts_used(n: int, samples_per_prompt: int, diversity_prompts: int) -> int:
+    """M: the diversity captions (0 when K = 1; ``diversity_prompts`` 0 means all N)."""
+    if samples_per_prompt <= 1:
+        return 0
+    return min(n, diversity_prompts) if diversity_prompts > 0 else n
+
+
+def diversity_groups(n: int, samples_per_prompt: int, diversity_prompts: int) -> list[list[int]]:
+    """The global indices of the K images of each diversity caption j < M: [j, N + j (K-1), ...]."""
+    k = samples_per_prompt
+    m = diversity_prompts_used(n, k, diversity_prompts)
+    return [[j, *range(n + j * (k - 1), n + (j + 1) * (k - 1))] for j in range(m)]
+
+
+def extra_prompts(prompts: Sequence[Any], seed: int, samples_per_prompt: int, diversity_prompts: int) -> list:
+    """``prompts`` (the protocol's N, one per index) followed by the extra draws: index N + j (K-1) + r
+    repeats caption j's text with its own seed (seed + index)."""
+    from .data.sources import Prompt
+
+    n = len(prompts)
+    out = list(prompts)
+    for g in diversity_groups(n, samples_per_prompt, diversity_prompts):
+        p = prompts[g[0]]
+        out += [Prompt(i, p.caption, seed + i, f"{p.source} (draw {r + 2} of index {p.index})")
+                for r, i in enumerate(g[1:])]  # fmt: skip
+    return out
+
+
+def attribute_items(images: np.ndarray, scenes: Sequence[Any], captions: Sequence[str] | None) -> dict:
+    """Per-image values of the embedded set's accuracies (1 hit, 0 miss, NaN not judged): the accuracy of a
+    set of images is the mean of its judged values, so these resample like any per-caption mean."""
+    from .data.attributes import attribute_accuracy
+
+    names = ("colour_acc", "shape_acc", "size_acc", "background_acc", "object_acc", "position_acc")
+    out = {k: np.full(len(scenes), np.nan) for k in names}
+    for i in range(len(scenes)):
+        acc = attribute_accuracy(
+            images[i : i + 1], [scenes[i]], captions=None if captions is None else [captions[i]]
+        )
+        for k in names:
+            out[k][i] = acc[k]
+    return out
+
+
+def setting_uncertainty(
+    draws: Draws,
+    gen: dict[str, np.ndarray],
+    ref: dict[str, np.ndarray],
+    n: int,
+    k: int,
+    clip: tuple[np.ndarray, np.ndarray] | None,
+    items: dict[str, np.ndarray],
+    groups: list[list[int]],
+    device: Any = "cpu",
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(columns, replicates) of one setting: ``<metric>_lo``/``_hi`` of every metric with an interval, the
+    diversity columns (mean over the M captions) with theirs; replicates [resamples + 1] per metric.
+
+    ``gen``: the setting's features of every index (the protocol's first ``n`` rows, then the extra draws);
+    ``clip``: (image embeddings of every index, caption embeddings of the first n) or None."""
+    fake, real = gen["pool3"][:n], ref["pool3"]
+    gw, rw = draws.gen_weights, draws.ref_weights
+    reps: dict[str, np.ndarray] = {
+        "fid": B.fid_replicates(
+            fake, real, draws.gen_counts, draws.ref_counts, draws.gen_labels, draws.ref_labels, device=device
+        )
+    }
+    reps["kid_mean"] = B.kid_replicates(
+        fake, real, draws.gen_counts, draws.ref_counts, draws.gen_labels, draws.ref_labels
+    )
+    reps["precision"], reps["recall"] = B.prc_replicates(real, fake, rw, gw, k=k)
+    if clip is not None:
+        img, txt = clip[0][:n], clip[1][:n]
+        cos = (img * txt).sum(1) / (np.linalg.norm(img, axis=1) * np.linalg.norm(txt, axis=1))
+        reps["clip_score"] = B.weighted_mean_replicates(100.0 * cos, gw)
+    for name, values in items.items():
+        reps[name] = B.weighted_mean_replicates(values, gw)
+    cols: dict[str, float] = {}
+    if groups and draws.div_counts is not None:
+        per = {
+            "diversity_pool3": per_caption(gen["pool3"], groups, mean_pairwise_distance),
+            "vendi_pool3": per_caption(gen["pool3"], groups, vendi_score),
+        }
+        if clip is not None:
+            per["diversity_clip"] = per_caption(
+                clip[0], groups, lambda e: mean_pairwise_distance(e, "cosine")
+            )
+            per["vendi_clip"] = per_caption(clip[0], groups, vendi_score)
+        for name, values in per.items():
+            reps[name] = B.weighted_mean_replicates(values, draws.div_counts)
+            cols[name] = float(reps[name][0])
+    for name, r in reps.items():
+        lo, hi = B.percentile_interval(r[1:], draws.confidence, r[0])
+        if name in ("precision", "recall") or name.endswith("_acc"):  # fractions stay in [0, 1]
+            lo, hi = max(lo, 0.0), min(hi, 1.0)
+        cols[f"{name}_lo"], cols[f"{name}_hi"] = lo, hi
+    return cols, reps
+
+
+def comparison_pairs(settings: Sequence[Any]) -> list[tuple[str, str, str]]:
+    """(a, b, comparison) setting-id pairs: neighbouring scales within each guidance kind ("neighbouring
+    scales") and each guided setting against the unguided one ("vs unguided": ``none`` when the run has it,
+    else classifier-free scale 1, the conditional model alone)."""
+    ids = {s.setting_id for s in settings}
+    base = "none" if "none" in ids else ("cfg-1" if "cfg-1" in ids else None)
+    pairs: list[tuple[str, str, str]] = []
+    for kind in ("cfg", "clip"):
+        ordered = sorted((s for s in settings if s.guidance == kind), key=lambda s: s.scale)
+        pairs += [(a.setting_id, b.setting_id, "neighbouring scales") for a, b in zip(ordered, ordered[1:])]
+    seen = {(a, b) for a, b, _ in pairs}
+    if base is not None:
+        for s in settings:
+            if s.setting_id != base and s.guidance != "none" and (base, s.setting_id) not in seen:
+                pairs.append((base, s.setting_id, "vs unguided"))
+    return pairs
+
+
+def differences(
+    pairs: Sequence[tuple[str, str, str]], replicates: dict[str, dict[str, np.ndarray]], confidence: float
+) -> list[dict[str, Any]]:
+    """One row per pair and metric both settings have: b - a, its paired percentile interval and
+    ``resolved`` (the interval excludes 0)."""
+    rows = []
+    for a, b, how in pairs:
+        ra, rb = replicates.get(a, {}), replicates.get(b, {})
+        for m in DIFFERENCE_METRICS:
+            if m not in ra or m not in rb:
+                continue
+            diff = rb[m] - ra[m]
+            lo, hi = B.percentile_interval(diff[1:], confidence, diff[0])
+            rows.append({
+                "metric": m, "setting_a": a, "setting_b": b, "comparison": how,
+                "value_a": float(ra[m][0]), "value_b": float(rb[m][0]), "difference": float(diff[0]),
+                "difference_lo": lo, "difference_hi": hi,
+                "resolved": bool(not math.isnan(lo) and (lo > 0 or hi < 0)), "resamples": len(diff) - 1,
+            })  # fmt: skip
+    return rows
+
+
+def source_items(source: Any, store: Any, indices: list[int], batch: int) -> dict[str, np.ndarray]:
+    """The data source's per-image metric values (``setting_items``; none for a source without it)."""
+    fn = getattr(source, "setting_items", None)
+    return fn(store, indices, batch) if fn is not None else {}
+
+
+def spec_fields(opts: dict[str, Any], options: Any = None) -> dict[str, int]:
+    """The RunSpec fields of issue 20 from resolved suite options (their defaults where a profile has none).
+    A quick run (``--limit``) draws one image per caption unless ``--samples-per-prompt`` is given."""
+    k = int(opts.get("samples_per_prompt", 1))
+    if options is not None and options.limit and options.samples_per_prompt is None:
+        k = 1
+    return {
+        "samples_per_prompt": k,
+        "diversity_prompts": int(opts.get("diversity_prompts", 0)),
+        "bootstrap_resamples": int(opts.get("bootstrap_resamples", B.DEFAULT_RESAMPLES)),
+    }
