@@ -98,10 +98,15 @@ def save_safetensors(
     return sha256_file(path)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """The SHA-256 (hex) of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algo: str = "sha256", chunk: int = 1 << 20) -> str:
+    """The ``algo`` digest (hex; any hashlib name) of a file's bytes, read in chunks."""
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in chunks."""
+    return file_digest(path, "sha256", chunk)

