@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .spec import SAMPLERS
-from .suites import list_suites
+from .suites import SuiteDef, list_suites
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -27,7 +27,7 @@ def _first_sentence(text: str) -> str:
     return text.split(". ")[0].split(" (")[0]
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
+def _add_run(sub: argparse._SubParsersAction, suites: Sequence[SuiteDef]) -> None:
     p = sub.add_parser(
         "run",
         help="run a suite (coco-fid, attributes, nfe, throughput)",
@@ -35,7 +35,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "score. Options left out come from the suite's profile (glidebench/suites/coco-fid.json). Re-running the "
         "same command resumes.",
     )
-    suites = list_suites()
     p.add_argument(
         "suite",
         choices=[s.name for s in suites] + [THROUGHPUT],
@@ -62,11 +61,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     tp.add_argument("--repeats", type=int, default=5)
     tp.add_argument("--trace", action="store_true", help="also export a torch.profiler trace per case")
-    _add_run_options(p)
+    _add_run_options(p, suites)
     p.set_defaults(func=_cmd_run)
 
 
-def _add_run_options(p: argparse.ArgumentParser, prompts: bool = False) -> None:
+def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], prompts: bool = False) -> None:
     """The options of a generate-and-measure run (``run`` and, for the protocol of a run, ``prompts``)."""
     g = p.add_argument_group("model and data")
     g.add_argument("--model", choices=["embedded", "official"], help="model family (default: official when the "
@@ -140,7 +139,7 @@ def _add_run_options(p: argparse.ArgumentParser, prompts: bool = False) -> None:
     g.add_argument("--up-sampler", choices=list(SAMPLERS))
     g.add_argument("--up-steps", help="upsampler respacing (default fast27)")
     g.add_argument("--upsample-temp", type=float, help="upsampler noise temperature (default 0.997)")
-    presets = {name: preset for s in list_suites() for name, preset in sorted(s.presets.items())}
+    presets = {name: preset for s in suites for name, preset in sorted(s.presets.items())}
     g.add_argument(
         "--preset",
         choices=sorted(presets),
@@ -202,7 +201,7 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
                    "block (RUN_DIR/results_config.json) to TensorBoard (RUN_DIR/tensorboard) or W&B")  # fmt: skip
 
 
-def _add_prompts(sub: argparse._SubParsersAction) -> None:
+def _add_prompts(sub: argparse._SubParsersAction, suites: Sequence[SuiteDef]) -> None:
     p = sub.add_parser(
         "prompts",
         help="write a run's protocol (index, caption, seed, setting, resolution) to generate elsewhere",
@@ -211,8 +210,8 @@ def _add_prompts(sub: argparse._SubParsersAction) -> None:
         "(equal for every model under the same protocol) and the run fingerprint. Generate the images elsewhere "
         "as <index>.png, then score them with `glidebench run SUITE --images DIR` and the same options.",
     )
-    p.add_argument("suite", choices=[s.name for s in list_suites()])
-    _add_run_options(p, prompts=True)
+    p.add_argument("suite", choices=[s.name for s in suites])
+    _add_run_options(p, suites, prompts=True)
     p.set_defaults(func=_cmd_prompts)
 
 
@@ -300,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub)
-    _add_prompts(sub)
+    suites = list_suites()  # the registry, read once per command line
+    _add_run(sub, suites)
+    _add_prompts(sub, suites)
     _add_ls(sub)
     _add_prepare(sub)
     _add_report(sub)

@@ -234,10 +234,7 @@ class RunSpec:
     @property
     def total_samples(self) -> int:
         """Images per setting: the protocol's num_samples plus the extra draws per caption (issue 20)."""
-        if self.samples_per_prompt <= 1:
-            return self.num_samples
-        m = min(self.num_samples, self.diversity_prompts or self.num_samples)
-        return self.num_samples + m * (self.samples_per_prompt - 1)
+        return total_images(self.num_samples, self.samples_per_prompt, self.diversity_prompts)
 
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.total_samples)]
@@ -325,6 +322,14 @@ class RunSpec:
 
     def replace(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, **changes)
+
+
+def total_images(num_samples: int, samples_per_prompt: int, diversity_prompts: int) -> int:
+    """N protocol images plus K - 1 extra draws for each of the first M captions (M = 0: all of them)."""
+    if samples_per_prompt <= 1:
+        return num_samples
+    m = min(num_samples, diversity_prompts or num_samples)
+    return num_samples + m * (samples_per_prompt - 1)
 
 
 def parse_interval(value: Any, option: str) -> tuple[int, int]:

@@ -67,12 +67,15 @@ def scan_folder(directory: Path, n: int) -> tuple[dict[int, Path], list[str]]:
     return {i: found[i][0] for i in range(n)}, notes
 
 
-def read_rgb(path: Path) -> tuple[np.ndarray, bool]:
-    """uint8 [H, W, 3] and whether it was converted from another mode; unreadable files name themselves."""
+def read_rgb(path: Path, data: bytes | None = None) -> tuple[np.ndarray, bool]:
+    """uint8 [H, W, 3] and whether it was converted from another mode (``data``: the file's bytes, when already
+    read); unreadable files name themselves."""
+    import io
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             converted = im.mode != "RGB"
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), converted
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -95,10 +98,11 @@ class FolderGenerator(Generator):
             files, notes = scan_folder(folder, n)
             self.files[setting_id], self.notes = files, self.notes + notes
             for i, p in files.items():
-                img, conv = read_rgb(p)
+                data = p.read_bytes()  # read once: hashed for the identity and decoded for the check
+                img, conv = read_rgb(p, data)
                 converted += conv
                 sizes.add(img.shape[:2])
-                digest.update(f"{setting_id}/{i}:".encode() + hashlib.sha256(p.read_bytes()).digest())
+                digest.update(f"{setting_id}/{i}:".encode() + hashlib.sha256(data).digest())
         if converted:
             self.notes.append(
                 f"{converted} images were not RGB (grey, RGBA or palette) and were converted to RGB"

@@ -47,17 +47,18 @@ def entry_points() -> dict[str, metadata.EntryPoint]:
 
 
 def _factory(spec: str) -> Any:
-    if spec in entry_points():
+    installed = entry_points()  # one scan of the installed distributions' metadata
+    if spec in installed:
         try:
-            return entry_points()[spec].load()
+            return installed[spec].load()
         except Exception as e:  # noqa: BLE001 - a third party's import error
             raise GeneratorError(
-                f"--generator {spec}: the entry point {entry_points()[spec].value} ({GROUP}) failed to load: "
+                f"--generator {spec}: the entry point {installed[spec].value} ({GROUP}) failed to load: "
                 f"{type(e).__name__}: {e}"
             ) from e
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        known = ", ".join(sorted(entry_points())) or "none installed"
+        known = ", ".join(sorted(installed)) or "none installed"
         raise GeneratorError(
             f"--generator {spec!r}: give module.path:factory (a Python module on sys.path and a callable in it), "
             f"diffusers:PATH_OR_ID, or an installed {GROUP} entry point ({known})"

@@ -24,7 +24,7 @@ import torch
 
 from ..data.sources import DataSource, data_kind
 from ..generators import check_supported
-from ..spec import RunSpec, Shard, Worker, make_settings, parse_interval, parse_scales
+from ..spec import RunSpec, Shard, Worker, make_settings, parse_interval, parse_scales, total_images
 from ..uncertainty import extra_prompts, spec_fields
 from . import SuiteDef, load_suite
 from .rundir import Dist
@@ -312,8 +312,7 @@ def _make_generator(
         if o.images_setting or len(folders) > 1 or {s.setting_id for s in settings} != set(folders):
             settings = make_settings(*settings_of(folders))
         f = spec_fields(opts, o)  # the folder holds every index: the extra draws per caption too
-        n, k = int(opts["num_samples"]), f["samples_per_prompt"]
-        total = n + (min(n, f["diversity_prompts"] or n) * (k - 1) if k > 1 else 0)
+        total = total_images(int(opts["num_samples"]), f["samples_per_prompt"], f["diversity_prompts"])
         generator = FolderGenerator(folders, total, int(opts["seed"]))
         notes += generator.notes
         return generator, {}, settings
