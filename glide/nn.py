@@ -17,12 +17,22 @@ ATTENTION_IMPLS = ("einsum", "sdpa")
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm with 32 groups computed in fp32."""
+    """GroupNorm with 32 groups computed in fp32.
+
+    ``nchw_stats`` (set by glide.fast for channels-last models): a channels-last input is normalised on an NCHW
+    copy and handed back channels-last, because PyTorch's channels-last GroupNorm kernel rounds differently
+    (see glide.fast); off, the input's own layout is used.
+    """
+
+    nchw_stats = False
 
     def __init__(self, channels: int) -> None:
         super().__init__(32, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.nchw_stats and x.ndim == 4 and not x.is_contiguous():
+            y = super().forward(x.float().contiguous()).type(x.dtype)
+            return y.contiguous(memory_format=torch.channels_last)
         return super().forward(x.float()).type(x.dtype)
 
 

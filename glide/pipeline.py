@@ -19,10 +19,14 @@ import torch
 from .diffusion import samplers
 from .diffusion.gaussian import create_gaussian_diffusion
 from .diffusion.guidance import classifier_free_guidance, inpaint_denoised_fn
+from .fast import FastForward, FastPath
+from .fast import prepare as prepare_model
 from .images import quantize_8bit, to_uint8
+from .nn import set_attention_impl
 from .unet import Text2ImUNet
 
 UPSAMPLER_SEED_OFFSET = 2**32
+TEXT_CACHE_SIZE = 8  # prompt lists whose encodings the fast path keeps (a run's chunks x [cond, uncond])
 GUIDANCE_KINDS = ("cfg", "clip", "none")
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -58,6 +62,7 @@ class GlidePipeline:
     dtype: str = "fp32"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     last_evals_per_image: dict[str, float] = field(default_factory=dict)
+    fast: FastPath | None = None  # None: the official numerics; see glide.fast
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -65,6 +70,24 @@ class GlidePipeline:
         self.device = torch.device(self.device)
         if self.dtype == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 needs a CUDA device; use dtype='fp32' (or 'bf16') on CPU")
+        self._forwards: dict[int, FastForward] = {}
+        self._text_cache: dict[tuple, tuple] = {}
+        if self.fast is not None:
+            path = self.fast.resolve(self.device)
+            for model in (self.base, self.upsampler):
+                if model is not None:
+                    self._forwards[id(model)] = FastForward(prepare_model(model, path), path)
+            if self.clip is not None:
+                set_attention_impl(self.clip, path.attention)
+
+    @property
+    def fast_notes(self) -> list[str]:
+        """What the fast path did not use and why (empty on the official path)."""
+        return [n for f in self._forwards.values() for n in f.notes]
+
+    def forward_of(self, model: Text2ImUNet):
+        """The model's forward for sampling: the fast path's when ``fast`` is set, else the model itself."""
+        return self._forwards.get(id(model), model)
 
     @classmethod
     def from_pretrained(
@@ -74,10 +97,12 @@ class GlidePipeline:
         clip: str | tuple[str, str] | None = None,
         device: str | torch.device = "cpu",
         dtype: str = "fp32",
+        fast: FastPath | None = None,
     ) -> GlidePipeline:
         """Load by official name ('base', 'upsample', ...) or by file path.
 
-        ``clip`` is 'official' for the released noised CLIP, or (image_enc_path, text_enc_path).
+        ``clip`` is 'official' for the released noised CLIP, or (image_enc_path, text_enc_path). ``fast``
+        (e.g. ``FastPath()``) samples on the fast path (:mod:`glide.fast`); None keeps the official numerics.
         """
         from .checkpoints import load_clip, load_model
 
@@ -87,7 +112,7 @@ class GlidePipeline:
         c = None
         if clip is not None:
             c = load_clip(clip, device=device)
-        return cls(b, u, c, dtype=dtype, device=torch.device(device))
+        return cls(b, u, c, dtype=dtype, device=torch.device(device), fast=fast)
 
     def _autocast(self):
         if self.dtype == "bf16":
@@ -95,9 +120,19 @@ class GlidePipeline:
         return contextlib.nullcontext()
 
     def _text_emb(self, model: Text2ImUNet, prompts: Sequence[str]):
+        """The text encodings of ``prompts`` (on the fast path, kept for reuse by later calls with the same
+        prompts: the settings of a run share their captions)."""
+        key = (id(model), self.dtype, tuple(prompts))
+        if key in self._text_cache:
+            return self._text_cache[key]
         tokens, mask = model.tokenizer.batch(list(prompts), model.config.text_ctx)
         with torch.no_grad(), self._autocast():
-            return model.get_text_emb(tokens.to(self.device), mask.to(self.device))
+            emb = model.get_text_emb(tokens.to(self.device), mask.to(self.device))
+        if self.fast is not None:
+            while len(self._text_cache) >= TEXT_CACHE_SIZE:
+                self._text_cache.pop(next(iter(self._text_cache)))
+            self._text_cache[key] = emb
+        return emb
 
     def _noise(self, seeds: Sequence[int], offset: int = 0):
         return samplers.per_sample_noise(samplers.make_generators([int(s) + offset for s in seeds]))
@@ -168,9 +203,11 @@ class GlidePipeline:
         cond_fn = None
         if guidance == "cfg" and scale != 1.0:
             uncond = {"text_emb": self._text_emb(model, [""] * b)} | img_kwargs
-            model_fn = classifier_free_guidance(counter.wrap(model), scale, uncond, cfg_interval)
+            model_fn = classifier_free_guidance(
+                counter.wrap(self.forward_of(model)), scale, uncond, cfg_interval
+            )
         else:
-            model_fn = counter.wrap(model)
+            model_fn = counter.wrap(self.forward_of(model))
             if guidance == "clip":
                 if self.clip is None:
                     raise ValueError("CLIP guidance needs a noised CLIP (from_pretrained(clip=...))")
@@ -227,7 +264,7 @@ class GlidePipeline:
             sampler,
             shape,
             self._noise(seeds, UPSAMPLER_SEED_OFFSET),
-            counter.wrap(model),
+            counter.wrap(self.forward_of(model)),
             temp=temp,
             stage="upsample",
             model_kwargs=kwargs,

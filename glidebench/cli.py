@@ -152,8 +152,16 @@ def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], pro
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
     g.add_argument(
-        "--threads", type=int, help="CPU threads (default: half the logical CPUs, 1 on 2-core machines; under "
-        "torchrun OMP_NUM_THREADS); images do not depend on it"
+        "--fast",
+        action="store_true",
+        default=None,
+        help="sample GLIDE on the fast inference path (SDPA, rows "
+        "split per call on CPU, torch.compile + CUDA graphs on CUDA): equal to the official numerics within "
+        "float rounding, recorded in the spec (its own run dir); see docs/performance.md",
+    )
+    g.add_argument(
+        "--threads", type=int, help="CPU threads (default: torch's, one per physical core; under torchrun "
+        "OMP_NUM_THREADS); images do not depend on it"
     )  # fmt: skip
     if prompts:
         g.add_argument("--out", required=True, help="the prompts file to write (JSONL, one line per image)")
@@ -249,7 +257,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="check that every reference image exists and decodes; no features",
     )
-    p.add_argument("--threads", type=int, help="CPU threads (default: half the logical CPUs)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: one per physical core)")
     p.add_argument("--fid-resize", choices=["tf-bilinear", "clean"], default="tf-bilinear",
                    help="resize to Inception's 299 px (as `run --fid-resize`)")  # fmt: skip
     p.add_argument("--export-stats", metavar="FILE.npz", help="also write the reference set's FID statistics (mu, "
@@ -370,12 +378,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def configure_threads(threads: int | None) -> int:
     """CPU threads for torch and (when numpy is not imported yet) BLAS: ``threads``, else ``OMP_NUM_THREADS``
-    when set (torchrun sets 1 per rank), else half the logical CPUs. On the shared 2-core machines, 2 intra-op
-    threads made the small UNets 4x and NumPy's eigvals 2x slower than 1 (oversubscription)."""
+    when set (torchrun sets 1 per rank), else torch's own default (one per physical core). On the idle
+    2-core machine (2 physical cores) two threads sample the embedded base 1.6x faster than one, to the same
+    bits; on a machine that something else keeps busy, pass --threads 1."""
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
         n = int(os.environ["OMP_NUM_THREADS"])
     else:
-        n = threads if threads is not None else max(1, (os.cpu_count() or 1) // 2)
+        import torch
+
+        n = threads if threads is not None else max(1, torch.get_num_threads())
         if n < 1:
             raise ValueError(f"--threads must be >= 1, got {n}")
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -152,6 +152,10 @@ class RunSpec:
     # the --reference-stats file ("" = reference images). Each left out of the canonical JSON at its default.
     fid_resize: str = "tf-bilinear"
     reference_stats: str = ""
+    # GLIDE sampled on the fast inference path (glide.fast: fused attention, rows split per call, compile and
+    # CUDA graphs on CUDA); equal to the official numerics within float rounding, so its own identity. Left out
+    # of the canonical JSON when False.
+    fast: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(sorted((str(r), str(i)) for r, i in self.weights)))
@@ -277,6 +281,8 @@ class RunSpec:
         for name, default in (("fid_resize", "tf-bilinear"), ("reference_stats", "")):
             if d[name] == default:
                 del d[name]
+        if not self.fast:
+            del d["fast"]
         if self.cfg_interval is None:
             del d["cfg_interval"]
         else:

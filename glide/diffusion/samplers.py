@@ -47,7 +47,12 @@ def per_sample_noise(generators: Sequence[torch.Generator]) -> NoiseFn:
         rows = [
             torch.randn(x.shape[1:], generator=g, dtype=torch.float32, device=g.device) for g in generators
         ]
-        return torch.stack(rows).to(device=x.device, dtype=x.dtype)
+        noise = torch.stack(rows)
+        if x.device.type == "cuda" and noise.device.type == "cpu":
+            # pinned + non_blocking: the copy is queued on the stream; a pageable copy would make the host
+            # wait for the GPU at every step (same bits either way)
+            return noise.pin_memory().to(device=x.device, dtype=x.dtype, non_blocking=True)
+        return noise.to(device=x.device, dtype=x.dtype)
 
     return noise_fn
 

@@ -19,8 +19,10 @@ from .base import Capabilities, Generator, SamplingOptions
 class GlideGenerator(Generator):
     """Text -> 64 px (-> upsampled) images with classifier-free or CLIP guidance (GLIDE, sec. 3)."""
 
-    def __init__(self, plan: Any, device: torch.device, dtype: str, attention: str = "einsum") -> None:
-        self.plan, self.device, self.dtype, self.attention = plan, device, dtype, attention
+    def __init__(
+        self, plan: Any, device: torch.device, dtype: str, attention: str = "einsum", fast: bool = False
+    ) -> None:
+        self.plan, self.device, self.dtype, self.attention, self.fast = plan, device, dtype, attention, fast
         self.name = plan.label
         guidance = ("cfg", "none") + (("clip",) if plan.has_noised_clip else ())
         self.capabilities = Capabilities(
@@ -42,7 +44,9 @@ class GlideGenerator(Generator):
             from ..models import load_models
 
             self.loaded = load_models(self.plan, self.device, self.dtype, self.attention)
-            self._pipeline = self.loaded.pipeline(self.device, self.dtype)
+            self._pipeline = self.loaded.pipeline(
+                self.device, self.dtype, fast=self.fast, attention=self.attention
+            )
         return self.loaded
 
     def generate(

@@ -22,11 +22,15 @@ class LoadedModels:
     upsampler: torch.nn.Module | None
     noised_clip: torch.nn.Module | None
 
-    def pipeline(self, device: torch.device, dtype: str) -> Any:
-        """A glide.pipeline.GlidePipeline over the loaded models."""
+    def pipeline(self, device: torch.device, dtype: str, fast: bool = False, attention: str = "sdpa") -> Any:
+        """A glide.pipeline.GlidePipeline over the loaded models (on glide's fast path when ``fast``)."""
+        from glide.fast import FastPath
         from glide.pipeline import GlidePipeline
 
-        return GlidePipeline(self.base, self.upsampler, self.noised_clip, dtype=dtype, device=device)
+        path = FastPath(attention=attention) if fast else None
+        return GlidePipeline(
+            self.base, self.upsampler, self.noised_clip, dtype=dtype, device=device, fast=path
+        )
 
 
 def load_models(

@@ -97,6 +97,7 @@ def announce(plan: RunPlan, log: RunLog) -> None:
         f" x {spec.total_samples} samples | {spec.sampler} {spec.steps} | {spec.resolution} px | chunk {spec.batch_size}"
         f" | device {device} {spec.dtype}"
         + (f" {spec.attention}" if spec.attention != "einsum" else "")
+        + (" fast path" if spec.fast else "")
         + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
         + (f" | worker {worker.index}/{worker.count}" if worker.count > 1 else "")
     )

@@ -84,6 +84,7 @@ class RunOptions:
     up_steps: str | None = None
     upsample_temp: float | None = None
     attention: str | None = None
+    fast: bool = False  # GLIDE on the fast inference path (glide.fast)
     batch_size: int | None = None
     device: str | None = None
     dtype: str | None = None
@@ -113,6 +114,10 @@ class RunOptions:
                 )
         if self.upsample_temp is not None and not self.upsample_temp > 0:
             raise ValueError(f"--upsample-temp must be > 0, got {self.upsample_temp}")
+        if self.fast and (self.generator or self.images or self.images_setting):
+            raise ValueError(
+                "--fast is GLIDE's fast inference path; leave it out with --generator or --images"
+            )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -346,6 +351,11 @@ def _plugin(o: RunOptions, opts: dict[str, Any], data: str, notes: list[str]) ->
     return generator, plan, resolution, settings
 
 
+def _attention(o: RunOptions, opts: dict[str, Any]) -> str:
+    """The attention kernel: the flag's, else SDPA on the fast path, else the official einsum."""
+    return opts.get("attention") or ("sdpa" if o.fast else "einsum")
+
+
 def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
     """Resolve ``o`` into a :class:`RunPlan` (reads the data's captions and plans the models; loads no
     weights and writes nothing)."""
@@ -385,10 +395,11 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
     stats = comparable.reference_stats(opts, resolution or models.base_resolution)
     source = _open_source(data, coco_root, opts)
     device = resolve_device(o.device, dist)
+    attention = _attention(o, opts)
     if generator is None:
         from ..generators.glide import GlideGenerator
 
-        generator = GlideGenerator(models, device, opts["dtype"], opts.get("attention", "einsum"))
+        generator = GlideGenerator(models, device, opts["dtype"], attention, fast=o.fast)
     spec = RunSpec(
         suite=suite.name, suite_version=suite.version, model=family, model_label=models.label,
         weights=tuple(models.identities.items()), data=data, split=opts["split"], data_id=source.data_id,
@@ -401,7 +412,7 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         upsample_temp=float(opts["upsample_temp"]), batch_size=int(opts["batch_size"]), dtype=opts["dtype"],
         device_type=device.type, inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]),
         prc_k=int(opts["prc_k"]), random_init=models.random_init, cfg_interval=opts.get("cfg_interval"),
-        attention=opts.get("attention", "einsum"), caption_style=opts["caption_style"],
+        attention=attention, fast=o.fast, caption_style=opts["caption_style"],
         **spec_fields(opts, o),  # K images per caption and the bootstrap (issue 20)
     )  # fmt: skip
     source.prompts = extra_prompts(source.prompts, spec.seed, spec.samples_per_prompt, spec.diversity_prompts)

@@ -6,6 +6,9 @@ import numpy as np
 import torch
 
 from glide.config import ModelConfig
+from glide.diffusion import samplers
+from glide.diffusion.gaussian import create_gaussian_diffusion
+from glide.diffusion.guidance import classifier_free_guidance
 from glide.unet import create_model
 
 WORDS = ["a", "red", "blue", "circle", "square", "on", "grey", "background"]
@@ -58,3 +61,28 @@ def build(golden, golden_meta, gpt2_dir, prefix: str):
 def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return (a.double() - b.double()).abs().max().item()
+
+
+def replay(noises: torch.Tensor):
+    """A noise_fn that hands out the official run's recorded noises in order."""
+    it = iter(noises)
+    return lambda x: next(it).to(x)
+
+
+def golden_cfg_run(model, golden):
+    """The golden 10-step classifier-free run (ancestral, s = 3, the official noises) with ``model``:
+    (diffusion, guided model_fn, the sampler's per-step outputs)."""
+    d = create_gaussian_diffusion(1000, "squaredcos_cap_v2", "10")
+    tokens, mask = T(golden, "cfg/tokens"), T(golden, "cfg/mask")
+    model_fn = classifier_free_guidance(model, 3.0, {"tokens": tokens[1:], "mask": mask[1:]})
+    with torch.no_grad():
+        steps = list(
+            samplers.ancestral(
+                d,
+                model_fn,
+                T(golden, "cfg/init_noise"),
+                model_kwargs={"tokens": tokens[:1], "mask": mask[:1]},
+                noise_fn=replay(T(golden, "cfg/step_noise")),
+            )
+        )
+    return d, model_fn, steps

@@ -28,7 +28,7 @@ from glide.diffusion.schedules import get_named_beta_schedule, space_timesteps
 from glide.nn import set_attention_impl, timestep_embedding
 from glide.tokenizer import get_tokenizer
 
-from .helpers import T, build, maxdiff
+from .helpers import T, build, golden_cfg_run, maxdiff, replay
 
 
 def test_tokens_and_masks_identical(golden, golden_meta, gpt2_dir):
@@ -141,24 +141,9 @@ def test_q_sample_and_p_mean_variance(base, golden):
         assert maxdiff(out[key][1:], T(golden, f"pmv/{key}")[1:]) < 1e-5, key
 
 
-def _replay(noises: torch.Tensor):
-    it = iter(noises)
-    return lambda x: next(it).to(x)
-
-
 def test_classifier_free_trajectory(base, golden):
-    d = create_gaussian_diffusion(1000, "squaredcos_cap_v2", "10")
+    d, model_fn, steps = golden_cfg_run(base, golden)
     tokens, mask = T(golden, "cfg/tokens"), T(golden, "cfg/mask")
-    model_fn = classifier_free_guidance(base, 3.0, {"tokens": tokens[1:], "mask": mask[1:]})
-    steps = list(
-        samplers.ancestral(
-            d,
-            model_fn,
-            T(golden, "cfg/init_noise"),
-            model_kwargs={"tokens": tokens[:1], "mask": mask[:1]},
-            noise_fn=_replay(T(golden, "cfg/step_noise")),
-        )
-    )
     amp = float(d.sqrt_recipm1_alphas_cumprod[-1])
     assert maxdiff(steps[0]["pred_xstart"], T(golden, "cfg/pred_xstart")) < 1e-5 * amp
     expected = T(golden, "cfg/samples")
@@ -236,7 +221,7 @@ def test_inpainting_forward_and_trajectory(golden, golden_meta, gpt2_dir):
             T(golden, "inp/init_noise"),
             model_kwargs={"tokens": tokens[:1], "mask": tmask[:1]} | image_kwargs,
             denoised_fn=inpaint_denoised_fn(src, m),
-            noise_fn=_replay(T(golden, "inp/step_noise")),
+            noise_fn=replay(T(golden, "inp/step_noise")),
         )
     )
     expected = T(golden, "inp/samples")

@@ -69,6 +69,7 @@ def test_fingerprint_is_sha256_of_canonical_json_and_roundtrips() -> None:
         {"samples_per_prompt": 4},
         {"samples_per_prompt": 4, "diversity_prompts": 10},
         {"bootstrap_resamples": 200},
+        {"fast": True},
     ],
 )
 def test_every_field_changes_the_fingerprint_and_the_run_dir(change, tmp_path) -> None:
@@ -86,6 +87,7 @@ def test_every_field_is_covered_by_the_fingerprint_test() -> None:
                "inception", "prc_k", "cfg_interval", "attention", "caption_style"}  # fmt: skip
     covered |= {"fid_resize", "reference_stats"}  # issue 21: covered by test_tracking's fingerprint test
     covered |= {"samples_per_prompt", "diversity_prompts", "bootstrap_resamples"}  # issue 20
+    covered |= {"fast"}  # issue 24
     # The rest are constants of one suite/run kind or derived from the covered ones.
     rest = {"suite", "suite_version", "model", "data", "split", "base_resolution", "up_sampler", "up_steps",
             "upsample_temp", "kid_subset_size", "spec_version"}  # fmt: skip

@@ -1,0 +1,182 @@
+"""The fast inference path (glide.fast) against the official code's outputs and the official-numerics path.
+
+Tolerances (issue 24): per forward <= 1e-5 in fp32 on the golden configurations; 10-step classifier-free
+trajectories <= 1e-4. The golden values are glide-text2im's own outputs (tests/data), so these tests bound the
+fast path against an independent reference, not against itself.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from glide.fast import CPU_ROWS_PER_CALL, FastForward, FastPath, accelerate
+from glide.pipeline import GlidePipeline
+
+from .helpers import T, build, golden_cfg_run, maxdiff, tiny_model
+
+# rows_per_call=1 splits even the golden batches (2-4 rows), so the row-splitting path is what is bounded.
+PATHS = {
+    "cpu-default": FastPath(),
+    "split-rows": FastPath(rows_per_call=1),
+    "no-row-split": FastPath(rows_per_call=0),
+    "channels-last": FastPath(channels_last=True, rows_per_call=1),
+}
+
+
+@pytest.fixture(params=list(PATHS))
+def fast_base(request, golden, golden_meta, gpt2_dir):
+    model = build(golden, golden_meta, gpt2_dir, "sd/")
+    return accelerate(model, "cpu", PATHS[request.param])
+
+
+def test_cpu_resolution_and_cuda_only_pieces_fall_back():
+    path = FastPath().resolve("cpu")
+    assert (path.attention, path.channels_last, path.rows_per_call) == ("sdpa", False, CPU_ROWS_PER_CALL)
+    assert not path.compile and not path.cuda_graphs and path.notes == []
+    asked = FastPath(cuda_graphs=True).resolve("cpu")
+    assert not asked.cuda_graphs and "CUDA graphs need a CUDA device" in asked.notes[0]
+    cuda = FastPath().resolve("cuda")  # resolving needs no GPU
+    assert (cuda.compile, cuda.cuda_graphs, cuda.channels_last, cuda.rows_per_call) == (True, True, False, 0)
+    with pytest.raises(ValueError, match="rows_per_call"):
+        FastPath(rows_per_call=-1).resolve("cpu")
+    with pytest.raises(ValueError, match="groupnorm"):
+        FastPath(groupnorm="welford").resolve("cpu")
+
+
+def test_forward_within_1e5_of_the_official_code(fast_base, golden):
+    with torch.no_grad():
+        out = fast_base(
+            T(golden, "fwd/x"), T(golden, "fwd/t"), tokens=T(golden, "fwd/tokens"), mask=T(golden, "fwd/mask")
+        )
+    assert out.is_contiguous()
+    assert maxdiff(out, T(golden, "fwd/out")) < 1e-5
+
+
+def test_forward_within_1e5_of_the_official_numerics_path(golden, golden_meta, gpt2_dir):
+    official = build(golden, golden_meta, gpt2_dir, "sd/")
+    fast = accelerate(copy.deepcopy(official), "cpu", FastPath(rows_per_call=1))
+    x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([999, 700, 400, 100, 0])
+    tokens, mask = T(golden, "fwd/tokens"), T(golden, "fwd/mask")
+    tokens, mask = tokens[:1].repeat(5, 1), mask[:1].repeat(5, 1)
+    with torch.no_grad():
+        ref = official(x, t, tokens=tokens, mask=mask)
+        got = fast(x, t, tokens=tokens, mask=mask)
+    assert maxdiff(got, ref) < 1e-5
+
+
+def test_upsampler_and_inpainting_forwards_within_1e5(golden, golden_meta, gpt2_dir):
+    up = accelerate(build(golden, golden_meta, gpt2_dir, "sd_up/"), "cpu", FastPath(rows_per_call=1))
+    kwargs = dict(tokens=T(golden, "up/tokens"), mask=T(golden, "up/mask"), low_res=T(golden, "up/low_res"))
+    with torch.no_grad():
+        out = up(T(golden, "up/fwd_x"), torch.tensor([500]), **kwargs)
+    assert maxdiff(out, T(golden, "up/fwd_out")) < 1e-5
+    inp = accelerate(build(golden, golden_meta, gpt2_dir, "sd_inpaint/"), "cpu", FastPath(rows_per_call=1))
+    src, m = T(golden, "inp/source_image"), T(golden, "inp/mask")
+    with torch.no_grad():
+        out = inp(
+            T(golden, "inp/fwd_x"),
+            torch.tensor([999, 250]),
+            tokens=T(golden, "inp/tokens"),
+            mask=T(golden, "inp/token_mask"),
+            inpaint_image=(src * m).repeat(2, 1, 1, 1),
+            inpaint_mask=m.repeat(2, 1, 1, 1),
+        )
+    assert maxdiff(out, T(golden, "inp/fwd_out")) < 1e-5
+
+
+def test_classifier_free_trajectory_within_1e4(fast_base, golden):
+    _, _, steps = golden_cfg_run(fast_base, golden)
+    expected = T(golden, "cfg/samples")
+    assert len(steps) == len(expected) == 10
+    for k, out in enumerate(steps):
+        assert maxdiff(out["sample"], expected[k]) < 1e-4, f"step {k}"
+
+
+def test_pipeline_fast_matches_official_and_reuses_text_encodings(golden, golden_meta, gpt2_dir):
+    """The golden base model through the whole pipeline (10 ancestral steps, s = 3), official vs fast.
+
+    Free-running, this random-weight model amplifies rounding at a few pixels: the official path alone moved
+    by up to 4.0e-3 (mean 1.6e-5) between sampling these three prompts as one batch and one by one. That
+    envelope is measured here and the fast path is held within 3x of it; the 1e-4 trajectory bound is the
+    golden test above."""
+    prompts, seeds = ["a corgi", "an oil painting of a fox", "a red cube"], [3, 4, 5]
+    official = GlidePipeline(build(golden, golden_meta, gpt2_dir, "sd/"))
+    ref = official.sample_base(prompts, seeds, "cfg", 3.0, "ancestral", "10")
+    one = torch.cat(
+        [official.sample_base([p], [s], "cfg", 3.0, "ancestral", "10") for p, s in zip(prompts, seeds)]
+    )
+    envelope_max, envelope_mean = max(maxdiff(one, ref), 1e-4), max((one - ref).abs().mean().item(), 1e-6)
+    fast = GlidePipeline(copy.deepcopy(official.base), fast=FastPath(rows_per_call=2))
+    assert isinstance(fast.forward_of(fast.base), FastForward)
+    calls = []
+    encode = fast.base.get_text_emb
+    fast.base.get_text_emb = lambda *a: calls.append(1) or encode(*a)
+    got = fast.sample_base(prompts, seeds, "cfg", 3.0, "ancestral", "10")
+    assert maxdiff(got, ref) <= 3 * envelope_max and (got - ref).abs().mean() <= 3 * envelope_mean
+    assert len(calls) == 2  # conditional + unconditional
+    again = fast.sample_base(prompts, seeds, "cfg", 5.0, "ancestral", "10")  # another setting, same captions
+    assert len(calls) == 2 and not torch.equal(again, got)
+    assert fast.last_evals_per_image["base"] == official.last_evals_per_image["base"] == 20
+    assert fast.fast_notes == [] and official.fast_notes == []
+
+
+def test_compile_failure_falls_back_to_eager_with_a_note(monkeypatch):
+    model = tiny_model(seed=3)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
+    tokens, mask = model.tokenizer.batch(["a red circle"] * 2, model.config.text_ctx)
+    with torch.no_grad():
+        ref = model(x, t, tokens=tokens, mask=mask)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("inductor: no C++ compiler found\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: broken)
+    fwd = accelerate(model, "cpu", FastPath(compile=True))
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"), torch.no_grad():
+        out = fwd(x, t, tokens=tokens, mask=mask)
+    assert fwd.notes and "no C++ compiler found" in fwd.notes[0] and "second line" not in fwd.notes[0]
+    assert maxdiff(out, ref) < 1e-5
+    with torch.no_grad():  # later calls stay eager, without a second note
+        fwd(x, t, tokens=tokens, mask=mask)
+    assert len(fwd.notes) == 1
+
+
+@pytest.mark.parametrize("prefix", ["sd/", "sd_up/", "sd_inpaint/"])
+def test_channels_last_forwards_of_every_golden_model(prefix, golden, golden_meta, gpt2_dir):
+    """channels_last keeps the weights' values; with the exact GroupNorm (statistics on an NCHW copy, the
+    default) every golden model's forward is within 1e-5 of the official code's, while PyTorch's own
+    channels-last GroupNorm ("native") is only within 2e-5 (1.4e-5 measured on the base model)."""
+    official = build(golden, golden_meta, gpt2_dir, prefix)
+    if prefix == "sd/":
+        x, t = T(golden, "fwd/x"), T(golden, "fwd/t")
+        kwargs = dict(tokens=T(golden, "fwd/tokens"), mask=T(golden, "fwd/mask"))
+        expected = T(golden, "fwd/out")
+    elif prefix == "sd_up/":
+        x, t = T(golden, "up/fwd_x"), torch.tensor([500])
+        kwargs = dict(
+            tokens=T(golden, "up/tokens"), mask=T(golden, "up/mask"), low_res=T(golden, "up/low_res")
+        )
+        expected = T(golden, "up/fwd_out")
+    else:
+        src, m = T(golden, "inp/source_image"), T(golden, "inp/mask")
+        x, t = T(golden, "inp/fwd_x"), torch.tensor([999, 250])
+        kwargs = dict(
+            tokens=T(golden, "inp/tokens"),
+            mask=T(golden, "inp/token_mask"),
+            inpaint_image=(src * m).repeat(2, 1, 1, 1),
+            inpaint_mask=m.repeat(2, 1, 1, 1),
+        )
+        expected = T(golden, "inp/fwd_out")
+    for groupnorm, bound in (("nchw", 1e-5), ("native", 2e-5)):
+        fast = accelerate(copy.deepcopy(official), "cpu", FastPath(channels_last=True, groupnorm=groupnorm))
+        conv = fast.model.input_blocks[0][0].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last)
+        assert official.input_blocks[0][0].weight.is_contiguous()  # the copy was changed, not the original
+        assert torch.equal(conv, official.input_blocks[0][0].weight)
+        with torch.no_grad():
+            out = fast(x, t, **kwargs)
+        assert maxdiff(out, expected) < bound, groupnorm

@@ -1,0 +1,106 @@
+"""``run --fast`` (GLIDE on glide.fast's path): recorded in the spec and fingerprint, refused where it does not
+apply, resumable to the byte; and the metric stage's features: computed once per image set, never again."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from glidebench.cli import build_parser, main
+from glidebench.spec import RunSpec
+from glidebench.suites.options import RunOptions, resolve_plan
+from glidebench.suites.rundir import Dist
+
+from .harness import METRICS, PixelFeatures, base_args, harness_env, image_bytes, only_run_dir
+
+
+def plan_for(out: Path, *extra: str):
+    args = build_parser().parse_args(base_args(out, *extra))
+    return resolve_plan(RunOptions.from_args(args), Dist.from_env())
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run_dir / "results.csv", newline="") as f:
+        return [{k: r[k] for k in METRICS} for r in csv.DictReader(f)]
+
+
+def test_fast_is_in_the_spec_and_fingerprint_and_absent_otherwise(monkeypatch, tmp_path, tiny_models_dir):
+    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
+    official, fast = plan_for(tmp_path), plan_for(tmp_path, "--fast")
+    assert "fast" not in official.spec.to_dict() and official.spec.attention == "einsum"
+    assert fast.spec.to_dict()["fast"] is True and fast.spec.attention == "sdpa"
+    assert fast.spec.fingerprint != official.spec.fingerprint and fast.run_dir != official.run_dir
+    assert fast.generator.fast and not official.generator.fast
+    # the protocol is the same: a fast run is comparable with an official one
+    assert fast.spec.protocol_fingerprint == official.spec.protocol_fingerprint
+    # a spec written before the option existed reads back with the same fingerprint
+    assert RunSpec.from_dict(official.spec.to_dict()).fingerprint == official.spec.fingerprint
+    assert RunSpec.from_dict(fast.spec.to_dict()).fast
+    explicit = plan_for(tmp_path, "--fast", "--attention", "einsum")
+    assert explicit.spec.attention == "einsum" and explicit.spec.fast
+
+
+def test_fast_is_refused_for_other_generators(monkeypatch, tmp_path, tiny_models_dir):
+    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    with pytest.raises(ValueError, match="--fast is GLIDE.s fast inference path; leave it out"):
+        plan_for(tmp_path, "--fast", "--images", str(images))
+
+
+def test_fast_run_resumes_to_the_same_bytes(monkeypatch, tmp_path, tiny_models_dir):
+    """An interrupted fast run (whole chunks missing, as a killed run leaves them; the kill mechanics are
+    tested in test_resume.py) resumes to the uninterrupted fast run's images and results."""
+    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
+    args = ("--fast", "--clip", "2")
+    assert main(base_args(tmp_path / "a", *args)) == 0
+    run_a = only_run_dir(tmp_path / "a")
+    assert main(base_args(tmp_path / "b", *args)) == 0
+    run_b = only_run_dir(tmp_path / "b")
+    removed = 0
+    for setting in (run_b / "images").iterdir():
+        for png in sorted(setting.glob("*.png"))[3:]:  # keep chunk 0 (images 0..2), drop the rest
+            png.unlink()
+            removed += 1
+    for name in ("results.csv", "results.json", "results.md"):
+        (run_b / name).unlink()
+    shutil.rmtree(run_b / "features")
+    assert removed >= 10
+    assert main(base_args(tmp_path / "b", *args)) == 0
+    assert image_bytes(run_b) == image_bytes(run_a)
+    assert metric_rows(run_b) == metric_rows(run_a)
+
+
+class CountingFeatures(PixelFeatures):
+    def __init__(self, log: list[int]) -> None:
+        self.log = log
+
+    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        self.log.append(int(images.shape[0]))
+        return super().__call__(images)
+
+
+def test_features_are_extracted_once_per_image_and_never_on_a_rerun(monkeypatch, tmp_path, tiny_models_dir):
+    import glidebench.suites.coco_fid as C
+
+    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
+    seen: list[int] = []
+    monkeypatch.setattr(C, "make_inception", lambda source, device, **kw: CountingFeatures(seen))
+    out = tmp_path / "runs"
+    assert main(base_args(out, "--fast")) == 0
+    run = only_run_dir(out)
+    n_images = sum(1 for _ in (run / "images").rglob("*.png"))
+    assert n_images == 3 * 8  # cfg-1, cfg-3 and clip-2 (the profile's), 8 images each
+    assert sum(seen) == n_images + 12  # every generated image once, the 12 references once
+    seen.clear()
+    for name in ("results.csv", "results.json", "results.md"):
+        (run / name).unlink()
+    assert main(base_args(out, "--fast")) == 0  # the metrics again, from the cached features
+    assert seen == []
+    assert (run / "results.csv").is_file()
