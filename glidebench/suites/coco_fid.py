@@ -171,6 +171,7 @@ def profile_stage(plan: RunPlan, log: RunLog) -> None:
         spec.attention,
         plan.device,
         base_resolution=spec.base_resolution,
+        fast=spec.fast,
     )
     doc = {
         "rows": rows,

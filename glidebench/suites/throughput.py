@@ -178,9 +178,12 @@ def profile_run_models(
     base_resolution: int | None = None,
     warmup: int = 1,
     repeats: int = 3,
+    fast: bool = False,
 ) -> list[dict[str, Any]]:
     """A real run's ``--profile``: one evaluation of each of its generators, on their own weights, at the run's
-    chunk size, dtype, attention and device (FLOPs counted on the einsum path, as the suite does)."""
+    chunk size, dtype, attention and device (FLOPs counted on the einsum path, as the suite does); ``fast``:
+    the UNets through glide.fast's forward, as a ``--fast`` run samples them."""
+    from glide.fast import FastPath, accelerate
     from glide.nn import set_attention_impl
 
     device = torch.device(device)
@@ -203,8 +206,10 @@ def profile_run_models(
         with torch.no_grad(), autocast_for(case, device):
             flops = count_flops(bind()[0])
         set_attention_impl(model, attention)
-        call, images = bind()
-        rows.append(profile_call(case, call, device, images, warmup, repeats, flops=flops))
+        if fast and case.model != "clip-step":
+            model = accelerate(model, device, FastPath(attention=attention))
+        call, images = bind(model=model)
+        rows.append(profile_call(case, call, device, images, warmup, repeats, flops=flops) | {"fast": fast})
     return rows
 
 

@@ -102,3 +102,24 @@ def test_cuda_device_description_records_tf32(monkeypatch):
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert "TF32" not in device_description("cpu")
+
+
+def test_profile_of_a_fast_run_times_the_fast_forward(monkeypatch):
+    """--profile on a --fast run measures the UNets through glide.fast's forward (the CLIP step as it is)."""
+    import glide.fast
+    from glide.unet import create_model
+    from glidebench.suites.throughput import _clip, _unet_config, profile_run_models
+
+    calls = []
+    original = glide.fast.FastForward.__call__
+    monkeypatch.setattr(
+        glide.fast.FastForward, "__call__", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
+    base, clip = create_model(_unet_config("base", "tiny")), _clip("tiny", torch.device("cpu"))
+    rows = profile_run_models(base, None, clip, 2, "fp32", "sdpa", torch.device("cpu"), fast=True, repeats=2)
+    assert [(r["model"], r["fast"]) for r in rows] == [("base", True), ("clip-step", True)]
+    assert len(calls) == 1 + 2  # warm-up + repeats, base only
+    plain = profile_run_models(
+        create_model(_unet_config("base", "tiny")), None, None, 2, "fp32", "sdpa", torch.device("cpu")
+    )
+    assert plain[0]["fast"] is False and len(calls) == 3
