@@ -19,7 +19,7 @@ from glide.diffusion.guidance import classifier_free_guidance
 from glide.nn import set_attention_impl
 from glide.pipeline import GlidePipeline
 
-from .test_parity import T, _replay, build, maxdiff
+from .helpers import T, build, maxdiff, replay
 
 pytestmark = [
     pytest.mark.gpu,
@@ -50,6 +50,18 @@ def test_base_forward_fp32_matches_golden(golden, golden_meta, gpt2_dir, attenti
     assert maxdiff(_fwd(model, golden, "cuda"), T(golden, "fwd/out")) < 1e-4
 
 
+@pytest.mark.parametrize("compile_", [False, True])
+def test_fast_path_forward_fp32_matches_golden(golden, golden_meta, gpt2_dir, compile_):
+    """glide.fast on CUDA: SDPA, eager or compiled with CUDA graphs (twice: the second call replays)."""
+    from glide.fast import FastPath, accelerate
+
+    model = accelerate(build(golden, golden_meta, gpt2_dir, "sd/").cuda(), "cuda", FastPath(compile=compile_))
+    assert model.path.cuda_graphs == compile_ and not model.path.channels_last
+    for _ in range(2):
+        assert maxdiff(_fwd(model, golden, "cuda"), T(golden, "fwd/out")) < 1e-4
+    assert model.notes == []
+
+
 @pytest.mark.parametrize("dtype,rel", [("fp16", 2e-2), ("bf16", 5e-2)])
 @pytest.mark.parametrize("attention", ["einsum", "sdpa"])
 def test_base_forward_half_precision_is_close(golden, golden_meta, gpt2_dir, dtype, rel, attention):
@@ -75,7 +87,7 @@ def test_classifier_free_trajectory_fp32(golden, golden_meta, gpt2_dir):
                 model_fn,
                 T(golden, "cfg/init_noise").cuda(),
                 model_kwargs={"tokens": tokens[:1], "mask": mask[:1]},
-                noise_fn=_replay(T(golden, "cfg/step_noise")),
+                noise_fn=replay(T(golden, "cfg/step_noise")),
             )
         )
     expected = T(golden, "cfg/samples")
