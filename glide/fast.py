@@ -120,6 +120,8 @@ class FastForward:
 
     # attribute access falls through to the model (config, tokenizer, get_text_emb ...)
     def __getattr__(self, name: str) -> Any:
+        if name in ("model", "path", "_compiled", "notes"):  # not set yet (copy, unpickling)
+            raise AttributeError(name)
         return getattr(self.model, name)
 
     def _fallback(self, error: BaseException) -> None:
