@@ -381,20 +381,26 @@ def configure_threads(threads: int | None) -> int:
     when set (torchrun sets 1 per rank), else torch's own default (one per physical core). On the idle
     2-core machine (2 physical cores) two threads sample the embedded base 1.6x faster than one, to the same
     bits; on a machine that something else keeps busy, pass --threads 1."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
         n = int(os.environ["OMP_NUM_THREADS"])
     else:
+        if threads is not None:  # before torch (and numpy) load, so that BLAS reads it
+            _set_thread_env(threads)
         import torch
 
         n = threads if threads is not None else max(1, torch.get_num_threads())
-        if n < 1:
-            raise ValueError(f"--threads must be >= 1, got {n}")
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(n)  # read by BLAS when numpy loads (if it has not loaded yet)
+        _set_thread_env(n)
     import torch
 
     torch.set_num_threads(n)
     return n
+
+
+def _set_thread_env(n: int) -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)  # read by BLAS when numpy loads (if it has not loaded yet)
 
 
 def _table(rows: list[dict], columns: Sequence[str]) -> str:

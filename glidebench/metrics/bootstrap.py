@@ -143,6 +143,11 @@ def _trace_sqrt_product(s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _unit_labels(n: int, labels: np.ndarray | None) -> np.ndarray:
+    """The resampling unit of each of ``n`` rows: ``labels``, or one unit per row."""
+    return np.arange(n) if labels is None else np.asarray(labels)
+
+
 def fid_replicates(
     gen: ArrayLike,
     ref: ArrayLike,
@@ -156,8 +161,7 @@ def fid_replicates(
     blocks named by ``*_labels``) of resample r. Exact Gram form when both sets have at most d rows and units
     are captions; block moments otherwise (see the module docstring)."""
     x, y = as_feature_matrix(gen, "gen"), as_feature_matrix(ref, "ref")
-    gl = np.arange(len(x)) if gen_labels is None else np.asarray(gen_labels)
-    rl = np.arange(len(y)) if ref_labels is None else np.asarray(ref_labels)
+    gl, rl = _unit_labels(len(x), gen_labels), _unit_labels(len(y), ref_labels)
     if len(gen_counts) != len(ref_counts):
         raise ValueError(
             f"{len(gen_counts)} generated-side resamples but {len(ref_counts)} reference-side ones"
@@ -216,8 +220,7 @@ def kid_replicates(
     (the expectation of KID's subset average). A unit drawn twice counts as two distinct samples."""
     x = torch.from_numpy(as_feature_matrix(gen, "gen"))
     y = torch.from_numpy(as_feature_matrix(ref, "ref"))
-    gl = np.arange(len(x)) if gen_labels is None else np.asarray(gen_labels)
-    rl = np.arange(len(y)) if ref_labels is None else np.asarray(ref_labels)
+    gl, rl = _unit_labels(len(x), gen_labels), _unit_labels(len(y), ref_labels)
     d = x.shape[1]
     sxx, syy, sxy = (
         _block_kernel_sums(x, x, gl, gl),

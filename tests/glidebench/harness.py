@@ -144,6 +144,22 @@ def install_test_extractor_mp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(C, "make_inception", lambda source, device: PixelFeatures())
 
 
+def install_prepare_extractor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prepare`` builds its extractor directly (a run's is ``make_inception``): the stand-in there too."""
+    import glidebench.features as F
+
+    monkeypatch.setattr(F, "InceptionExtractor", lambda source, device, resize="tf-bilinear": PixelFeatures())
+    monkeypatch.setattr(F, "resolve_inception_source", lambda source: PixelFeatures.source)
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The :data:`METRICS` columns of a finished run's results.csv."""
+    import csv
+
+    with open(run_dir / "results.csv", newline="") as f:
+        return [{k: r[k] for k in METRICS} for r in csv.DictReader(f)]
+
+
 def only_run_dir(out: Path) -> Path:
     dirs = sorted(p for p in (out / "coco-fid").iterdir() if p.is_dir())
     assert len(dirs) == 1, dirs

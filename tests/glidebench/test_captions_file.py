@@ -12,7 +12,7 @@ import pytest
 from glidebench.cli import main
 from glidebench.data.captions_file import CaptionsFileError, read_captions_file
 
-from .harness import PixelFeatures, base_args, harness_env, only_run_dir
+from .harness import base_args, install_prepare_extractor, only_run_dir
 from .test_coco import make_coco
 
 CAPTIONS = ["a red bus on a street", "two dogs, one brown", 'a "quoted" kite', "a plate of food"]
@@ -69,13 +69,9 @@ def test_bad_files_name_the_file_line_and_fix(tmp_path: Path, name: str, content
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):
-    import glidebench.features as F
-
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
-    monkeypatch.setattr(F, "InceptionExtractor", lambda source, device, resize="tf-bilinear": PixelFeatures())
-    monkeypatch.setattr(F, "resolve_inception_source", lambda source: PixelFeatures.source)
-    return tmp_path
+def env(env, monkeypatch):
+    install_prepare_extractor(monkeypatch)
+    return env
 
 
 COMMON = ("--model", "embedded", "--cfg", "2", "--clip", "", "--resolution", "8")

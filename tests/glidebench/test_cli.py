@@ -27,12 +27,6 @@ from .harness import (
 )
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
-    return tmp_path
-
-
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

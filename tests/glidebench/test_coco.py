@@ -16,7 +16,6 @@ from glidebench.data.coco import CocoCaptions, CocoError, load_reference_image, 
 
 from .harness import (
     base_args,
-    harness_env,
     only_run_dir,
 )
 
@@ -127,12 +126,6 @@ def test_missing_and_malformed_files_name_the_problem(tmp_path: Path) -> None:
         CocoError, match=rf"reference image .*{bad.name} is corrupt or unreadable.*replace it"
     ):
         load_reference_image(bad, 8)
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
-    return tmp_path
 
 
 def test_run_on_coco_records_the_caption_choice(env: Path, monkeypatch, capsys) -> None:

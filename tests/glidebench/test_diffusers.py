@@ -20,7 +20,7 @@ from glidebench.generators import GeneratorError, SamplingOptions, as_uint8_imag
 from glidebench.generators.diffusers import DiffusersGenerator, steps_count
 from glidebench.spec import Setting
 
-from .harness import harness_env, image_bytes, only_run_dir
+from .harness import image_bytes, only_run_dir
 from .tiny_diffusers import NATIVE, build_tiny_pipeline
 
 
@@ -31,12 +31,11 @@ def tiny_pipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
+def env(env, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    return tmp_path
+    monkeypatch.setenv("HF_HOME", str(env / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(env / "hf" / "hub"))
+    return env
 
 
 def dargs(out: Path, pipe: Path, *extra: str) -> list[str]:

@@ -15,7 +15,7 @@ from glidebench.spec import RunSpec
 from glidebench.suites.options import RunOptions, resolve_plan
 from glidebench.suites.rundir import Dist
 
-from .harness import METRICS, PixelFeatures, base_args, harness_env, image_bytes, only_run_dir
+from .harness import PixelFeatures, base_args, image_bytes, metric_rows, only_run_dir
 
 
 def plan_for(out: Path, *extra: str):
@@ -23,15 +23,7 @@ def plan_for(out: Path, *extra: str):
     return resolve_plan(RunOptions.from_args(args), Dist.from_env())
 
 
-def metric_rows(run_dir: Path) -> list[dict[str, str]]:
-    import csv
-
-    with open(run_dir / "results.csv", newline="") as f:
-        return [{k: r[k] for k in METRICS} for r in csv.DictReader(f)]
-
-
-def test_fast_is_in_the_spec_and_fingerprint_and_absent_otherwise(monkeypatch, tmp_path, tiny_models_dir):
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
+def test_fast_is_in_the_spec_and_fingerprint_and_absent_otherwise(env, tmp_path):
     official, fast = plan_for(tmp_path), plan_for(tmp_path, "--fast")
     assert "fast" not in official.spec.to_dict() and official.spec.attention == "einsum"
     assert fast.spec.to_dict()["fast"] is True and fast.spec.attention == "sdpa"
@@ -46,18 +38,16 @@ def test_fast_is_in_the_spec_and_fingerprint_and_absent_otherwise(monkeypatch, t
     assert explicit.spec.attention == "einsum" and explicit.spec.fast
 
 
-def test_fast_is_refused_for_other_generators(monkeypatch, tmp_path, tiny_models_dir):
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
+def test_fast_is_refused_for_other_generators(env, tmp_path):
     images = tmp_path / "imgs"
     images.mkdir()
     with pytest.raises(ValueError, match="--fast is GLIDE.s fast inference path; leave it out"):
         plan_for(tmp_path, "--fast", "--images", str(images))
 
 
-def test_fast_run_resumes_to_the_same_bytes(monkeypatch, tmp_path, tiny_models_dir):
+def test_fast_run_resumes_to_the_same_bytes(env, tmp_path):
     """An interrupted fast run (whole chunks missing, as a killed run leaves them; the kill mechanics are
     tested in test_resume.py) resumes to the uninterrupted fast run's images and results."""
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
     args = ("--fast", "--clip", "2")
     assert main(base_args(tmp_path / "a", *args)) == 0
     run_a = only_run_dir(tmp_path / "a")
@@ -86,10 +76,9 @@ class CountingFeatures(PixelFeatures):
         return super().__call__(images)
 
 
-def test_features_are_extracted_once_per_image_and_never_on_a_rerun(monkeypatch, tmp_path, tiny_models_dir):
+def test_features_are_extracted_once_per_image_and_never_on_a_rerun(env, tmp_path, monkeypatch):
     import glidebench.suites.coco_fid as C
 
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
     seen: list[int] = []
     monkeypatch.setattr(C, "make_inception", lambda source, device, **kw: CountingFeatures(seen))
     out = tmp_path / "runs"

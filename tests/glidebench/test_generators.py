@@ -13,16 +13,10 @@ from glidebench.cli import main
 from glidebench.generators import Capabilities, GeneratorError, as_uint8_images, load_generator
 from glidebench.generators import parse_generator_args as parse
 
-from .harness import harness_env, image_bytes, only_run_dir
+from .harness import image_bytes, only_run_dir
 from .toy_generators import toy_image
 
 TOY = "tests.glidebench.toy_generators:make"
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
-    return tmp_path
 
 
 def toy_args(out: Path, *extra: str) -> list[str]:

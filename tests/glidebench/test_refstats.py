@@ -21,7 +21,7 @@ from glidebench.refstats import (
     stats_setting_metrics,
 )
 
-from .harness import PixelFeatures, base_args, harness_env, only_run_dir
+from .harness import PixelFeatures, base_args, install_prepare_extractor, only_run_dir
 from .test_coco import make_coco
 
 
@@ -108,35 +108,22 @@ def test_bad_files_get_clear_errors(tmp_path: Path) -> None:
         load_stats(tmp_path / "ok.npz")
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):
-    import glidebench.features as F
+def export_stats_cli(root: Path, resolution: int, stats_file: Path) -> int:
+    """`glidebench prepare coco --export-stats` of the COCO tree at ``root``."""
+    args = ["prepare", "coco", "--coco-root", str(root), "--resolution", str(resolution)]
+    return main([*args, "--export-stats", str(stats_file)])
 
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
-    # prepare builds its extractor directly; the run's is make_inception (the harness's stand-in)
-    monkeypatch.setattr(F, "InceptionExtractor", lambda source, device, resize="tf-bilinear": PixelFeatures())
-    monkeypatch.setattr(F, "resolve_inception_source", lambda source: PixelFeatures.source)
-    return tmp_path
+
+@pytest.fixture
+def env(env, monkeypatch):
+    install_prepare_extractor(monkeypatch)
+    return env
 
 
 def test_prepare_exports_and_a_run_uses_them_without_reading_a_reference_image(env: Path, capsys) -> None:
     root = make_coco(env / "coco")
     stats_file = env / "coco-val2014-8px.npz"
-    assert (
-        main(
-            [
-                "prepare",
-                "coco",
-                "--coco-root",
-                str(root),
-                "--resolution",
-                "8",
-                "--export-stats",
-                str(stats_file),
-            ]
-        )
-        == 0
-    )
+    assert export_stats_cli(root, 8, stats_file) == 0
     side = json.loads(stats_file.with_suffix(".json").read_text())
     assert side["split"] == "val2014" and side["resolution"] == 8 and side["count"] == 12
     assert side["inception_fingerprint"] == PixelFeatures.fingerprint and side["fid_resize"] == "tf-bilinear"
@@ -175,21 +162,7 @@ def test_prepare_exports_and_a_run_uses_them_without_reading_a_reference_image(e
 def test_run_refuses_stats_of_another_resolution_before_generating(env: Path, capsys) -> None:
     root = make_coco(env / "coco")
     stats_file = env / "ref.npz"
-    assert (
-        main(
-            [
-                "prepare",
-                "coco",
-                "--coco-root",
-                str(root),
-                "--resolution",
-                "16",
-                "--export-stats",
-                str(stats_file),
-            ]
-        )
-        == 0
-    )
+    assert export_stats_cli(root, 16, stats_file) == 0
     out = env / "runs"
     code = main(base_args(out, "--model", "embedded", "--cfg", "2", "--clip", "", "--resolution", "8",
                           "--coco-root", str(root), "--reference-stats", str(stats_file)))  # fmt: skip

@@ -3,7 +3,6 @@ images and the same results as an uninterrupted run; nothing is lost, duplicated
 
 from __future__ import annotations
 
-import csv
 import signal
 import subprocess
 import time
@@ -16,11 +15,11 @@ from PIL import Image
 from glidebench.cli import main
 
 from .harness import (
-    METRICS,
     PY,
     base_args,
     harness_env,
     image_bytes,
+    metric_rows,
     only_run_dir,
     subprocess_env,
     write_runner,
@@ -29,11 +28,6 @@ from .harness import (
 # 25 DDIM steps of the 50-step tiny model: slow enough (a fraction of a second per chunk) to kill mid-run.
 ARGS = ("--steps", "ddim25", "--cfg", "1,3", "--clip", "2")
 N_IMAGES = 3 * 8
-
-
-def metric_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "results.csv", newline="") as f:
-        return [{k: r[k] for k in METRICS} for r in csv.DictReader(f)]
 
 
 def count_pngs(out: Path) -> int:

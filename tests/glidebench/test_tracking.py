@@ -12,7 +12,7 @@ import pytest
 from glidebench.cli import main
 from glidebench.tracking import check_log_to, flat_metrics, log_to_tensorboard
 
-from .harness import base_args, harness_env, only_run_dir
+from .harness import base_args, only_run_dir
 
 
 def test_flat_metrics_are_keyed_setting_slash_metric() -> None:
@@ -48,12 +48,6 @@ def test_log_to_checks_the_logger_before_the_run() -> None:
     except ImportError:
         with pytest.raises(ValueError, match="the wandb package is not installed; pip install wandb"):
             check_log_to("wandb")
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path, tiny_models_dir):
-    harness_env(monkeypatch, tiny_models_dir, tmp_path / "cache")
-    return tmp_path
 
 
 def test_run_writes_the_config_block_and_logs_to_tensorboard(env: Path) -> None:
