@@ -8,14 +8,24 @@ computed once with ``model.get_text_emb`` outside the timing) for four variants 
 
 - ``official``: the model itself (einsum attention, NCHW, eager), the reference numerics;
 - ``fast``: ``glide.fast.accelerate(copy, "cpu", FastPath())`` (SDPA, NCHW, at most 32 rows per call);
-- ``fast+channels_last``: ``FastPath(channels_last=True)`` (GroupNorm on an NCHW copy: within tolerance);
+- ``fast+channels_last``: ``FastPath(channels_last=True)`` (GroupNorm statistics in two passes over the
+  channels-last tensor: within tolerance);
+- ``fast+channels_last+nchw_gn``: ``FastPath(channels_last=True, groupnorm="nchw")`` (GroupNorm on an NCHW
+  copy: within tolerance);
 - ``fast+channels_last+native_gn``: ``FastPath(channels_last=True, groupnorm="native")``, outside the fast
   path's 1e-5 per-forward tolerance on the golden base model (1.4e-5).
 
 The variants are timed alternately in one process (one warm-up round, then ``--repeats`` rounds, each timing
 every variant once), so a change in the machine's load falls on all of them alike; the table has the median
 seconds per evaluation, its ratio to the official median, and the largest absolute difference of the
-variant's output from the official output on the same input. Sizes: full = the official base architecture
+variant's output from the official output on the same input.
+
+The roofline columns put the ratios against what the machine can do at all: ``gflop`` is one evaluation's
+arithmetic (torch's ``FlopCounterMode``: convolutions, matmuls and attention), ``gflop_per_s`` the rate the
+variant reached, and ``of_sgemm_peak`` that rate over the machine's measured fp32 peak, the median rate of a
+2048 x 2048 matmul timed once in every round (the best-tuned kernel the CPU runs). ``floor_ratio`` in the
+footer is the ratio to the official time of a forward that ran all its arithmetic at that peak: no
+variant that keeps the arithmetic (fp32, the same FLOPs) can go below it. Sizes: full = the official base architecture
 with random weights (timing does not depend on the weights; the zero-initialised layers are given random
 values too, so that the differences are not those of a model whose output is 0), embedded = the shipped 32-px base model, tiny =
 a small random model (a smoke test). Writes bench_fast.csv and bench_fast.md (atomically) into ``--out``.
@@ -40,8 +50,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glide.fast import FastPath, accelerate  # noqa: E402
 from glidebench.store import atomic_write_text  # noqa: E402
 
-COLUMNS = ["size", "images", "rows", "variant", "median_s", "ratio_to_official", "max_abs_diff", "note"]
-VARIANTS = ("official", "fast", "fast+channels_last", "fast+channels_last+native_gn")
+COLUMNS = [
+    "size",
+    "images",
+    "rows",
+    "variant",
+    "median_s",
+    "ratio_to_official",
+    "max_abs_diff",
+    "gflop",
+    "gflop_per_s",
+    "of_sgemm_peak",
+    "note",
+]
+VARIANTS = (
+    "official",
+    "fast",
+    "fast+channels_last",
+    "fast+channels_last+nchw_gn",
+    "fast+channels_last+native_gn",
+)
+SGEMM_SIZE = 2048
 NOTES = {
     "fast+channels_last+native_gn": "outside tolerance (PyTorch's channels-last GroupNorm rounds differently)"
 }
@@ -79,11 +108,15 @@ def randomise_zero_layers(model: torch.nn.Module) -> int:
 
 
 def variants(model: torch.nn.Module) -> dict[str, Callable[..., torch.Tensor]]:
-    """The three forwards, each on its own copy of ``model``'s weights (the model itself is the official one)."""
+    """The forwards of VARIANTS, each on its own copy of ``model``'s weights (the model itself is the official
+    one)."""
     return {
         "official": model,
         "fast": accelerate(copy.deepcopy(model), "cpu", FastPath()),
         "fast+channels_last": accelerate(copy.deepcopy(model), "cpu", FastPath(channels_last=True)),
+        "fast+channels_last+nchw_gn": accelerate(
+            copy.deepcopy(model), "cpu", FastPath(channels_last=True, groupnorm="nchw")
+        ),
         "fast+channels_last+native_gn": accelerate(
             copy.deepcopy(model), "cpu", FastPath(channels_last=True, groupnorm="native")
         ),
@@ -106,19 +139,51 @@ def inputs(
     return x, t, text_emb
 
 
+def forward_flops(
+    model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, text_emb: tuple[torch.Tensor, ...]
+) -> int:
+    """One evaluation's FLOPs as torch's FlopCounterMode counts them (a multiply-add = 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, t, text_emb=text_emb)
+    return int(counter.get_total_flops())
+
+
+def sgemm_seconds(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Seconds of one fp32 ``a @ b``."""
+    t0 = time.perf_counter()
+    torch.mm(a, b)
+    return time.perf_counter() - t0
+
+
+def floor_ratio(gflop: float, peak_gflop_per_s: float, official_s: float) -> float:
+    """The ratio to the official time of a forward that runs its ``gflop`` at the peak rate."""
+    return gflop / peak_gflop_per_s / official_s
+
+
 def measure(
     forwards: dict[str, Callable[..., torch.Tensor]],
     x: torch.Tensor,
     t: torch.Tensor,
     text_emb: tuple[torch.Tensor, ...],
     repeats: int,
-) -> dict[str, dict[str, float]]:
+    sgemm_size: int = SGEMM_SIZE,
+) -> tuple[dict[str, dict[str, float]], float]:
     """Per variant: median seconds over ``repeats`` alternating rounds (after one warm-up round) and the max
-    abs difference of its output from the official output."""
+    abs difference of its output from the official output; and the median GFLOP/s of a ``sgemm_size``-square
+    fp32 matmul timed once in every round (the machine's attainable peak, under the same load)."""
     times: dict[str, list[float]] = {name: [] for name in forwards}
     outputs: dict[str, torch.Tensor] = {}
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(sgemm_size, sgemm_size, generator=g)
+    b = torch.randn(sgemm_size, sgemm_size, generator=g)
+    sgemm: list[float] = []
     with torch.no_grad():
         for round_ in range(repeats + 1):
+            elapsed = sgemm_seconds(a, b)
+            if round_:
+                sgemm.append(2 * sgemm_size**3 / elapsed / 1e9)
             for name, fwd in forwards.items():
                 t0 = time.perf_counter()
                 out = fwd(x, t, text_emb=text_emb)
@@ -128,7 +193,7 @@ def measure(
                 else:
                     times[name].append(elapsed)
     ref = outputs["official"]
-    return {
+    result = {
         name: {
             "median_s": statistics.median(times[name]),
             "max_abs_diff": float((outputs[name] - ref).abs().max()),
@@ -136,6 +201,7 @@ def measure(
         }
         for name in forwards
     }
+    return result, statistics.median(sgemm)
 
 
 def markdown(table: pd.DataFrame, header: Sequence[str], footer: Sequence[str] = ()) -> str:
@@ -170,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--batch-sizes", default="2,8", help="images per batch (rows = 2 x images)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up round")
+    p.add_argument(
+        "--sgemm-size", type=int, default=SGEMM_SIZE, help="side of the matmul that measures the fp32 peak"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench-fast"))
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -187,9 +256,14 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     footer: list[str] = []
     for images in (int(v) for v in args.batch_sizes.split(",")):
         x, t, text_emb = inputs(model, images)
-        result = measure(forwards, x, t, text_emb, args.repeats)
+        gflop = forward_flops(model, x, t, text_emb) / 1e9
+        result, peak = measure(forwards, x, t, text_emb, args.repeats, args.sgemm_size)
         official = result["official"]["median_s"]
-        footer.append(f"max |official output| at {images} images: {result['official']['max_abs_output']:.4g}")
+        footer.append(
+            f"{images} images: max |official output| {result['official']['max_abs_output']:.4g}; "
+            f"sgemm peak {peak:.4g} GFLOP/s ({args.sgemm_size}^2 fp32 matmul, median of the rounds); "
+            f"floor_ratio {floor_ratio(gflop, peak, official):.3g} (all {gflop:.4g} GFLOP at that peak)"
+        )
         for name in forwards:
             row = {
                 "size": args.size,
@@ -199,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                 "median_s": result[name]["median_s"],
                 "ratio_to_official": result[name]["median_s"] / official,
                 "max_abs_diff": result[name]["max_abs_diff"],
+                "gflop": gflop,
+                "gflop_per_s": gflop / result[name]["median_s"],
+                "of_sgemm_peak": gflop / result[name]["median_s"] / peak,
                 "note": NOTES.get(name, ""),
             }
             rows.append(row)

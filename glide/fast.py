@@ -7,15 +7,16 @@ is switched on when left at ``None`` ("where it pays", from the measurements in 
 - ``attention="sdpa"``: PyTorch's fused scaled-dot-product attention instead of the official einsum form
   (every device).
 - ``channels_last``: convolution weights and the UNet's input in NHWC, so oneDNN (CPU) runs its native layout
-  instead of reordering every convolution's input and output. Off unless asked for. PyTorch's own
-  channels-last GroupNorm rounds differently (the golden base model's forward moves by 1.4e-5, over the 1e-5
-  bound), so ``groupnorm="nchw"`` (the default) normalises on an NCHW copy: within 6.8e-6 on every golden
-  model, but the copies cost the gain back on CPU (full-size base, 4 rows: 0.78x the official time, against
-  0.77x without channels_last; ``groupnorm="native"`` gives 0.67x outside the tolerance). On an H200 it made
-  bf16 9% slower.
-- ``rows_per_call``: the model is called on at most this many rows at a time, so the activations of a call
-  stay closer to the CPU's caches (CPU: 32; unlimited on GPU). Rows are independent, so this changes no
-  number beyond float rounding.
+  instead of reordering every convolution's input and output. On by default on CPU, off on CUDA (on an H200
+  it made bf16 9% slower). PyTorch's own channels-last GroupNorm accumulates its statistics less accurately
+  (the golden base model's forward moves by 1.4e-5, over the 1e-5 bound), so ``groupnorm="two-pass"`` (the
+  default) computes them as the mean and then the variance of the centred values, each one reduction over
+  the NHWC tensor, and folds a ResBlock's scale-shift into the same ``addcmul``
+  (:meth:`glide.nn.GroupNorm32.scale_shift`): within 5.5e-6 of the official code on every golden model.
+  ``groupnorm="nchw"`` (an NCHW copy) is exact too but slower; ``"native"`` is PyTorch's kernel.
+- ``rows_per_call``: the model is called on at most this many rows at a time (CPU: 32; unlimited on GPU).
+  Rows are independent, so this changes no number beyond float rounding. With glibc's default allocator it
+  keeps each temporary under glibc's mmap threshold (see :func:`tune_cpu_allocator`, which makes it moot).
 - ``compile``: ``torch.compile`` (fuses GroupNorm + SiLU and the elementwise tails; CUDA). On the 2-core CPU it
   took 70 s to compile the embedded base and ran no faster (oneDNN convolutions are most of the time), so it
   is off on CPU unless asked for. A compile failure falls back to eager, once, with a note.
@@ -27,6 +28,12 @@ Text encodings are computed once per prompt list and reused across steps and set
 unconditional halves of classifier-free guidance already run as one batch
 (:func:`glide.diffusion.guidance.classifier_free_guidance`).
 
+On CPU the largest gain needs no change to the numerics at all: :func:`tune_cpu_allocator` stops glibc from
+handing every large tensor fresh pages (official path, embedded default run: the same images to the bit in
+about three quarters of the time). Measured on the 2-core machine (docs/performance.md), the full-size base
+model's official forward runs at 85% of the machine's fp32 matmul peak with the allocator tuned, and the fast
+path at 97%: the arithmetic alone bounds any fp32 path that keeps the FLOPs at 0.85x the official time.
+
 The default everywhere else in glide stays the official numerics (einsum attention, NCHW, eager); the fast
 path's tolerances (per forward <= 1e-5, 10-step classifier-free trajectories <= 1e-4 in fp32, against the
 official code's outputs) are tested in tests/glide/test_fast.py.
@@ -34,6 +41,10 @@ official code's outputs) are tested in tests/glide/test_fast.py.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,7 +56,11 @@ from torch import nn
 from .nn import GroupNorm32, set_attention_impl
 
 CPU_ROWS_PER_CALL = 32
-GROUPNORM_MODES = ("nchw", "native")
+ALLOCATOR_THRESHOLD = 1 << 30  # bytes: glibc's mmap and trim thresholds set by tune_cpu_allocator
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_allocator_state: str | None = None
+GROUPNORM_MODES = ("two-pass", "nchw", "native")
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,9 @@ class FastPath:
 
     attention: str = "sdpa"
     channels_last: bool | None = None
-    groupnorm: str = "nchw"  # channels-last models: "nchw" (exact: statistics on an NCHW copy) or "native"
+    groupnorm: str = (
+        "two-pass"  # channels-last models: "two-pass" or "nchw" (exact), or "native" (GroupNorm32)
+    )
     rows_per_call: int | None = None
     compile: bool | None = None
     cuda_graphs: bool | None = None
@@ -64,7 +81,7 @@ class FastPath:
         device = torch.device(device)
         cuda = device.type == "cuda"
         notes: list[str] = []
-        channels_last = bool(self.channels_last)  # opt-in: outside the 1e-5 tolerance (module docs)
+        channels_last = (not cuda) if self.channels_last is None else self.channels_last
         rows = (
             self.rows_per_call if self.rows_per_call is not None else (CPU_ROWS_PER_CALL if not cuda else 0)
         )
@@ -175,7 +192,7 @@ def prepare(model: nn.Module, path: ResolvedFastPath) -> nn.Module:
         model.to(memory_format=torch.channels_last)
         for m in model.modules():
             if isinstance(m, GroupNorm32):
-                m.nchw_stats = path.groupnorm == "nchw"
+                m.channels_last_mode = path.groupnorm
     return model
 
 
@@ -190,3 +207,46 @@ def accelerate(
         device = next(model.parameters()).device
     path = (fast or FastPath()).resolve(device)
     return FastForward(prepare(model, path), path)
+
+
+def tune_cpu_allocator(threshold: int = ALLOCATOR_THRESHOLD) -> str | None:
+    """Let glibc's malloc reuse freed memory for large tensors instead of mapping fresh pages for each one.
+
+    glibc serves blocks above its mmap threshold (128 KiB, adapting up to 32 MiB) with fresh ``mmap`` pages,
+    and returns them on ``free``; every large CPU tensor (a UNet's activations at 50-100 rows are 10-50 MB)
+    then costs a page fault per 4 KiB page and the kernel's zeroing of it, about as much time as the
+    elementwise op that fills it. ``mallopt`` raises the mmap and trim thresholds to ``threshold``, so freed
+    blocks stay in the heap and the next forward reuses them. Nothing computed changes (the same kernels on
+    the same values): the embedded default run's images are the same to the bit, in less time (see
+    docs/performance.md). The price is that memory freed by a forward stays with the process until it ends.
+
+    Process-wide, so the library never calls it by itself; the glidebench CLI does at start-up (opt out
+    with ``GLIDEBENCH_TUNE_MALLOC=0``). Does nothing, and returns None, off Linux/glibc, when the allocator
+    is not glibc's (e.g. jemalloc or tcmalloc preloaded) or when the environment already sets glibc's
+    malloc variables (the user's choice stands); otherwise returns what it set (also from
+    :func:`cpu_allocator_state`). Calling it again is harmless.
+    """
+    global _allocator_state
+    if not sys.platform.startswith("linux") or any(v in os.environ for v in _ALLOCATOR_ENV):
+        return None
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "threshold" in tunables or "malloc" in os.environ.get("LD_PRELOAD", ""):  # jemalloc, tcmalloc
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt, version = libc.mallopt, libc.gnu_get_libc_version
+    except (OSError, AttributeError):  # not glibc (musl has no gnu_get_libc_version)
+        return None
+    version.restype = ctypes.c_char_p
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if not (mallopt(_M_MMAP_THRESHOLD, threshold) and mallopt(_M_TRIM_THRESHOLD, threshold)):
+        return None
+    _allocator_state = (
+        f"glibc {version().decode()} malloc: mmap and trim thresholds {threshold} bytes (tune_cpu_allocator)"
+    )
+    return _allocator_state
+
+
+def cpu_allocator_state() -> str | None:
+    """What :func:`tune_cpu_allocator` set in this process (None if it did not run or did nothing)."""
+    return _allocator_state

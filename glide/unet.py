@@ -88,7 +88,7 @@ class ResBlock(TimestepBlock):
         emb_out = self.emb_layers(emb).type(h.dtype)[..., None, None]
         if self.use_scale_shift_norm:
             scale, shift = torch.chunk(emb_out, 2, dim=1)
-            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = self.out_layers[0].scale_shift(h, scale, shift)
             h = self.out_layers[1:](h)
         else:
             h = self.out_layers(h + emb_out)

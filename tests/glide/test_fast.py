@@ -20,9 +20,11 @@ from .helpers import T, build, golden_cfg_run, maxdiff, tiny_model
 # rows_per_call=1 splits even the golden batches (2-4 rows), so the row-splitting path is what is bounded.
 PATHS = {
     "cpu-default": FastPath(),
+    "nchw": FastPath(channels_last=False, rows_per_call=1),
     "split-rows": FastPath(rows_per_call=1),
     "no-row-split": FastPath(rows_per_call=0),
     "channels-last": FastPath(channels_last=True, rows_per_call=1),
+    "channels-last-nchw-groupnorm": FastPath(channels_last=True, groupnorm="nchw", rows_per_call=1),
 }
 
 
@@ -34,7 +36,8 @@ def fast_base(request, golden, golden_meta, gpt2_dir):
 
 def test_cpu_resolution_and_cuda_only_pieces_fall_back():
     path = FastPath().resolve("cpu")
-    assert (path.attention, path.channels_last, path.rows_per_call) == ("sdpa", False, CPU_ROWS_PER_CALL)
+    assert (path.attention, path.channels_last, path.rows_per_call) == ("sdpa", True, CPU_ROWS_PER_CALL)
+    assert path.groupnorm == "two-pass"  # the exact channels-last GroupNorm
     assert not path.compile and not path.cuda_graphs and path.notes == []
     asked = FastPath(cuda_graphs=True).resolve("cpu")
     assert not asked.cuda_graphs and "CUDA graphs need a CUDA device" in asked.notes[0]
@@ -147,9 +150,9 @@ def test_compile_failure_falls_back_to_eager_with_a_note(monkeypatch):
 
 @pytest.mark.parametrize("prefix", ["sd/", "sd_up/", "sd_inpaint/"])
 def test_channels_last_forwards_of_every_golden_model(prefix, golden, golden_meta, gpt2_dir):
-    """channels_last keeps the weights' values; with the exact GroupNorm (statistics on an NCHW copy, the
-    default) every golden model's forward is within 1e-5 of the official code's, while PyTorch's own
-    channels-last GroupNorm ("native") is only within 2e-5 (1.4e-5 measured on the base model)."""
+    """channels_last keeps the weights' values; with either exact GroupNorm ("two-pass", the default, and
+    statistics on an NCHW copy) every golden model's forward is within 1e-5 of the official code's, while
+    PyTorch's own channels-last GroupNorm ("native") is only within 2e-5 (1.4e-5 measured on the base model)."""
     official = build(golden, golden_meta, gpt2_dir, prefix)
     if prefix == "sd/":
         x, t = T(golden, "fwd/x"), T(golden, "fwd/t")
@@ -171,7 +174,7 @@ def test_channels_last_forwards_of_every_golden_model(prefix, golden, golden_met
             inpaint_mask=m.repeat(2, 1, 1, 1),
         )
         expected = T(golden, "inp/fwd_out")
-    for groupnorm, bound in (("nchw", 1e-5), ("native", 2e-5)):
+    for groupnorm, bound in (("two-pass", 1e-5), ("nchw", 1e-5), ("native", 2e-5)):
         fast = accelerate(copy.deepcopy(official), "cpu", FastPath(channels_last=True, groupnorm=groupnorm))
         conv = fast.model.input_blocks[0][0].weight
         assert conv.is_contiguous(memory_format=torch.channels_last)
@@ -180,3 +183,59 @@ def test_channels_last_forwards_of_every_golden_model(prefix, golden, golden_met
         with torch.no_grad():
             out = fast(x, t, **kwargs)
         assert maxdiff(out, expected) < bound, groupnorm
+
+
+@pytest.mark.parametrize("mode", ["two-pass", "nchw"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_exact_channels_last_groupnorm_against_float64(mode, dtype):
+    """The exact channels-last GroupNorms against GroupNorm in float64 (an independent answer) on activations
+    whose mean is large against their spread, where the native channels-last kernel loses accuracy: equal
+    within float rounding, channels-last in, channels-last out."""
+    from glide.nn import GroupNorm32
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 64, 16, 16, generator=g) * 2 + 40 + torch.randn(1, 64, 1, 1, generator=g) * 5
+    norm = GroupNorm32(64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64, generator=g))
+        norm.bias.copy_(torch.randn(64, generator=g))
+    expected = torch.nn.functional.group_norm(x.double(), 32, norm.weight.double(), norm.bias.double(), 1e-5)
+    norm.channels_last_mode = mode
+    xin = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = norm(xin)
+    assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    # fp32: a few ulps of outputs of size ~5 (native: 7.6e-4 here); fp16: the output's rounding (2^-9 at 4-8)
+    bound = 2e-5 if dtype == torch.float32 else 4e-3
+    reference = (
+        expected
+        if dtype == torch.float32
+        else torch.nn.functional.group_norm(
+            xin.double().contiguous(), 32, norm.weight.double(), norm.bias.double(), 1e-5
+        )
+    )
+    assert maxdiff(got, reference) < bound
+    norm.channels_last_mode = "native"  # an NCHW input never takes the channels-last paths
+    assert torch.equal(norm(x), torch.nn.functional.group_norm(x, 32, norm.weight, norm.bias, 1e-5))
+
+
+def test_two_pass_scale_shift_against_float64():
+    """The folded scale-shift (GroupNorm, then * (1 + scale) + shift, in one addcmul) on channels-last input
+    against the unfolded expression in float64; NCHW input takes the official expression unchanged."""
+    from glide.nn import GroupNorm32
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 64, 8, 8, generator=g) * 3 + 7
+    scale, shift = torch.randn(2, 64, 1, 1, generator=g), torch.randn(2, 64, 1, 1, generator=g)
+    norm = GroupNorm32(64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64, generator=g))
+        norm.bias.copy_(torch.randn(64, generator=g))
+        gn = torch.nn.functional.group_norm(x.double(), 32, norm.weight.double(), norm.bias.double(), 1e-5)
+        expected = gn * (1 + scale.double()) + shift.double()
+        norm.channels_last_mode = "two-pass"
+        got = norm.scale_shift(x.contiguous(memory_format=torch.channels_last), scale, shift)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert maxdiff(got, expected) < 2e-5
+        official = norm(x) * (1 + scale) + shift
+        assert torch.equal(norm.scale_shift(x, scale, shift), official)

@@ -1,4 +1,4 @@
-"""The fast-path benchmarks (benchmarks/fast_figures.py, benchmarks/bench_fast.py) on CPU with tiny models:
+"""The fast-path benchmarks (benchmarks/fast_figures.py, bench_fast.py, bench_allocator.py) on CPU with tiny models:
 their tables' columns, values that must be finite and positive, the projected-hours formula, the output
 differences, and the syntax of the GPU figures script that runs them."""
 
@@ -102,14 +102,42 @@ def test_bench_fast_table(bench_fast, tmp_path):
         assert official["ratio_to_official"] == 1 and official["max_abs_diff"] == 0
         for _, r in group.iterrows():
             assert r["ratio_to_official"] == pytest.approx(r["median_s"] / official["median_s"], rel=1e-9)
-    for variant in ("fast", "fast+channels_last"):
+    for variant in ("fast", "fast+channels_last", "fast+channels_last+nchw_gn"):
         rows = table[table["variant"] == variant]
         assert (rows["max_abs_diff"] < 1e-4).all(), (variant, rows["max_abs_diff"].tolist())
         assert rows["note"].isna().all()
     native = table[table["variant"] == "fast+channels_last+native_gn"]
     assert (native["max_abs_diff"] < 1e-3).all()
     assert native["note"].str.contains("outside tolerance").all()
-    assert "| fast+channels_last+native_gn |" in (tmp_path / "bench_fast.md").read_text()
+    md = (tmp_path / "bench_fast.md").read_text()
+    assert "| fast+channels_last+native_gn |" in md
+    # roofline: one evaluation's FLOPs per batch size (twice the rows, twice the FLOPs), rates from the medians
+    gflop = table.groupby("images")["gflop"].agg(["min", "max"])
+    assert (gflop["min"] == gflop["max"]).all() and gflop.loc[2, "min"] == pytest.approx(
+        2 * gflop.loc[1, "min"]
+    )
+    assert table["gflop_per_s"].tolist() == pytest.approx((table["gflop"] / table["median_s"]).tolist())
+    peak = table["gflop_per_s"] / table["of_sgemm_peak"]  # one measured peak per batch size
+    assert (peak > 0).all()
+    for _, p in peak.groupby(table["images"]):
+        assert p.tolist() == pytest.approx([p.iloc[0]] * len(p), rel=1e-9)
+    assert md.count("sgemm peak") == 2 and "floor_ratio" in md
+
+
+def test_bench_fast_flops_and_floor_ratio(bench_fast):
+    """FLOPs of a hand-countable model (one Linear: 2 x rows x in x out) and the floor ratio's arithmetic."""
+
+    class Lin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 4, bias=False)
+
+        def forward(self, x, t, text_emb=None):
+            return self.fc(x)
+
+    assert bench_fast.forward_flops(Lin(), torch.zeros(5, 8), torch.zeros(5), ()) == 2 * 5 * 8 * 4
+    # 100 GFLOP at a 50 GFLOP/s peak takes 2 s; against an official 4 s the floor is 0.5x
+    assert bench_fast.floor_ratio(100.0, 50.0, 4.0) == pytest.approx(0.5)
 
 
 def test_bench_fast_random_models_have_nonzero_outputs(bench_fast):
@@ -139,3 +167,39 @@ def _limits(line: str) -> list[str]:
     if words[:1] == ["tp"] and len(words) > 2 and words[2].isdigit():
         return [words[2]]
     return []
+
+
+def test_bench_allocator_same_bits_and_table(tmp_path):
+    """Child processes with glibc's defaults and with tune_cpu_allocator sample the same tensor to the bit
+    (the allocator decides where values live, not what they are), on both paths."""
+    bench = _load("bench_allocator")
+    args = ["--size", "tiny", "--images", "1", "--repeats", "1", "--threads", "1", "--out", str(tmp_path)]
+    table = bench.main(args)
+    if table is None:
+        pytest.fail("the parent returned no table")
+    assert list(table.columns) == bench.COLUMNS
+    assert table[["allocator", "path"]].values.tolist() == [
+        ["plain", "official"],
+        ["plain", "fast"],
+        ["tuned", "official"],
+        ["tuned", "fast"],
+    ]
+    assert table["same_bits"].all()
+    assert (table["median_s"] > 0).all()
+    plain_official = table.iloc[0]["median_s"]
+    assert table["ratio_to_plain_official"].tolist() == pytest.approx(
+        (table["median_s"] / plain_official).tolist()
+    )
+    assert (tmp_path / "bench_allocator.csv").is_file() and "mmap and trim thresholds" in (
+        tmp_path / "bench_allocator.md"
+    ).read_text()
+
+
+def test_bench_allocator_summary_flags_different_bits(tmp_path):
+    bench = _load("bench_allocator")
+    run = lambda s, h: {"official": {"seconds": s, "sha256": h}}  # noqa: E731
+    table = bench.summarise({"plain": [run(2.0, "a"), run(4.0, "a")], "tuned": [run(1.5, "a"), run(1.0, "b")]},
+                            "tiny", 1, ["official"])  # fmt: skip
+    assert table["median_s"].tolist() == [3.0, 1.25]
+    assert table["ratio_to_plain_official"].tolist() == pytest.approx([1.0, 1.25 / 3.0])
+    assert table["same_bits"].tolist() == [True, False]
