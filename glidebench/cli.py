@@ -155,8 +155,8 @@ def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], pro
         "--fast",
         action="store_true",
         default=None,
-        help="sample GLIDE on the fast inference path (SDPA; channels-last with an exact GroupNorm and rows "
-        "split per call on CPU; torch.compile + CUDA graphs on CUDA): equal to the official numerics within "
+        help="sample GLIDE on the fast inference path (SDPA; channels-last with an exact GroupNorm on CPU; "
+        "torch.compile + CUDA graphs on CUDA): equal to the official numerics within "
         "float rounding, recorded in the spec (its own run dir); see docs/performance.md",
     )
     g.add_argument(

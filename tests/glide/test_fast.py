@@ -34,7 +34,10 @@ def fast_base(request, golden, golden_meta, gpt2_dir):
     return accelerate(model, "cpu", PATHS[request.param])
 
 
-def test_cpu_resolution_and_cuda_only_pieces_fall_back():
+def test_cpu_resolution_and_cuda_only_pieces_fall_back(monkeypatch):
+    import glide.fast
+
+    monkeypatch.setattr(glide.fast, "_allocator_state", None)  # glibc's default allocator: split rows
     path = FastPath().resolve("cpu")
     assert (path.attention, path.channels_last, path.rows_per_call) == ("sdpa", True, CPU_ROWS_PER_CALL)
     assert path.groupnorm == "two-pass"  # the exact channels-last GroupNorm
@@ -43,6 +46,9 @@ def test_cpu_resolution_and_cuda_only_pieces_fall_back():
     assert not asked.cuda_graphs and "CUDA graphs need a CUDA device" in asked.notes[0]
     cuda = FastPath().resolve("cuda")  # resolving needs no GPU
     assert (cuda.compile, cuda.cuda_graphs, cuda.channels_last, cuda.rows_per_call) == (True, True, False, 0)
+    monkeypatch.setattr(glide.fast, "_allocator_state", "glibc malloc: tuned")  # tuned: no need to split
+    assert FastPath().resolve("cpu").rows_per_call == 0
+    assert FastPath(rows_per_call=8).resolve("cpu").rows_per_call == 8
     with pytest.raises(ValueError, match="rows_per_call"):
         FastPath(rows_per_call=-1).resolve("cpu")
     with pytest.raises(ValueError, match="groupnorm"):
