@@ -48,6 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glide.fast import FastPath, accelerate  # noqa: E402
+from glidebench.profile import count_flops  # noqa: E402
 from glidebench.store import atomic_write_text  # noqa: E402
 
 COLUMNS = [
@@ -143,11 +144,8 @@ def forward_flops(
     model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, text_emb: tuple[torch.Tensor, ...]
 ) -> int:
     """One evaluation's FLOPs as torch's FlopCounterMode counts them (a multiply-add = 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x, t, text_emb=text_emb)
-    return int(counter.get_total_flops())
+    with torch.no_grad():
+        return count_flops(lambda: model(x, t, text_emb=text_emb))
 
 
 def sgemm_seconds(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -205,18 +203,20 @@ def measure(
 
 
 def markdown(table: pd.DataFrame, header: Sequence[str], footer: Sequence[str] = ()) -> str:
-    """A GFM table of ``table`` (floats to 4 significant digits) between ``header`` and ``footer`` lines."""
+    """A GFM table of ``table`` (floats to 4 significant digits) between ``header`` and ``footer`` lines (the
+    benchmarks' one table writer: fast_figures.py and bench_allocator.py use it too)."""
     cols = list(table.columns)
     lines = [*header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
-        lines.append("| " + " | ".join(_cell(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(cell(r[c]) for c in cols) + " |")
     return "\n".join([*lines, "", *footer] if footer else lines) + "\n"
 
 
-def _cell(v: Any) -> str:
+def cell(v: Any) -> str:
+    """One table cell: floats to 4 significant digits, NaN and None empty, pipes escaped."""
     if isinstance(v, float):
         return "" if v != v else f"{v:.4g}"
-    return "" if v is None else str(v).replace("|", "\\|")
+    return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
 
 
 def write(
@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                 "note": NOTES.get(name, ""),
             }
             rows.append(row)
-            print(", ".join(f"{k}={_cell(v)}" for k, v in row.items()), flush=True)
+            print(", ".join(f"{k}={cell(v)}" for k, v in row.items()), flush=True)
         write(rows, args.out, header, footer)  # after every batch size: a run cut short keeps its rows
     table = write(rows, args.out, header, footer)
     print(markdown(table, header, footer))

@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import copy
 import gc
-import math
 import signal
 import statistics
 import sys
@@ -46,6 +45,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_fast  # noqa: E402  (its markdown table writer)
 
 from glide.fast import FastPath  # noqa: E402
 from glide.pipeline import GlidePipeline  # noqa: E402
@@ -178,19 +180,10 @@ def build(fresh: torch.nn.Module, dtype: str, device: torch.device) -> torch.nn.
     return model.to(device).eval()
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4g}"
-    return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
-
-
 def markdown(table: pd.DataFrame, header: Sequence[str], footer: Sequence[str]) -> str:
     """A GFM table of ``table``'s non-empty columns (floats to 4 significant digits) with header / footer."""
     cols = [c for c in table.columns if table[c].notna().any() and (table[c].astype(str) != "").any()]
-    lines = [*header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join(_cell(r[c]) for c in cols) + " |")
-    return "\n".join([*lines, "", *footer]) + "\n"
+    return bench_fast.markdown(table[cols], header, footer)
 
 
 def footer_lines(table: pd.DataFrame, samples: int, steps: int) -> list[str]:
@@ -318,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                     )
                 row["notes"] = "; ".join(pipe.fast_notes)
                 rows.append(row)
-                print(", ".join(f"{k}={_cell(v)}" for k, v in row.items()), flush=True)
+                print(", ".join(f"{k}={bench_fast.cell(v)}" for k, v in row.items()), flush=True)
                 write(
                     rows, args.out, header, args.samples, args.paper_steps
                 )  # a cut-short run keeps its rows

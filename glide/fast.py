@@ -55,14 +55,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .nn import GroupNorm32, set_attention_impl
+from .nn import GROUPNORM_MODES, GroupNorm32, set_attention_impl
 
 CPU_ROWS_PER_CALL = 32
 ALLOCATOR_THRESHOLD = 1 << 30  # bytes: glibc's mmap and trim thresholds set by tune_cpu_allocator
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _allocator_state: str | None = None
-GROUPNORM_MODES = ("two-pass", "nchw", "native")
 
 
 @dataclass(frozen=True)
@@ -71,9 +70,8 @@ class FastPath:
 
     attention: str = "sdpa"
     channels_last: bool | None = None
-    groupnorm: str = (
-        "two-pass"  # channels-last models: "two-pass" or "nchw" (exact), or "native" (GroupNorm32)
-    )
+    # how channels-last models normalise: "two-pass" or "nchw" (exact) or "native" (glide.nn.GroupNorm32)
+    groupnorm: str = "two-pass"
     rows_per_call: int | None = None
     compile: bool | None = None
     cuda_graphs: bool | None = None

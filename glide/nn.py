@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ATTENTION_IMPLS = ("einsum", "sdpa")
+GROUPNORM_MODES = ("two-pass", "nchw", "native")  # GroupNorm32.channels_last_mode
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -38,11 +39,15 @@ class GroupNorm32(nn.GroupNorm):
     def __init__(self, channels: int) -> None:
         super().__init__(32, channels)
 
+    def _mode(self, x: torch.Tensor) -> str:
+        """How ``x`` is normalised: ``channels_last_mode`` for a channels-last (non-contiguous 4-D) input."""
+        return self.channels_last_mode if x.ndim == 4 and not x.is_contiguous() else "native"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mode = self.channels_last_mode
-        if mode != "native" and x.ndim == 4 and not x.is_contiguous():
-            if mode == "two-pass":
-                return self._two_pass(x.float()).type(x.dtype)
+        mode = self._mode(x)
+        if mode == "two-pass":
+            return self._two_pass(x.float()).type(x.dtype)
+        if mode == "nchw":
             y = super().forward(x.float().contiguous()).type(x.dtype)
             return y.contiguous(memory_format=torch.channels_last)
         return super().forward(x.float()).type(x.dtype)
@@ -53,7 +58,7 @@ class GroupNorm32(nn.GroupNorm):
         The official operations, except on the "two-pass" channels-last path, where the affine tail, the
         scale and the shift are folded into one ``addcmul`` (one pass over the activations instead of three;
         equal within float rounding)."""
-        if self.channels_last_mode == "two-pass" and x.ndim == 4 and not x.is_contiguous():
+        if self._mode(x) == "two-pass":
             gain = 1 + scale.float()
             return self._two_pass(x.float(), gain, shift.float()).type(x.dtype)
         return self(x) * (1 + scale) + shift
@@ -68,10 +73,8 @@ class GroupNorm32(nn.GroupNorm):
         mean = x.mean(dim=(2, 3)).view(n, self.num_groups, per_group).mean(-1)
         centred = x - mean.repeat_interleave(per_group, 1)[:, :, None, None]
         var = (centred * centred).mean(dim=(2, 3)).view(n, self.num_groups, per_group).mean(-1)
-        a = torch.rsqrt(var + self.eps).repeat_interleave(per_group, 1)[:, :, None, None]  # [N, C, 1, 1]
-        b = torch.zeros((), dtype=x.dtype, device=x.device)
-        if self.weight is not None:
-            a, b = a * self.weight[:, None, None], self.bias[:, None, None]
+        rstd = torch.rsqrt(var + self.eps).repeat_interleave(per_group, 1)[:, :, None, None]  # [N, C, 1, 1]
+        a, b = rstd * self.weight[:, None, None], self.bias[:, None, None]  # GroupNorm32 is always affine
         if gain is not None:
             a, b = a * gain, b * gain
         if shift is not None:

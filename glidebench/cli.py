@@ -388,10 +388,12 @@ def configure_threads(threads: int | None) -> int:
     else:
         if threads is not None:  # before torch (and numpy) load, so that BLAS reads it
             _set_thread_env(threads)
-        import torch
+            n = threads
+        else:
+            import torch
 
-        n = threads if threads is not None else max(1, torch.get_num_threads())
-        _set_thread_env(n)
+            n = max(1, torch.get_num_threads())
+            _set_thread_env(n)
     import torch
 
     torch.set_num_threads(n)

@@ -152,9 +152,9 @@ class RunSpec:
     # the --reference-stats file ("" = reference images). Each left out of the canonical JSON at its default.
     fid_resize: str = "tf-bilinear"
     reference_stats: str = ""
-    # GLIDE sampled on the fast inference path (glide.fast: fused attention, rows split per call, compile and
-    # CUDA graphs on CUDA); equal to the official numerics within float rounding, so its own identity. Left out
-    # of the canonical JSON when False.
+    # GLIDE sampled on the fast inference path (glide.fast: fused attention, channels-last with an exact
+    # GroupNorm on CPU, compile and CUDA graphs on CUDA); equal to the official numerics within float rounding,
+    # so its own identity. Left out of the canonical JSON when False.
     fast: bool = False
 
     def __post_init__(self) -> None:
