@@ -23,33 +23,53 @@ EXIT_INTERRUPTED = 130
 THROUGHPUT = "throughput"  # the speed-and-memory suite: its own runner and options, no suite file
 
 
+THROUGHPUT_DESCRIPTION = (
+    "Speed and memory of GLIDE's models: milliseconds per model evaluation, images/s, FLOPs, utilisation and "
+    "peak memory of the base model, the upsampler and the CLIP-guidance step, over batch sizes, dtypes, "
+    "attention kernels, torch.compile, channels-last and CUDA-graph replay (docs/performance.md). It has no "
+    "suite file: its options are its own."
+)
+
+
 def _first_sentence(text: str) -> str:
-    return text.split(". ")[0].split(" (")[0]
+    """A description's first sentence, whole (a one-line summary for lists)."""
+    head = text.split(". ")[0].rstrip()
+    return head if head.endswith(".") else head + "."
 
 
 def _add_run(sub: argparse._SubParsersAction, suites: Sequence[SuiteDef]) -> None:
     p = sub.add_parser(
         "run",
         help="run a suite (coco-fid, attributes, nfe, throughput)",
-        description="Generate samples for every guidance setting, then compute FID/KID/IS/precision/recall/CLIP "
-        "score. Options left out come from the suite's profile (glidebench/suites/coco-fid.json). Re-running the "
-        "same command resumes.",
+        description="Run a suite; `glidebench run SUITE --help` lists that suite's options. Re-running the same "
+        "command resumes.",
     )
-    p.add_argument(
-        "suite",
-        choices=[s.name for s in suites] + [THROUGHPUT],
-        help="; ".join(f"{s.name}: {_first_sentence(s.description)}".replace("%", "%%") for s in suites)
-        + f"; {THROUGHPUT}: speed and memory of the generators",
+    runs = p.add_subparsers(dest="suite", required=True, metavar="SUITE")
+    for s in suites:
+        sp = runs.add_parser(
+            s.name,
+            help=_first_sentence(s.description).replace("%", "%%"),
+            description=f"{s.description} Options left out come from the suite's profile "
+            f"(glidebench/suites/{s.name}.json). Re-running the same command resumes.",
+        )
+        _add_run_options(sp, [s])
+        sp.set_defaults(func=_cmd_run)
+    tp = runs.add_parser(
+        THROUGHPUT, help=_first_sentence(THROUGHPUT_DESCRIPTION), description=THROUGHPUT_DESCRIPTION
     )
-    tp = p.add_argument_group("throughput suite (glidebench run throughput)")
+    _add_throughput_options(tp)
+    tp.set_defaults(func=_cmd_run)
+
+
+def _add_throughput_options(tp: argparse.ArgumentParser) -> None:
+    """The options of ``glidebench run throughput`` (its own runner, no suite file)."""
     tp.add_argument("--models", default="base,upsample,clip-step", help="base, upsample, clip-step")
     tp.add_argument("--batch-sizes", default="1,2,4", help="images per step")
     tp.add_argument("--dtypes", default=None, help="fp32,fp16,bf16 (default: fp32 on CPU, all three on GPU)")
     tp.add_argument(
         "--attention",
-        help="attention kernel: einsum (the official numerics) or sdpa (PyTorch's fused kernel, faster; images "
-        "differ in the last bits, so it is part of the run's identity). coco-fid and the other suites take one "
-        "(default einsum); throughput takes a list (default einsum,sdpa)",
+        help="attention kernels to time, a list of einsum (the official numerics) and sdpa (PyTorch's fused "
+        "kernel); default einsum,sdpa",
     )
     tp.add_argument("--compile", default="off", help="off, on or off,on")
     tp.add_argument("--channels-last", default="off", help="off, on or off,on")
@@ -61,8 +81,10 @@ def _add_run(sub: argparse._SubParsersAction, suites: Sequence[SuiteDef]) -> Non
     )
     tp.add_argument("--repeats", type=int, default=5)
     tp.add_argument("--trace", action="store_true", help="also export a torch.profiler trace per case")
-    _add_run_options(p, suites)
-    p.set_defaults(func=_cmd_run)
+    tp.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    tp.add_argument("--threads", type=int, help="CPU threads (default: one per physical core)")
+    tp.add_argument("--out", default="runs", help="output root: OUT/throughput/<device>-<size>/")
+    tp.add_argument("--features-only", action="store_true", help=argparse.SUPPRESS)  # refused with a message
 
 
 def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], prompts: bool = False) -> None:
@@ -116,8 +138,14 @@ def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], pro
         help="how many of the first captions get K images (0 = all)",
     )
     g.add_argument(
+        "--intervals", choices=("jackknife", "bootstrap"),
+        help="how the 95%% intervals and paired differences are computed: jackknife (default: delete-one-block "
+        "jackknife, split samples for precision/recall; widths match the sampling spread) or bootstrap (the "
+        "percentile bootstrap of coco-fid version 5; too wide for FID, docs/uncertainty.md)",
+    )  # fmt: skip
+    g.add_argument(
         "--bootstrap-resamples", type=int, metavar="R",
-        help="bootstrap resamples of the 95%% intervals and paired differences (default 1000; 0 = none)",
+        help="resamples of --intervals bootstrap (default 1000); 0 turns intervals off with either method",
     )  # fmt: skip
     g.add_argument("--reference-size", type=int, help="reference images (0 = the whole split)")
     g.add_argument("--limit", type=int, help="cap the number of samples (quick runs)")
@@ -140,17 +168,24 @@ def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], pro
     g.add_argument("--up-steps", help="upsampler respacing (default fast27)")
     g.add_argument("--upsample-temp", type=float, help="upsampler noise temperature (default 0.997)")
     presets = {name: preset for s in suites for name, preset in sorted(s.presets.items())}
-    g.add_argument(
-        "--preset",
-        choices=sorted(presets),
-        help="; ".join(
-            f"{name}: {p.get('description', '')}".replace("%", "%%") for name, p in presets.items()
-        ),
-    )
+    if presets:  # only the suites that have presets take --preset
+        g.add_argument(
+            "--preset",
+            choices=sorted(presets),
+            help="; ".join(
+                f"{name}: {p.get('description', '')}".replace("%", "%%") for name, p in presets.items()
+            ),
+        )
     g = p.add_argument_group("execution")
     g.add_argument("--batch-size", type=int, help="generation chunk size (part of the run's identity)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
+    if not prompts:
+        g.add_argument(
+            "--attention",
+            help="GLIDE's attention kernel: einsum (the official numerics, the default) or sdpa (PyTorch's fused "
+            "kernel, faster; images differ in the last bits, so it is part of the run's identity)",
+        )  # fmt: skip
     g.add_argument(
         "--fast",
         action="store_true",
@@ -160,8 +195,9 @@ def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], pro
         "float rounding, recorded in the spec (its own run dir); see docs/performance.md",
     )
     g.add_argument(
-        "--threads", type=int, help="CPU threads (default: torch's, one per physical core; under torchrun "
-        "OMP_NUM_THREADS); images do not depend on it"
+        "--threads", type=int, help="CPU threads of every stage (default: sampling and features on the CPUs the "
+        "load average leaves free, at most one per physical core; the metric stage on one; under torchrun "
+        "OMP_NUM_THREADS; docs/performance.md 'Threads'); images and numbers do not depend on it"
     )  # fmt: skip
     if prompts:
         g.add_argument("--out", required=True, help="the prompts file to write (JSONL, one line per image)")
@@ -174,6 +210,14 @@ def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], pro
     g.add_argument(
         "--merge", action="store_true", help="compute metrics from the images present; no generation"
     )
+    if not prompts:
+        g.add_argument(
+            "--features-only", action="store_true", default=None,
+            help="generate (resuming as usual), then compute and cache every feature file the metrics read "
+            "(Inception and evaluator CLIP of each setting, the reference set's) on --device, and stop: no "
+            "metrics, no report. The same command without it (e.g. on a CPU node sharing the run directory and "
+            "$GLIDEBENCH_CACHE) then computes the metrics and extracts nothing again",
+        )  # fmt: skip
     g.add_argument(
         "--inception", choices=["auto", "torch-fidelity", "fid-helper"], help="Inception weights source"
     )
@@ -270,6 +314,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, help="default: RUN_DIR/report for one run, reports/latest for several")
     p.add_argument("--title")
+    p.add_argument(
+        "--force", action="store_true",
+        help="write into a folder holding files the report did not write (they are kept, never deleted)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_report)
 
 
@@ -367,9 +415,16 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .suites import load_suite
 
-    configure_threads(args.threads)
+    env_threads = _env_threads()  # before configure_threads writes the variables
+    default = configure_threads(args.threads)
     if args.suite == THROUGHPUT:
+        if getattr(args, "features_only", False):
+            raise ValueError("--features-only applies to the generate-and-measure suites, not throughput")
         return _cmd_throughput(args)
+    from .suites import threads as T
+
+    # per stage: sampling on the CPUs the load leaves free, the metric stage on one (docs/performance.md)
+    args.stage_threads = T.stage_threads(args.threads, env_threads, default, T.cpus(), T.load1())
     suite = load_suite(args.suite)
     import importlib
 
@@ -378,9 +433,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def configure_threads(threads: int | None) -> int:
     """CPU threads for torch and (when numpy is not imported yet) BLAS: ``threads``, else ``OMP_NUM_THREADS``
-    when set (torchrun sets 1 per rank), else torch's own default (one per physical core). On the idle
-    2-core machine (2 physical cores) two threads sample the embedded base 1.6x faster than one, to the same
-    bits; on a machine that something else keeps busy, pass --threads 1."""
+    when set (torchrun sets 1 per rank), else torch's own default (one per physical core); returns the count.
+    ``run`` then sets each stage's count (:mod:`glidebench.suites.threads`); the other commands keep this one."""
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
@@ -400,9 +454,19 @@ def configure_threads(threads: int | None) -> int:
     return n
 
 
+def _env_threads() -> int | None:
+    """``OMP_NUM_THREADS`` as the user (or torchrun) set it; not the value configure_threads wrote itself."""
+    value = os.environ.get("OMP_NUM_THREADS")
+    return int(value) if value and value != _ENV_WRITTEN.get("OMP_NUM_THREADS") else None
+
+
+_ENV_WRITTEN: dict[str, str] = {}  # the thread variables configure_threads set in this process
+
+
 def _set_thread_env(n: int) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)  # read by BLAS when numpy loads (if it has not loaded yet)
+        # read by BLAS when numpy loads (if it has not loaded yet)
+        os.environ[var] = _ENV_WRITTEN[var] = str(n)
 
 
 def _table(rows: list[dict], columns: Sequence[str]) -> str:
@@ -443,9 +507,8 @@ def list_runs(out: Path) -> list[dict]:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from .models import describe_models, models_dir
-    from .suites import list_suites
-
+    """Lists; imports only what the asked-for list needs (``ls suites``, ``generators`` and ``runs`` load no
+    torch)."""
     if args.what in ("suites", "all"):
         print("suites:")
         for s in list_suites():
@@ -453,8 +516,12 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             print(
                 f"  {s.name} (version {s.version}; profiles {', '.join(sorted(s.profiles))}; presets {presets})"
             )
-            print(f"    {s.description.split('. ')[0]}.")
+            print(f"    {_first_sentence(s.description)}")
+        print(f"  {THROUGHPUT} (no suite file; options: glidebench run {THROUGHPUT} --help)")
+        print(f"    {_first_sentence(THROUGHPUT_DESCRIPTION)}")
     if args.what in ("models", "all"):
+        from .models import describe_models, models_dir
+
         print(f"models (embedded files in {models_dir()}):")
         print("  " + _table(describe_models(), ["family", "role", "status", "where"]).replace("\n", "\n  "))
     if args.what in ("generators", "all"):
@@ -525,7 +592,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import render_report
 
     out = args.out or (args.run_dirs[0] / "report" if len(args.run_dirs) == 1 else Path("reports") / "latest")
-    index = render_report(list(args.run_dirs), out, title=args.title)
+    index = render_report(list(args.run_dirs), out, title=args.title, force=args.force)
     print(f"report: {index}")
     return 0
 
@@ -551,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     debug = args.debug or os.environ.get("GLIDEBENCH_DEBUG") == "1"
-    if os.environ.get("GLIDEBENCH_TUNE_MALLOC", "1") != "0":
+    if args.command != "ls" and os.environ.get("GLIDEBENCH_TUNE_MALLOC", "1") != "0":  # ls: no torch
         from glide.fast import tune_cpu_allocator
 
         tune_cpu_allocator()  # the same numbers, less time on CPU (glide.fast; recorded in provenance)
@@ -567,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"glidebench: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return int(getattr(e, "exit_code", EXIT_ERROR))  # 2 for a usage error (a plug-in not found)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,14 @@ Owns:
   MS-COCO).
 - `GlideClipEmbedder`: a glide CLIP trained on clean images, evaluated at t = 0 (the CLIP score on the embedded
   set; its weights are planned and loaded by glidebench.models).
-- `extract_features`: batches + tqdm; `cached_features`: .npz cache keyed by extractor fingerprint and image
-  set fingerprint, written atomically (temp file + os.replace).
+- `extract_features`: batches + tqdm, written into one preallocated array per key when the number of images
+  is known (a memory-mapped temporary file under `memmap_dir` when given), so an extraction never holds two
+  copies; `cached_features`: .npz cache keyed by extractor fingerprint and image set fingerprint, written
+  atomically (temp file + os.replace), uncompressed (np.savez), and read back memory-mapped (copy-on-write:
+  each member's bytes are mapped at their offset in the zip file), so loaded features cost page cache, not
+  private memory, whatever N is. Caches of earlier versions are the same format and load the same way.
+- Text embeddings are computed in batches of `TEXT_BATCH_SIZE` captions (peak memory ~1.8 MB per caption
+  in a batch, not per caption of the run).
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import struct
+import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -62,6 +71,7 @@ INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
 FID_RESIZE_MODES = ("tf-bilinear", "clean")
 CLEAN_RESIZE = "clean-fid:PIL-bicubic-antialias-float:299"
 _CACHE_META = ("__extractor_fingerprint__", "__image_set_fingerprint__")
+TEXT_BATCH_SIZE = 256  # captions per text-encoder call
 
 
 @runtime_checkable
@@ -273,7 +283,8 @@ def _state_dict_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for key, value in model.state_dict().items():
         h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # reshape(-1): a 0-d tensor (open_clip's logit_scale) has no byte view of its own; same bytes otherwise
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -344,12 +355,16 @@ class ClipEmbedder:
         return self.model.encode_image(self._pixels(images_uint8_nchw)).float().cpu().numpy()
 
     @torch.inference_mode()
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Text embeddings [N, D] (float32); captions longer than the context are truncated by the tokenizer."""
+    def embed_texts(self, texts: Sequence[str], batch_size: int = TEXT_BATCH_SIZE) -> np.ndarray:
+        """Text embeddings [N, D] (float32), ``batch_size`` captions per call of the text encoder; captions
+        longer than the context are truncated by the tokenizer."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("embed_texts takes a list of strings (one caption per image)")
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        return self.model.encode_text(tokens).float().cpu().numpy()
+
+        def encode(batch: list[str]) -> np.ndarray:
+            return self.model.encode_text(self.tokenizer(batch).to(self.device)).float().cpu().numpy()
+
+        return embed_in_batches(encode, list(texts), batch_size)
 
     def count_truncated(self, texts: Sequence[str]) -> int | None:
         """Captions whose tokens (with start and end tokens) exceed the text context; None when the tokenizer
@@ -386,9 +401,13 @@ class GlideClipEmbedder:
         return self.model.image_embeddings(x, t).float().cpu().numpy()
 
     @torch.no_grad()
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Text embeddings [N, D] (float32) from the model's own tokenizer."""
-        return self.model.text_embeddings(list(texts)).float().cpu().numpy()
+    def embed_texts(self, texts: Sequence[str], batch_size: int = TEXT_BATCH_SIZE) -> np.ndarray:
+        """Text embeddings [N, D] (float32) from the model's own tokenizer, ``batch_size`` captions per call."""
+
+        def encode(batch: list[str]) -> np.ndarray:
+            return self.model.text_embeddings(batch).float().cpu().numpy()
+
+        return embed_in_batches(encode, list(texts), batch_size)
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         """Captions whose tokens (with start and end tokens) exceed the text encoder's context."""
@@ -403,16 +422,74 @@ class GlideClipEmbedder:
 # Batching and caching
 
 
+def embed_in_batches(
+    encode: Callable[[list[str]], np.ndarray], texts: list[str], batch_size: int
+) -> np.ndarray:
+    """``encode`` over ``texts`` in batches of ``batch_size``, written into one [N, D] array (an encoder's
+    activations grow with its batch: 30k captions in one call of ViT-B/16's text tower would take ~52 GiB)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not texts:
+        raise ValueError("no texts to embed")
+    out: np.ndarray | None = None
+    for lo in range(0, len(texts), batch_size):
+        part = encode(texts[lo : lo + batch_size])
+        if out is None:
+            out = np.empty((len(texts), *part.shape[1:]), dtype=part.dtype)
+        out[lo : lo + len(part)] = part
+    assert out is not None
+    return out
+
+
+class _Rows:
+    """One key's rows, written into a preallocated [total, D] array (memory-mapped under ``memmap_dir`` when
+    given: a temporary .npy unlinked at once, so nothing is left behind) until more rows than ``total`` come,
+    then collected in a list."""
+
+    def __init__(self, first: np.ndarray, total: int | None, memmap_dir: str | os.PathLike | None) -> None:
+        self.count, self.parts, self.array = 0, [], None
+        if total is not None and total >= len(first):
+            shape = (total, *first.shape[1:])
+            if memmap_dir is not None:
+                Path(memmap_dir).mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(prefix=".extract-", suffix=".npy.tmp", dir=memmap_dir)
+                os.close(fd)
+                try:
+                    self.array = np.lib.format.open_memmap(name, mode="w+", dtype=first.dtype, shape=shape)
+                finally:
+                    os.unlink(name)  # the mapping stays valid; the space is freed with it
+            else:
+                self.array = np.empty(shape, dtype=first.dtype)
+
+    def add(self, value: np.ndarray) -> None:
+        if self.array is not None and self.count + len(value) <= len(self.array):
+            self.array[self.count : self.count + len(value)] = value
+        else:
+            if self.array is not None:  # more rows than announced: keep what is there, collect the rest
+                self.parts, self.array = [np.array(self.array[: self.count])], None
+            self.parts.append(value)
+        self.count += len(value)
+
+    def result(self) -> np.ndarray:
+        if self.array is not None:
+            return self.array[: self.count]
+        return np.concatenate(self.parts, axis=0)
+
+
 def extract_features(
     extractor: FeatureExtractor,
     images: torch.Tensor | Iterable[torch.Tensor],
     batch_size: int = 64,
     progress: bool = True,
     total: int | None = None,
+    memmap_dir: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
     """Run `extractor` over a uint8 tensor [N, 3, H, W] (split into `batch_size`) or an iterable of batches.
 
-    Returns the per-key concatenation. `total` (number of images) sizes the progress bar for iterables.
+    Returns the features of every image per key. `total` (number of images; known for a tensor) sizes the
+    progress bar and the output: each key's rows are written into one array preallocated from the first
+    batch, never held twice (fewer images than `total`: the array's first rows; more: collected and
+    concatenated). With `memmap_dir`, that array is a memory-mapped temporary file there.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -422,15 +499,17 @@ def extract_features(
         batches: Iterable[torch.Tensor] = images.split(batch_size)
     else:
         batches = images
-    parts: dict[str, list[np.ndarray]] = {}
+    rows: dict[str, _Rows] = {}
     with tqdm(total=total, disable=not progress, unit="img", desc=f"features {extractor.name}") as bar:
         for batch in batches:
             for key, value in extractor(batch).items():
-                parts.setdefault(key, []).append(value)
+                if key not in rows:
+                    rows[key] = _Rows(value, total, memmap_dir)
+                rows[key].add(value)
             bar.update(int(batch.shape[0]))
-    if not parts:
+    if not rows:
         raise ValueError("no images were given to extract_features")
-    return {key: np.concatenate(values, axis=0) for key, values in parts.items()}
+    return {key: r.result() for key, r in rows.items()}
 
 
 def feature_cache_path(
@@ -457,14 +536,7 @@ def cached_features(
         raise ValueError("image_set_fingerprint is empty; pass the image store's fingerprint")
     path = feature_cache_path(extractor, image_set_fingerprint, cache_dir)
     if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            stored = (str(data[_CACHE_META[0]]), str(data[_CACHE_META[1]]))
-            if stored != (extractor.fingerprint, image_set_fingerprint):
-                raise RuntimeError(
-                    f"feature cache {path} was written for {stored}, not for "
-                    f"({extractor.fingerprint!r}, {image_set_fingerprint!r}); delete the file to recompute"
-                )
-            return {k: data[k] for k in data.files if k not in _CACHE_META}
+        return _load_cache(path, (extractor.fingerprint, image_set_fingerprint))
     feats = compute_fn()
     if not isinstance(feats, dict) or not feats:
         raise TypeError("compute_fn must return a non-empty dict[str, np.ndarray]")
@@ -476,4 +548,69 @@ def cached_features(
     meta = {_CACHE_META[0]: np.array(extractor.fingerprint), _CACHE_META[1]: np.array(image_set_fingerprint)}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays, **meta)
-    return arrays
+    del feats, arrays  # the computed copies (memory-mapped temporaries, or RAM) go; the file's map stays
+    return _load_cache(path, (extractor.fingerprint, image_set_fingerprint))
+
+
+def _load_cache(path: Path, expected: tuple[str, str]) -> dict[str, np.ndarray]:
+    """The features of a cache file, memory-mapped, after checking the fingerprints stored inside."""
+    from .store import read_checked
+
+    data = read_checked(path, load_npz_mapped, "feature cache")  # a truncated file: one line, not a traceback
+    if any(k not in data for k in _CACHE_META):
+        raise RuntimeError(f"feature cache {path} has no fingerprints inside; delete the file to recompute")
+    stored = (str(data[_CACHE_META[0]]), str(data[_CACHE_META[1]]))
+    if stored != expected:
+        raise RuntimeError(
+            f"feature cache {path} was written for {stored}, not for {expected}; delete the file to recompute"
+        )
+    return {k: v for k, v in data.items() if k not in _CACHE_META}
+
+
+# a zip local file header (30 bytes): signature, 5 shorts, 3 longs, file name length, extra field length
+_ZIP_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def load_npz_mapped(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file; each member stored uncompressed (np.savez's format) with a numeric dtype
+    and at least one element comes back as a copy-on-write ``np.memmap`` of its bytes inside the zip file
+    (``np.load(..., mmap_mode=...)`` ignores the mode for .npz files), anything else (compressed members, 0-d
+    or string arrays such as the cache's fingerprints) is read into memory."""
+    path = Path(path)
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            key = info.filename.removesuffix(".npy")
+            mapped = _map_member(path, f, info) if info.compress_type == zipfile.ZIP_STORED else None
+            if mapped is None:
+                with zf.open(info) as member:
+                    mapped = np.lib.format.read_array(member, allow_pickle=False)
+            out[key] = mapped
+    return out
+
+
+def _map_member(path: Path, f: Any, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """A copy-on-write map of one uncompressed .npy member of a zip file, or None when it should be read."""
+    f.seek(info.header_offset)
+    head = f.read(_ZIP_LOCAL_HEADER.size)
+    if len(head) != _ZIP_LOCAL_HEADER.size or head[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"{path}: no local file header for {info.filename}")
+    name_len, extra_len = _ZIP_LOCAL_HEADER.unpack(head)[-2:]
+    start = info.header_offset + _ZIP_LOCAL_HEADER.size + name_len + extra_len
+    f.seek(start)
+    version = np.lib.format.read_magic(f)
+    reader = _NPY_HEADER_READERS.get(version)
+    if reader is None:
+        return None
+    shape, fortran, dtype = reader(f)
+    n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if dtype.hasobject or dtype.kind not in "biuf" or len(shape) == 0 or n_bytes == 0:
+        return None
+    offset = f.tell()
+    if offset + n_bytes > start + info.file_size:
+        raise zipfile.BadZipFile(f"{path}: member {info.filename} is shorter than its array header says")
+    return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C")

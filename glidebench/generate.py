@@ -48,7 +48,7 @@ def clean_leftovers(run_dir: Path, spec: RunSpec, setting: Setting, worker: Work
     workers may be writing theirs right now."""
     chunks = chunk_bounds(spec.total_samples, spec.batch_size)
     mine = owned_chunks(len(chunks), worker)
-    store = ImageStore(run_dir / "images" / setting.setting_id)
+    store = ImageStore.of(run_dir, setting.setting_id)
     n = store.clean(i for k in mine for i in range(*chunks[k]))
     names = [f"chunk_{k:06d}.json" for k in mine]
     return n + remove_stale_tmp(timing_dir(run_dir, setting.setting_id), max_age_s=0, names=names)
@@ -100,7 +100,7 @@ def generate_setting(
     (a :class:`glidebench.generators.Generator`); its output is checked and brought to the evaluation
     resolution by :func:`glidebench.generators.as_uint8_images` before anything is written."""
     options = sampling_options(spec, device, progress)
-    store = ImageStore(run_dir / "images" / setting.setting_id)
+    store = ImageStore.of(run_dir, setting.setting_id)
     store.root.mkdir(parents=True, exist_ok=True)
     tdir = timing_dir(run_dir, setting.setting_id)
     seeds = spec.seeds()
@@ -160,7 +160,7 @@ def generate_setting(
         stats.seconds += seconds
         log(
             f"[{setting.setting_id}] chunk {k + 1}/{len(chunks)} (images {lo}..{hi - 1}): "
-            f"{hi - lo} sampled, {len(missing)} written in {seconds:.1f} s "
+            f"{hi - lo} {getattr(generator, 'verb', 'sampled')}, {len(missing)} written in {seconds:.1f} s "
             f"[{n_done + 1}/{len(mine)} of this worker's chunks]"
         )
     return stats

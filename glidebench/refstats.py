@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,29 @@ class ReferenceStats:
             )
 
 
+# The sidecar's fields that are read, and the JSON types each must have (None: the field may be null).
+SIDECAR_TYPES: dict[str, tuple[type, ...]] = {
+    "feature_dim": (int,), "count": (int,), "resolution": (int,), "fid_resize": (str,),
+    "inception_source": (str, type(None)), "inception_fingerprint": (str, type(None)), "format_version": (int,),
+}  # fmt: skip
+
+
+def check_sidecar_types(sidecar: dict[str, Any], side_file: Path) -> None:
+    """Refuse a sidecar whose fields have the wrong JSON type (a list where a count goes, say), naming the
+    field, so that no TypeError or ValueError from ``int()`` surfaces later."""
+    for key, types in SIDECAR_TYPES.items():
+        if key not in sidecar:
+            continue
+        v = sidecar[key]
+        if not isinstance(v, types) or isinstance(v, bool) or (int in types and isinstance(v, int) and v < 0):
+            want = " or ".join("null" if t is type(None) else {int: "a non-negative integer"}.get(t, "a string")
+                               for t in types)  # fmt: skip
+            raise ReferenceStatsError(
+                f"sidecar {side_file} of the reference statistics: {key} is {json.dumps(v)}, not {want}; restore "
+                "the sidecar written with the statistics or delete it (the protocol then goes unchecked)"
+            )
+
+
 def _fail(path: Path, problem: str) -> ReferenceStatsError:
     return ReferenceStatsError(
         f"reference statistics {path}: {problem}. Expected an .npz with mu [D] and sigma [D, D] (float64), as "
@@ -144,15 +168,22 @@ def load_stats(path: str | Path) -> ReferenceStats:
             f"--resolution N --export-stats {path}`"
         )
     try:
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy (one array) under an .npz name
+            raise _fail(
+                path,
+                f"it is a single .npy array (shape {getattr(loaded, 'shape', '?')}), not an .npz archive; save "
+                "both with np.savez(FILE, mu=mu, sigma=sigma)",
+            )
+        with loaded as data:
             missing = [k for k in ("mu", "sigma") if k not in data.files]
             if missing:
                 raise _fail(path, f"no {' or '.join(missing)} array (it has {sorted(data.files)})")
             mu, sigma = np.asarray(data["mu"]), np.asarray(data["sigma"])
     except ReferenceStatsError:
         raise
-    except (OSError, ValueError) as e:
-        raise _fail(path, f"not a readable .npz ({type(e).__name__}: {e})") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # BadZipFile: truncated, not an OSError
+        raise _fail(path, f"not a readable .npz ({type(e).__name__}: {e}); it may be truncated") from e
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise _fail(path, f"mu has shape {mu.shape} and sigma {sigma.shape}")
     if not (np.issubdtype(mu.dtype, np.floating) and np.issubdtype(sigma.dtype, np.floating)):
@@ -160,8 +191,14 @@ def load_stats(path: str | Path) -> ReferenceStats:
     mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise _fail(path, "mu or sigma holds NaN or inf")
-    if not np.allclose(sigma, sigma.T, rtol=1e-6, atol=1e-8 * max(1.0, float(np.abs(sigma).max()))):
-        raise _fail(path, "sigma is not symmetric, so it is not a covariance matrix")
+    from .metrics.fid import CovarianceError, check_covariance
+
+    try:  # symmetric and positive semi-definite within rounding: else FID is meaningless, even negative
+        check_covariance(sigma, f"reference statistics {path}")
+    except CovarianceError as e:
+        raise ReferenceStatsError(
+            f"{e}. Re-export the statistics (`glidebench prepare coco --export-stats`) or use the reference images"
+        ) from e
     side_file = sidecar_path(path)
     sidecar, warnings = None, []
     if side_file.is_file():
@@ -174,6 +211,7 @@ def load_stats(path: str | Path) -> ReferenceStats:
             ) from e
         if not isinstance(sidecar, dict):
             raise ReferenceStatsError(f"sidecar {side_file} must hold a JSON object")
+        check_sidecar_types(sidecar, side_file)
         dim = sidecar.get("feature_dim")
         if dim is not None and int(dim) != mu.shape[0]:
             raise ReferenceStatsError(
@@ -208,8 +246,14 @@ def stats_setting_metrics(
     notes = [NOT_MEASURED_NOTE]
     if len(fake) < FID_MIN_SAMPLES:
         notes.append(f"FID from {len(fake)} < 2048 samples: biased and unstable (the protocol uses 30k)")
+    fid = frechet_distance(mu, sigma, stats.mu, stats.sigma)
+    if not fid >= -1e-6 * max(1.0, float(np.trace(sigma) + np.trace(stats.sigma))):  # NaN too
+        raise ReferenceStatsError(
+            f"FID against reference statistics {stats.path} came out as {fid:.6g}: a negative FID (or NaN) is "
+            "impossible for covariance matrices, so the statistics or the features are broken; nothing was written"
+        )
     out = {
-        "fid": frechet_distance(mu, sigma, stats.mu, stats.sigma),
+        "fid": max(fid, 0.0),
         "kid_mean": math.nan, "kid_std": math.nan, "precision": math.nan, "recall": math.nan,
         "is_mean": math.nan, "is_std": math.nan,
         "clip_score": math.nan, "clip_score_clamped": math.nan, "clip_score_2p5": math.nan,

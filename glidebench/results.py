@@ -12,7 +12,7 @@ guidance kind x scale x sampler x steps x resolution; its columns and how a cell
 - ``precision`` / ``recall``: Kynkaanniemi et al. k-NN manifolds (k = spec.prc_k) on pool3, generated vs the
   whole reference set (its size is ``n_reference``; docs/uncertainty.md says what unequal sizes do); fewer
   than ``PRC_MIN_SAMPLES`` images in either set add a warning.
-- ``<metric>_lo`` / ``<metric>_hi`` and the diversity columns: ``glidebench.uncertainty`` (bootstrap).
+- ``<metric>_lo`` / ``<metric>_hi`` and the diversity columns: ``glidebench.uncertainty``.
 - ``clip_score``: 100 x mean cosine(image, caption) with no clamp (the paper's), ``clip_score_clamped`` with
   max(cos, 0) (torchmetrics-style), ``clip_score_2p5`` = CLIPScore (Hessel et al. 2021: 2.5 x mean max(cos, 0)),
   from the evaluator CLIP of the data (``--clip-score-model`` on MS-COCO); ``clip_truncated``: captions longer
@@ -80,11 +80,14 @@ def features_for(
     batch_size: int,
     progress: bool,
 ) -> dict[str, np.ndarray]:
-    """Cached features of an image set (computed from ``batches()`` on a cache miss)."""
+    """Cached features of an image set (computed from ``batches()`` on a cache miss, into memory-mapped
+    temporaries under ``cache_dir``), memory-mapped from the cache file."""
     from .features import cached_features, extract_features
 
     def compute() -> dict[str, np.ndarray]:
-        return extract_features(extractor, batches(), batch_size=batch_size, progress=progress, total=total)
+        return extract_features(
+            extractor, batches(), batch_size=batch_size, progress=progress, total=total, memmap_dir=cache_dir
+        )
 
     return cached_features(extractor, image_set_fingerprint, compute, cache_dir)
 
@@ -113,8 +116,13 @@ def setting_metrics(
     kid_subset_size: int = 1000,
     seed: int = 0,
     clip_pair: tuple[np.ndarray, np.ndarray] | None = None,
+    reference_cache: dict[Any, Any] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """All metrics of one setting from its features (and optional CLIP embeddings). Returns (metrics, warnings)."""
+    """All metrics of one setting from its features (and optional CLIP embeddings). Returns (metrics, warnings).
+
+    ``reference_cache``: a dict kept for the run (one reference set): what depends on the reference set
+    alone (its k-NN radii, O(n_ref^2 d)) is computed on the first call, stored there and reused by the
+    others, with the same numbers."""
     import warnings as _warnings
 
     from .metrics import clip_score, fid_report, inception_score, kid_from_features, precision_recall
@@ -138,7 +146,8 @@ def setting_metrics(
         raise MetricsError(
             f"precision/recall with k={k} needs more than {k} images per set; use more samples"
         )
-    pr = precision_recall(real, fake, k=k)  # the whole reference set (docs/uncertainty.md)
+    radii = _reference_radii(real, k, reference_cache)  # computed once per run with a cache
+    pr = precision_recall(real, fake, k=k, real_sq_radii=radii)  # whole reference set (docs/uncertainty.md)
     if min(n_fake, n_real) < PRC_MIN_SAMPLES:
         notes.append(
             f"precision/recall from {n_fake} generated and {n_real} reference images (< {PRC_MIN_SAMPLES} "
@@ -167,6 +176,21 @@ def setting_metrics(
         out["clip_score"], out["clip_score_clamped"] = cs["clip_score"], cs["clip_score_clamped"]
         out["clip_score_2p5"] = cs["clip_score_2p5"]
     return out, notes
+
+
+def _reference_radii(real: np.ndarray, k: int, cache: dict[Any, Any] | None) -> torch.Tensor | None:
+    """The reference set's squared k-NN radii from ``cache`` (computed and stored on a miss); None without
+    a cache (precision_recall computes them). Keyed by k and the set's shape and a sample of its values, so
+    a cache handed another reference set recomputes instead of reusing the wrong radii."""
+    if cache is None:
+        return None
+    from .metrics.prc import knn_sq_radii
+
+    probe = np.asarray(real[:: max(1, len(real) // 64)], dtype=np.float64)
+    key = ("prc_sq_radii", int(k), tuple(real.shape), float(probe.sum()), float((probe * probe).sum()))
+    if key not in cache:
+        cache[key] = knn_sq_radii(real, k=k)
+    return cache[key]
 
 
 def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -209,7 +233,7 @@ def differences_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 def write_differences(run_dir: Path, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """RUN_DIR/differences.json and differences.csv (atomic): one row per compared pair of settings and
-    metric: value_b - value_a, its paired 95 % bootstrap interval and ``resolved`` (it excludes 0)."""
+    metric: value_b - value_a, its paired 95 % interval and ``resolved`` (it excludes 0)."""
     df = differences_frame(rows)
     atomic_write_json(run_dir / "differences.json", df.to_dict(orient="records"))
     atomic_write_bytes(run_dir / "differences.csv", df.to_csv(index=False).encode("utf-8"))
@@ -228,18 +252,27 @@ def differences_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+INTERVAL_NOTES = {
+    "jackknife": "95 % intervals: delete-one-block jackknife over captions and references (split samples for "
+    "precision and recall), centred on the estimate",
+    "bootstrap": "95 % bootstrap intervals over caption indices, centred on the estimate (too wide for FID)",
+}
+
+
 def write_markdown(
-    run_dir: Path, df: pd.DataFrame, header: Sequence[str], differences: Sequence[dict[str, Any]] = ()
+    run_dir: Path,
+    df: pd.DataFrame,
+    header: Sequence[str],
+    differences: Sequence[dict[str, Any]] = (),
+    intervals: str = "jackknife",
 ) -> Path:
-    """RUN_DIR/results.md (atomic): ``header`` lines, the results table (values with their 95 % intervals),
-    the paired differences between settings when given, then the harness's warnings."""
+    """RUN_DIR/results.md (atomic): ``header`` lines, the results table (values with their 95 % intervals,
+    computed by the method ``intervals``), the paired differences between settings when given, then the
+    harness's warnings."""
     warnings = sorted({w for ws in df["warnings"].fillna("") for w in str(ws).split("; ") if w})
     text = "\n".join(header) + "\n\n" + markdown_table(df)
     if any(c.endswith("_lo") for c in df.columns):
-        text += (
-            "\nBrackets: 95 % bootstrap intervals over caption indices, centred on the estimate "
-            "(docs/uncertainty.md).\n"
-        )
+        text += f"\nBrackets: {INTERVAL_NOTES[intervals]} (docs/uncertainty.md).\n"
     if len(differences):
         text += (
             "\nPaired differences (same captions and seeds; resolved: the 95 % interval excludes 0):\n\n"

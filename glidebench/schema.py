@@ -30,9 +30,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "clip_score", "clip_score_clamped", "clip_score_2p5", "clip_truncated", "wall_s", "images_per_s", "warnings",
 )  # fmt: skip
 EXTRA_COLUMNS: tuple[str, ...] = ("data", "n_reference")
-# Uncertainty (issue 20, docs/uncertainty.md): ``<metric>_lo`` / ``<metric>_hi``, the 95 % percentile bootstrap
-# interval of each metric below that a row has (the attribute accuracies, ``*_acc``, get theirs too), and the
-# intra-caption diversity columns (rows of runs with K > 1 images per caption). KID's interval is the one
+# Uncertainty (docs/uncertainty.md): ``<metric>_lo`` / ``<metric>_hi``, the 95 % interval (jackknife, or the
+# percentile bootstrap of --intervals bootstrap) of each metric below that a row has (the attribute accuracies,
+# ``*_acc``, get theirs too), and the intra-caption diversity columns (rows of runs with K > 1 images per caption). KID's interval is the one
 # shown; ``kid_std`` (the spread over KID's subsets, not an uncertainty of the mean) stays in the CSV only.
 INTERVAL_METRICS: tuple[str, ...] = ("fid", "kid_mean", "precision", "recall", "clip_score")
 DIVERSITY_COLUMNS: tuple[str, ...] = ("diversity_pool3", "diversity_clip", "vendi_pool3", "vendi_clip")

@@ -46,6 +46,7 @@ CAPTION_MODES = (
 )  # single-object: embedded; file: --captions-file
 FID_RESIZE_MODES = ("tf-bilinear", "clean")  # as glidebench.features.FID_RESIZE_MODES (torch-free here)
 CAPTION_STYLES = ("exact", "short")  # the embedded set's caption wording (short: parts left unsaid)
+INTERVAL_METHODS = ("jackknife", "bootstrap")  # as glidebench.uncertainty.METHODS (docs/uncertainty.md)
 MODEL_FAMILIES = ("embedded", "official", "plugin")  # plugin: any other generator (glidebench.generators)
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
 # The fields that define the evaluation protocol, whatever the model (RunSpec.protocol_fingerprint).
@@ -53,6 +54,7 @@ PROTOCOL_FIELDS = (
     "suite", "suite_version", "data", "split", "data_id", "captions", "caption_style", "num_samples",
     "reference_size", "seed", "settings", "resolution", "inception", "kid_subset_size", "prc_k", "spec_version",
     "samples_per_prompt", "diversity_prompts", "bootstrap_resamples", "fid_resize", "reference_stats",
+    "intervals",
 )  # fmt: skip
 _STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|quad\d+|fast27)$")
 
@@ -148,6 +150,10 @@ class RunSpec:
     samples_per_prompt: int = 1
     diversity_prompts: int = 0
     bootstrap_resamples: int = 1000
+    # how intervals are computed: "jackknife" (delete-one-block, the default) or "bootstrap" (bootstrap_resamples
+    # resamples; too wide for FID, kept to reproduce older runs). bootstrap_resamples 0 turns intervals off with
+    # either. Left out of the canonical JSON when "jackknife".
+    intervals: str = "jackknife"
     # FID's resize to 299 px ("tf-bilinear", the default, or "clean": clean-fid's PIL bicubic) and the SHA-256 of
     # the --reference-stats file ("" = reference images). Each left out of the canonical JSON at its default.
     fid_resize: str = "tf-bilinear"
@@ -186,6 +192,8 @@ class RunSpec:
             object.__setattr__(self, "diversity_prompts", 0)
         if self.prc_k < 1:
             raise ValueError(f"prc_k must be >= 1, got {self.prc_k}")
+        if self.intervals not in INTERVAL_METHODS:
+            raise ValueError(f"intervals must be one of {INTERVAL_METHODS}, got {self.intervals!r}")
         if self.fid_resize not in FID_RESIZE_MODES:
             raise ValueError(f"fid_resize must be one of {FID_RESIZE_MODES}, got {self.fid_resize!r}")
         for name in ("num_samples", "reference_size"):
@@ -278,7 +286,11 @@ class RunSpec:
         ):
             if d[name] == default:
                 del d[name]
-        for name, default in (("fid_resize", "tf-bilinear"), ("reference_stats", "")):
+        for name, default in (
+            ("fid_resize", "tf-bilinear"),
+            ("reference_stats", ""),
+            ("intervals", "jackknife"),
+        ):
             if d[name] == default:
                 del d[name]
         if not self.fast:
@@ -321,10 +333,18 @@ class RunSpec:
 
     @property
     def run_name(self) -> str:
-        return f"{self.model_label}-{self.data}-{self.resolution}px-{self.fingerprint[:12]}"
+        """``<model>-<data>-<resolution>px-<fingerprint[:12]>``, the model part a plain, bounded slug of
+        ``model_label`` (:func:`glidebench.paths.slug_name`: unchanged for ordinary names such as ``embedded``;
+        a plug-in's ``/abs``, ``../x`` or ``org/model`` cannot move the run). The full label stays in spec.json."""
+        from .paths import slug_name
+
+        return f"{slug_name(self.model_label)}-{slug_name(self.data)}-{self.resolution}px-{self.fingerprint[:12]}"
 
     def run_dir(self, out: str | Path) -> Path:
-        return Path(out) / self.suite / self.run_name
+        """``OUT/<suite>/<run_name>``, checked to lie inside ``out``."""
+        from .paths import ensure_under, slug_name
+
+        return ensure_under(out, Path(out) / slug_name(self.suite) / self.run_name)
 
     def replace(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, **changes)

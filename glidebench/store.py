@@ -33,6 +33,9 @@ from PIL import Image
 from glide.fileio import atomic_path as _atomic_path
 from glide.fileio import current_umask
 
+from .paths import PathEscapeError as PathEscapeError  # re-exported: the store's path check
+from .paths import ensure_under as ensure_under
+
 if TYPE_CHECKING:
     import torch
 
@@ -124,6 +127,26 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON ({e}); delete it so that it is written again") from e
 
 
+class CorruptFileError(ValueError):
+    """A file the harness wrote earlier (a cache, a table) cannot be read back: truncated or replaced."""
+
+
+def read_checked(path: str | os.PathLike, load: Any, what: str, fix: str = "delete it to recompute") -> Any:
+    """``load(path)``, with a truncated or corrupt file (a zip without its directory, an array shorter than its
+    header, bytes that are not the format) turned into one :class:`CorruptFileError` that names the file and
+    the fix, instead of a traceback (``zipfile.BadZipFile`` is neither an OSError nor a ValueError)."""
+    import zipfile
+
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptFileError(
+            f"{what} {path} is truncated or corrupt ({type(e).__name__}: {e}); {fix}"
+        ) from e
+
+
 def encode_png(image_hwc: np.ndarray) -> bytes:
     """uint8 [H, W, 3] -> PNG bytes (deterministic)."""
     a = np.asarray(image_hwc)
@@ -139,6 +162,15 @@ class ImageStore:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+
+    @classmethod
+    def of(cls, run_dir: str | os.PathLike, setting_id: str) -> ImageStore:
+        """The store of ``setting_id`` in ``run_dir`` (``RUN_DIR/images/<setting_id>``), refused when the id
+        would lead out of ``RUN_DIR/images`` (``../x``, ``a/b``, an absolute path)."""
+        images = Path(run_dir) / "images"
+        if not setting_id or "/" in setting_id or "\\" in setting_id or setting_id in (".", ".."):
+            raise PathEscapeError(f"setting id {setting_id!r} is not one plain folder name under {images}")
+        return cls(ensure_under(images, images / setting_id))
 
     def path(self, index: int) -> Path:
         if index < 0:
@@ -167,14 +199,16 @@ class ImageStore:
         return n
 
     def write(self, index: int, image_hwc: np.ndarray) -> None:
-        atomic_write_bytes(self.path(index), encode_png(image_hwc))
+        atomic_write_bytes(ensure_under(self.root, self.path(index)), encode_png(image_hwc))
 
     def read(self, index: int) -> np.ndarray:
         """uint8 [H, W, 3]; an unreadable file is an error that says how to regenerate it."""
         p = self.path(index)
         try:
+            from .images_io import to_rgb_array
+
             with Image.open(p) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+                return to_rgb_array(im, p)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"generated image {p} is missing; run the same command again to resume"

@@ -39,6 +39,8 @@ from PIL import Image
 
 from glide.checkpoints import sha256_file
 
+from ..images_io import to_rgb, to_rgb_array
+
 SPLITS = ("val2014", "val2017")
 CAPTION_MODES = ("one-per-image", "random")
 PREPROCESS = "center-crop+PIL-bicubic:v1"
@@ -241,7 +243,7 @@ def validate_images(paths: Sequence[Path], manifest: Path | None = None, progres
             continue
         try:
             with Image.open(io.BytesIO(data)) as im:
-                im.convert("RGB").load()
+                to_rgb_array(im, p)  # decodes it; a mode of unknown range is refused here, before generation
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             bad.append(f"{p} ({type(e).__name__}: {e})")
             continue
@@ -261,7 +263,7 @@ def load_reference_image(path: Path, size: int) -> np.ndarray:
     """uint8 [size, size, 3]: RGB, center-cropped to a square, resized with PIL bicubic. Errors name the file."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im, path)  # by its real range: 16-bit grey scaled, not clipped to white
             w, h = im.size
             s = min(w, h)
             left, top = (w - s) // 2, (h - s) // 2

@@ -39,6 +39,10 @@ class CocoSource(DataSource):
         self.files = [] if stats else self.coco.reference_files(int(opts["reference_size"]), seed)
         self.coco.check_files(self.files)
         self.reference_count = len(self.files)
+        position = {p.name: i for i, p in enumerate(self.files)}  # a caption's image among the references
+        self.caption_reference_index = (
+            [position.get(Path(c.file_name).name, -1) for c in chosen] if self.files else None
+        )
         self.record = self.coco.selection_record(len(self.prompts), mode, seed) | {
             "reference_size": len(self.files),
             "reference_preprocess": REFERENCE_PREPROCESS,

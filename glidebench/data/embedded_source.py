@@ -91,6 +91,7 @@ class EmbeddedSource(DataSource):
         ]
         self.data_id = ds.fingerprint()
         self.reference_count = len(records)
+        self.caption_reference_index = list(picks)  # captions of the reference records themselves
         self.record = {
             "dataset": "embedded",
             "version": DATASET_VERSION,

@@ -54,6 +54,10 @@ class DataSource:
     record: dict[str, Any]  # the provenance's data record
     reference_count: int
     warnings: tuple[str, ...] = ()
+    # the reference image each protocol caption was written for (its index in the reference set, -1 for none);
+    # None when captions and references are drawn independently. The intervals delete and split a caption
+    # together with its image (docs/uncertainty.md).
+    caption_reference_index: list[int] | None = None
 
     @property
     def captions(self) -> list[str]:

@@ -36,6 +36,8 @@ class Capabilities:
     dtypes: tuple[str, ...] = ("fp32",)
     devices: tuple[str, ...] = ("cpu", "cuda")
     deterministic: bool = True  # images depend only on (prompt, seed, setting, options)
+    min_cfg_scale: float = 0.0  # the least classifier-free scale it guides with (diffusers pipelines: 1)
+    cfg_interval: bool = True  # whether it can guide only inside --cfg-interval (GLIDE's samplers can)
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,16 @@ class Generator:
     name: str = "generator"
     capabilities: Capabilities = Capabilities()
     evals_per_image: dict[str, float] | None = None
+    verb: str = "sampled"  # what the run's log says it did to a chunk's images (a folder: "copied")
 
     def identity(self) -> dict[str, str]:
         """What determines the images (weights' hashes, versions, arguments): part of the run's identity."""
         return {"generator": type(self).__module__ + "." + type(self).__qualname__}
+
+    def check(self, settings: Sequence[Any], options: SamplingOptions) -> None:
+        """Refuse (raise :class:`GeneratorError`) what it cannot do that :class:`Capabilities` cannot say.
+        Called when the run is planned, before any work and before the run directory exists (``--dry-run``
+        too); optional for duck-typed generators."""
 
     def generate(
         self, captions: Sequence[str], seeds: Sequence[int], setting: Any, options: SamplingOptions
@@ -83,10 +91,19 @@ class Generator:
         """Free what the generator holds (weights on a device)."""
 
 
-def check_supported(generator: Any, guidance_kinds: Sequence[str], dtype: str, device_type: str) -> None:
-    """Refuse, before any work, a setting or option the generator does not declare."""
+def check_supported(
+    generator: Any,
+    settings: Sequence[Any],
+    dtype: str,
+    device_type: str,
+    options: SamplingOptions | None = None,
+) -> None:
+    """Refuse, before any work, a setting or option the generator does not declare. ``settings``: the run's
+    settings (:class:`glidebench.spec.Setting`) or their guidance kinds; with ``options`` the scales, the
+    guidance interval and the generator's own :meth:`Generator.check` are checked too."""
     caps = generator.capabilities
     name = getattr(generator, "name", type(generator).__name__)
+    guidance_kinds = [getattr(s, "guidance", s) for s in settings]
     bad = sorted(set(guidance_kinds) - set(caps.guidance))
     if bad:
         raise GeneratorError(
@@ -101,11 +118,35 @@ def check_supported(generator: Any, guidance_kinds: Sequence[str], dtype: str, d
         raise GeneratorError(
             f"generator {name} does not run on {device_type}; use --device {' or '.join(caps.devices)}"
         )
+    if options is None:
+        return
+    for s in settings:
+        if getattr(s, "guidance", None) == "cfg" and s.scale < caps.min_cfg_scale:
+            raise GeneratorError(cfg_scale_refusal(name, s.scale, caps.min_cfg_scale))
+    guided = any(getattr(s, "guidance", None) == "cfg" and s.scale != 1 for s in settings)
+    if options.cfg_interval is not None and guided and not caps.cfg_interval:
+        raise GeneratorError(
+            f"generator {name} guides every step: --cfg-interval is applied by GLIDE's samplers only; drop it"
+        )
+    check = getattr(generator, "check", None)
+    if callable(check):
+        check([s for s in settings if not isinstance(s, str)], options)
+
+
+def cfg_scale_refusal(name: str, scale: float, least: float) -> str:
+    """The message for a classifier-free scale below what a generator guides with."""
+    return (
+        f"{name}: classifier-free scale {scale:g} < {least:g}: this generator guides only at scales >= {least:g}"
+        + (" (1 runs the conditional model alone)" if least == 1 else "")
+        + f"; use --cfg scales >= {least:g}"
+    )
 
 
 def _to_array(images: Any) -> np.ndarray:
     if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):  # PIL images
-        return np.stack([np.asarray(im.convert("RGB")) for im in images])
+        from ..images_io import to_rgb_array
+
+        return np.stack([to_rgb_array(im) for im in images])
     if hasattr(images, "detach"):  # torch
         images = images.detach().cpu()
         if str(images.dtype) in ("torch.float16", "torch.bfloat16"):

@@ -231,6 +231,8 @@ class DiffusersGenerator(Generator):
             resolution=int(resolution),
             dtypes=tuple(DTYPES),
             devices=("cpu", "cuda", "mps"),
+            min_cfg_scale=1.0,  # diffusers guides only above 1; 1 runs the conditional model alone
+            cfg_interval=False,  # a pipeline guides every step
         )
         self.denoiser_name = next(
             (n for n in _DENOISERS if isinstance(getattr(self.pipe, n, None), torch.nn.Module)), None

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..images_io import to_rgb_array
 from .base import Capabilities, Generator, GeneratorError, SamplingOptions
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -77,7 +78,7 @@ def read_rgb(path: Path, data: bytes | None = None) -> tuple[np.ndarray, bool]:
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as im:
             converted = im.mode != "RGB"
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), converted
+            return to_rgb_array(im, path), converted
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise GeneratorError(
             f"image {path} is unreadable ({type(e).__name__}: {e}); replace it and run the same command again"
@@ -86,6 +87,8 @@ def read_rgb(path: Path, data: bytes | None = None) -> tuple[np.ndarray, bool]:
 
 class FolderGenerator(Generator):
     """The images of one or more folders, one per setting id (see the module docstring)."""
+
+    verb = "copied"  # what the run's log says of its chunks (a model's are "sampled")
 
     def __init__(self, folders: dict[str, Path], n: int, base_seed: int) -> None:
         self.folders = {k: Path(v) for k, v in folders.items()}

@@ -4,16 +4,24 @@ the ``glidebench.generators`` entry-point group (``glidebench ls generators`` li
 
 A factory is called with the keyword arguments of ``--generator-args key=value,...`` (values read as JSON when
 they parse: numbers, true/false, null, quoted strings; else as plain strings) and must return a
-:class:`~glidebench.generators.base.Generator` (or an object with the same attributes). Every failure (module
-missing, factory missing or raising, a returned object that is no generator) is a :class:`GeneratorError`
-that names the spec and the fix.
+:class:`~glidebench.generators.base.Generator` (or an object with the same attributes). The run records the
+arguments with the factory's defaults filled in (:func:`canonical_args`), so a default given or left out is the
+same run. ``module.path`` is looked up with the current directory first on ``sys.path``, as under
+``python -m glidebench`` (the console script does not put it there by itself). Every failure (module missing,
+factory missing or raising, a returned object that is no generator) is a :class:`GeneratorError` that names
+the spec and the fix; a module found nowhere is :class:`GeneratorNotFound` (exit status 2), whose one line
+says where it looked.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
+import os
+import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from .base import Capabilities, GeneratorError
@@ -63,13 +71,15 @@ def _factory(spec: str) -> Any:
             f"--generator {spec!r}: give module.path:factory (a Python module on sys.path and a callable in it), "
             f"diffusers:PATH_OR_ID, or an installed {GROUP} entry point ({known})"
         )
+    _add_cwd_to_path()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        raise GeneratorError(
-            f"--generator {spec}: module {module_name!r} not found ({e}); run from the directory that holds it or "
-            "add it to PYTHONPATH"
-        ) from e
+        if e.name and not (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise GeneratorError(  # the module was found; an import inside it failed
+                f"--generator {spec}: importing {module_name} failed: {type(e).__name__}: {e}"
+            ) from e
+        raise GeneratorNotFound(_not_found(spec, module_name)) from e
     except Exception as e:  # noqa: BLE001 - the user's module raised while importing
         raise GeneratorError(
             f"--generator {spec}: importing {module_name} failed: {type(e).__name__}: {e}"
@@ -78,6 +88,57 @@ def _factory(spec: str) -> Any:
     if factory is None or not callable(factory):
         raise GeneratorError(f"--generator {spec}: {module_name} has no callable {attr!r}")
     return factory
+
+
+class GeneratorNotFound(GeneratorError):
+    """``--generator module:factory`` names a module that is nowhere on the import path (a usage error)."""
+
+    exit_code = 2
+
+
+def _add_cwd_to_path() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m glidebench`` does (the console script
+    starts with its own bin/ folder there instead), so that ``--generator my_model:make`` finds my_model.py."""
+    cwd = os.getcwd()
+    if not any(p in ("", ".", cwd) or os.path.abspath(p or ".") == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
+        importlib.invalidate_caches()
+
+
+def _not_found(spec: str, module_name: str) -> str:
+    """One line: which file was looked for, in the current directory and on the rest of the import path."""
+    cwd = os.getcwd()
+    where = Path(*module_name.split("."))
+    others = [p for p in sys.path if p and os.path.isdir(p) and os.path.abspath(p) != cwd]
+    return (
+        f"--generator {spec}: no module {module_name!r}: looked for {where}.py (or {where}/) in the current "
+        f"directory {cwd} and on the import path ({os.pathsep.join(others)}); run from the folder that holds "
+        f"{where}.py, add that folder to PYTHONPATH, or give an installed {GROUP} entry point"
+    )
+
+
+def canonical_args(factory: Any, kwargs: dict[str, Any], spec: str) -> dict[str, Any]:
+    """``kwargs`` with the factory's defaults filled in (``inspect.signature`` bind + apply_defaults), so that
+    giving a default and leaving it out name the same generator (one run directory). A factory that takes
+    only ``**kwargs`` declares no defaults: its arguments stay as given. Arguments the signature cannot take are
+    an error that shows it."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or an odd callable: nothing to fill in
+        return dict(kwargs)
+    try:
+        bound = sig.bind(**kwargs)
+    except TypeError as e:
+        raise GeneratorError(f"--generator {spec}: --generator-args {kwargs} do not fit {sig}: {e}") from None
+    bound.apply_defaults()
+    out: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            out[name] = value
+    return out
 
 
 def check_generator(obj: Any, spec: str) -> Any:
@@ -95,7 +156,14 @@ def check_generator(obj: Any, spec: str) -> Any:
 
 def load_generator(spec: str, kwargs: dict[str, Any] | None = None) -> Any:
     """The generator named by ``spec`` (see the module docstring), built with ``kwargs``."""
+    return build_generator(spec, kwargs)[0]
+
+
+def build_generator(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The generator named by ``spec`` and its arguments in canonical form (:func:`canonical_args` for a
+    plug-in's factory; a diffusers pipeline's as given): what the run's identity records."""
     kwargs = dict(kwargs or {})
+    given = kwargs
     if spec.startswith(DIFFUSERS_PREFIX):
         try:
             import diffusers  # noqa: F401 - checked on every call, not only the adapter's first import
@@ -111,6 +179,7 @@ def load_generator(spec: str, kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = {"path": spec[len(DIFFUSERS_PREFIX) :]} | kwargs
     else:
         factory = _factory(spec)
+        kwargs = given = canonical_args(factory, kwargs, spec)
     try:
         obj = factory(**kwargs)
     except GeneratorError:
@@ -119,7 +188,18 @@ def load_generator(spec: str, kwargs: dict[str, Any] | None = None) -> Any:
         raise GeneratorError(
             f"--generator {spec}: the factory raised {type(e).__name__}: {e} (arguments {kwargs})"
         ) from e
-    return check_generator(obj, spec)
+    return check_generator(obj, spec), given
+
+
+def _diffusers_status() -> str:
+    """Whether the diffusers adapter can run here (its packages are found without importing them)."""
+    import importlib.util
+
+    missing = [m for m in ("diffusers", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f'needs {" and ".join(missing)}: pip install -e ".[diffusers]"'
+    versions = ", ".join(f"{m} {metadata.version(m)}" for m in ("diffusers", "transformers"))
+    return f"installed ({versions}): --generator diffusers:PATH_OR_ID"
 
 
 def describe_generators() -> list[dict[str, str]]:
@@ -127,7 +207,7 @@ def describe_generators() -> list[dict[str, str]]:
     rows = [
         {"name": "embedded", "kind": "built-in", "how": "--model embedded (the default without MS-COCO)"},
         {"name": "official", "kind": "built-in", "how": "--model official (GLIDE filtered checkpoints)"},
-        {"name": "diffusers:PATH_OR_ID", "kind": "adapter", "how": 'pip install -e ".[diffusers]"'},
+        {"name": "diffusers:PATH_OR_ID", "kind": "adapter", "how": _diffusers_status()},
         {"name": "module.path:factory", "kind": "plug-in", "how": "--generator module.path:factory"},
     ]
     for name, ep in sorted(entry_points().items()):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .fid import ArrayLike, as_feature_matrix
+from .fid import ArrayLike, as_feature_matrix, trace_sqrt_product
 
 CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 1000
@@ -85,22 +85,23 @@ def _expand(counts: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------ FID
 def _fid_gram(x: np.ndarray, y: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
-    """FID per resample from the Gram matrices; cx [R, n], cy [R, m] caption-level counts."""
-    n, m = len(x), len(y)
+    """FID per row of weights from the Gram matrices; cx [R, n], cy [R, m] caption-level counts (a
+    bootstrap resample's, summing to n, or a jackknife's 0/1 weights)."""
     gx, gy, gxy = x @ x.T, y @ y.T, x @ y.T
     out = np.empty(len(cx))
     for lo in range(0, len(cx), _CHUNK):
         a, b = cx[lo : lo + _CHUNK], cy[lo : lo + _CHUNK]
-        mxx = np.einsum("ri,ij,rj->r", a, gx, a) / n**2  # |mu_x|^2
-        myy = np.einsum("ri,ij,rj->r", b, gy, b) / m**2
-        mxy = np.einsum("ri,ij,rj->r", a, gxy, b) / (n * m)
-        tr_x = (a @ np.diag(gx) - n * mxx) / (n - 1)
-        tr_y = (b @ np.diag(gy) - m * myy) / (m - 1)
-        xmy = (b @ gxy.T) / m  # [R, n]: x_i . mu_y
-        ymx = (a @ gxy) / n  # [R, m]: y_j . mu_x
+        na, nb = a.sum(1), b.sum(1)
+        mxx = np.einsum("ri,ij,rj->r", a, gx, a) / na**2  # |mu_x|^2
+        myy = np.einsum("ri,ij,rj->r", b, gy, b) / nb**2
+        mxy = np.einsum("ri,ij,rj->r", a, gxy, b) / (na * nb)
+        tr_x = (a @ np.diag(gx) - na * mxx) / (na - 1)
+        tr_y = (b @ np.diag(gy) - nb * myy) / (nb - 1)
+        xmy = (b @ gxy.T) / nb[:, None]  # [R, n]: x_i . mu_y
+        ymx = (a @ gxy) / na[:, None]  # [R, m]: y_j . mu_x
         cross = gxy[None] - xmy[:, :, None] - ymx[:, None, :] + mxy[:, None, None]
         cross *= np.sqrt(a)[:, :, None] * np.sqrt(b)[:, None, :]
-        nuc = np.linalg.svd(cross, compute_uv=False).sum(axis=1) / np.sqrt((n - 1) * (m - 1))
+        nuc = np.linalg.svd(cross, compute_uv=False).sum(axis=1) / np.sqrt((na - 1) * (nb - 1))
         out[lo : lo + _CHUNK] = mxx + myy - 2 * mxy + tr_x + tr_y - 2 * nuc
     return out
 
@@ -124,23 +125,6 @@ class _BlockMoments:
         mu = (w @ self.sums) / n[:, None]
         s = torch.einsum("rb,bij->rij", w, self.outer)
         return mu, (s - n[:, None, None] * mu[:, :, None] * mu[:, None, :]) / (n - 1)[:, None, None]
-
-
-def _trace_sqrt_product(s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-    """Tr (S1 S2)^{1/2} for (batches of) symmetric PSD S1, S2: the sum of the square roots of the eigenvalues
-    of the symmetric L^T S2 L with S1 = L L^T (Cholesky, about 6 d^3 flops); where S1 is singular, of
-    S1^{1/2} S2 S1^{1/2} from the eigendecomposition of S1 (about 14 d^3)."""
-    chol, info = torch.linalg.cholesky_ex(s1)
-    ok = info == 0
-    out = torch.empty(s1.shape[:-2], dtype=s1.dtype, device=s1.device)
-    if ok.any():
-        low = chol[ok]
-        out[ok] = torch.linalg.eigvalsh(low.mT @ s2[ok] @ low).clamp_min(0).sqrt().sum(-1)
-    if (~ok).any():
-        lam, v = torch.linalg.eigh(s1[~ok])
-        half = v * lam.clamp_min(0).sqrt()[..., None, :]
-        out[~ok] = torch.linalg.eigvalsh(half.mT @ s2[~ok] @ half).clamp_min(0).sqrt().sum(-1)
-    return out
 
 
 def _unit_labels(n: int, labels: np.ndarray | None) -> np.ndarray:
@@ -184,18 +168,24 @@ def fid_replicates(
         mu1, s1 = mx.cov(torch.from_numpy(gen_counts[lo : lo + step]).to(dev))
         mu2, s2 = my.cov(torch.from_numpy(ref_counts[lo : lo + step]).to(dev))
         tr = s1.diagonal(dim1=1, dim2=2).sum(1) + s2.diagonal(dim1=1, dim2=2).sum(1)
-        val = ((mu1 - mu2) ** 2).sum(1) + tr - 2 * _trace_sqrt_product(s1, s2)
+        val = ((mu1 - mu2) ** 2).sum(1) + tr - 2 * trace_sqrt_product(s1, s2)
         out[lo : lo + step] = val.cpu().numpy()
     return out
 
 
 # ------------------------------------------------------------------------------------------------ KID
 def _block_kernel_sums(
-    a: torch.Tensor, b: torch.Tensor, la: np.ndarray, lb: np.ndarray, tile: int = 2048
+    a: torch.Tensor,
+    b: torch.Tensor,
+    la: np.ndarray,
+    lb: np.ndarray,
+    tile: int = 2048,
+    units: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """S[u, v] = sum over i in unit u of a, j in unit v of b of k(a_i, b_j), the kernel matrix in tiles."""
+    """S[u, v] = sum over i in unit u of a, j in unit v of b of k(a_i, b_j), the kernel matrix in tiles.
+    ``units``: the number of units of each side (default: the largest label + 1)."""
     d = a.shape[1]
-    na, nb = int(la.max()) + 1, int(lb.max()) + 1
+    na, nb = units if units is not None else (int(la.max()) + 1, int(lb.max()) + 1)
     ta, tb = torch.from_numpy(la), torch.from_numpy(lb)
     out = torch.zeros(na, nb, dtype=torch.float64)
     for i in range(0, len(a), tile):

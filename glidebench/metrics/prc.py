@@ -69,6 +69,22 @@ def _knn_sq_radii(x: torch.Tensor, k: int, block_size: int) -> torch.Tensor:
     return radii
 
 
+@torch.no_grad()
+def knn_sq_radii(
+    feats: ArrayLike,
+    k: int = 3,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """SQUARED distance from each sample to its k-th nearest neighbour in the same set: what
+    :func:`precision_recall` compares with, so a set's radii (the reference set's, O(N^2 d)) can be computed
+    once and passed to it for every generated set (``real_sq_radii``)."""
+    _check_block_size(block_size)
+    x = _to_tensor(feats, "feats", torch.device(device), dtype)
+    return _knn_sq_radii(x, k, block_size)
+
+
 def knn_radii(
     feats: ArrayLike,
     k: int = 3,
@@ -77,9 +93,7 @@ def knn_radii(
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Distance from each sample to its k-th nearest neighbour in the same set (the manifold ball radii)."""
-    _check_block_size(block_size)
-    x = _to_tensor(feats, "feats", torch.device(device), dtype)
-    return _knn_sq_radii(x, k, block_size).sqrt()
+    return knn_sq_radii(feats, k, block_size, device, dtype).sqrt()
 
 
 @torch.no_grad()
@@ -90,10 +104,13 @@ def precision_recall(
     block_size: int = DEFAULT_BLOCK_SIZE,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float64,
+    real_sq_radii: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Kynkaanniemi et al. 2019 precision (fake inside real manifold) and recall (real inside fake manifold).
 
     Memory is O(block_size^2 + N*D): pass a smaller `block_size` to use less. `device` may be a GPU.
+    ``real_sq_radii``: the real set's squared k-NN radii from :func:`knn_sq_radii` (same ``k``, ``dtype``),
+    computed once for many generated sets; the result is the same to the bit.
     """
     _check_block_size(block_size)
     dev = torch.device(device)
@@ -103,7 +120,15 @@ def precision_recall(
         raise ValueError(
             f"feature dimensions differ (real {real.shape[1]} vs fake {fake.shape[1]}); use the same extractor layer"
         )
-    r_real = _knn_sq_radii(real, k, block_size)
+    if real_sq_radii is None:
+        r_real = _knn_sq_radii(real, k, block_size)
+    elif tuple(real_sq_radii.shape) != (real.shape[0],):
+        raise ValueError(
+            f"real_sq_radii has shape {tuple(real_sq_radii.shape)}, not ({real.shape[0]},): one squared radius "
+            "per real sample (knn_sq_radii of the same real set)"
+        )
+    else:
+        r_real = real_sq_radii.to(device=dev, dtype=dtype)
     r_fake = _knn_sq_radii(fake, k, block_size)
     real2 = (real * real).sum(dim=1)
     fake2 = (fake * fake).sum(dim=1)

@@ -19,33 +19,103 @@ jinja2 templates in ``templates/``). Columns and number formats are ``glidebench
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..schema import RESULT_COLUMNS
-from ..store import atomic_write_bytes
+from ..store import atomic_write_bytes, atomic_write_json, ensure_under
 from .context import build_context
 from .html import render_html
 from .loading import RunData, load_run, unique_labels
 from .markdown import render_markdown
 
-__all__ = ["RunData", "load_run", "build_context", "render_report", "RESULT_COLUMNS"]
+__all__ = ["RunData", "load_run", "build_context", "render_report", "RESULT_COLUMNS", "ReportFolderError"]
 
-# Name prefixes of the PNGs a report writes (a re-render removes its own stale ones, nothing else).
+# Name prefixes of the PNGs a report writes (recognises a report folder written before manifests existed).
 OWN_PNG_PREFIXES = ("fig6-", "metrics-vs-scale", "fid-vs-evals", "kid-vs-evals", "grid-", "inpaint")
+MANIFEST = ".glidebench-report.json"  # in the report folder: the files the last render wrote
+_OWN_FILES = ("index.html", "report.md", "results.csv")
+_LEGACY_MARK = "A glidebench report of "  # report.md's second paragraph, before manifests (issue 33)
 
 
-def render_report(run_dirs: list[Path], out_dir: Path, title: str | None = None) -> Path:
+class ReportFolderError(ValueError):
+    """A report folder holding files the report did not write (without ``force``)."""
+
+
+def _manifest_names(out_dir: Path) -> set[str] | None:
+    """The plain file names the manifest lists (None: no manifest, or not a readable one)."""
+    try:
+        doc = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, list):
+        return None
+    return {
+        f
+        for f in files
+        if isinstance(f, str) and f and "/" not in f and "\\" not in f and f not in (".", "..")
+    }
+
+
+def _is_legacy_report(out_dir: Path, names: list[str]) -> bool:
+    """A folder written by a report before manifests existed: its report.md says so and every file in it has
+    one of the names a report writes."""
+    try:
+        head = (out_dir / "report.md").read_text(encoding="utf-8", errors="replace")[:4000]
+    except OSError:
+        return False
+    own = all(n in _OWN_FILES or (n.endswith(".png") and n.startswith(OWN_PNG_PREFIXES)) for n in names)
+    return _LEGACY_MARK in head and own
+
+
+def check_report_folder(out_dir: Path, force: bool = False) -> set[str]:
+    """Check that rendering into ``out_dir`` touches nothing the report did not write; return the names the
+    previous render wrote (which this one may remove when it no longer writes them).
+
+    An absent or empty folder, or one whose every file is in the manifest (``.glidebench-report.json``) of an
+    earlier render, is the report's own; so is a report folder written before manifests (report.md says so and
+    all names are the report's). Anything else is refused unless ``force``: the report then overwrites files
+    of the names it writes, and still deletes nothing it did not write."""
+    if not out_dir.exists():
+        return set()
+    if not out_dir.is_dir():
+        raise ReportFolderError(f"report folder {out_dir} is a file; choose another --out")
+    names = sorted(
+        p.name for p in out_dir.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))
+    )
+    names = [n for n in names if n != MANIFEST]
+    listed = _manifest_names(out_dir)
+    if listed is None and _is_legacy_report(out_dir, names):
+        # its PNGs may be a user's look-alikes: overwritten by name at most, never deleted
+        return set(_OWN_FILES)
+    foreign = [n for n in names if listed is None or n not in listed]
+    if foreign and not force:
+        why = f"no {MANIFEST}" if listed is None else f"not listed in its {MANIFEST}"
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ReportFolderError(
+            f"report folder {out_dir} holds files not written by a glidebench report ({why}): {shown}. The report "
+            "never overwrites or deletes them: choose a new or empty --out, or pass --force to write beside them "
+            "(files of the report's own names are then overwritten; nothing else is touched)"
+        )
+    return listed or set()
+
+
+def render_report(run_dirs: list[Path], out_dir: Path, title: str | None = None, force: bool = False) -> Path:
     """Render the comparison report of ``run_dirs`` into ``out_dir``; return the path of ``index.html``.
 
-    Writes ``index.html`` (self-contained), ``report.md``, the PNG plots and sample grids it links, and the
-    combined ``results.csv``. Rendering is deterministic: the same runs give byte-identical files. PNGs an
-    earlier render of this report left behind (same name patterns, not written now) are removed.
+    Writes ``index.html`` (self-contained), ``report.md``, the PNG plots and sample grids it links, the
+    combined ``results.csv`` and the manifest ``.glidebench-report.json`` (what it wrote). Rendering is
+    deterministic: the same runs give byte-identical files. A folder holding files the report did not write is
+    refused unless ``force`` (:func:`check_report_folder`); files an earlier render listed in its manifest and
+    this one does not write are removed, nothing else ever is.
     """
     if not run_dirs:
         raise ValueError("render_report needs at least one run directory")
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(p, label) for p, label in zip(paths, unique_labels(paths))]
     out_dir = Path(out_dir)
+    previous = check_report_folder(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = build_context(runs, out_dir, title)
     combined = ctx["combined"]
@@ -53,8 +123,13 @@ def render_report(run_dirs: list[Path], out_dir: Path, title: str | None = None)
     atomic_write_bytes(out_dir / "report.md", render_markdown(ctx).encode("utf-8"))
     index = out_dir / "index.html"
     atomic_write_bytes(index, render_html(ctx, out_dir).encode("utf-8"))
-    written = {p.file for p in ctx["plots"]} | {g["file"] for s in ctx["grid_sets"] for g in s["grids"]}
-    for stale in out_dir.glob("*.png"):
-        if stale.name not in written and stale.name.startswith(OWN_PNG_PREFIXES):
+    written = set(_OWN_FILES) | set(ctx["written"])
+    atomic_write_json(
+        out_dir / MANIFEST,
+        {"format": "glidebench report manifest", "version": 1, "files": sorted(written)},
+    )
+    for name in sorted(previous - written):
+        stale = ensure_under(out_dir, out_dir / name)
+        if stale.is_file() and not stale.is_symlink():
             stale.unlink()
     return index

@@ -38,7 +38,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "resolution": ("resolution",),
     "samples": ("num_samples", "samples_per_prompt", "diversity_prompts"),
     "settings": ("settings",),
-    "metrics": ("inception", "kid_subset_size", "prc_k", "bootstrap_resamples", "fid_resize"),
+    "metrics": ("inception", "kid_subset_size", "prc_k", "intervals", "bootstrap_resamples", "fid_resize"),
     "suite": ("suite", "suite_version", "spec_version"),
 }
 # protocol fields added later and not yet in a group are still named (a test asks for each to be grouped)
@@ -73,7 +73,7 @@ _FIELD_WORDS = {
     "suite_version": "suite version", "spec_version": "spec version",
     "samples_per_prompt": "images per caption", "diversity_prompts": "captions sampled several times",
     "bootstrap_resamples": "bootstrap resamples", "reference_stats": "reference statistics",
-    "fid_resize": "FID resize",
+    "fid_resize": "FID resize", "intervals": "interval method",
 }  # fmt: skip
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSpec) if f.default is not dataclasses.MISSING}
 

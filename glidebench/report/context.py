@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ..schema import MISSING, REPORT_COLUMNS, RESULT_COLUMNS, TEXT_COLUMNS, format_table, to_float
-from ..store import atomic_write_bytes
+from ..store import atomic_write_bytes, ensure_under
 from . import compare, paper
 from . import uncertainty as unc
 from .figstyle import MIN_FID_SAMPLES
@@ -177,7 +177,7 @@ class _Files:
             i += 1
             name = f"{_slug(stem)}-{i}.png"
         self.used.add(name)
-        atomic_write_bytes(self.out_dir / name, data)
+        atomic_write_bytes(ensure_under(self.out_dir, self.out_dir / name), data)
         return name
 
 
@@ -269,6 +269,7 @@ def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> 
         "combined": combined,
         "results_table": format_table(combined[shown], intervals=True),
         "has_intervals": any(str(c).endswith("_lo") for c in combined.columns),
+        "interval_note": _interval_note(runs),
         "differences": unc.differences_table(runs),
         "diversity_findings": unc.diversity_findings(runs),
         "not_measured": not_measured,
@@ -292,4 +293,16 @@ def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> 
         },
         "throughput": [t for t in (_throughput(r) for r in runs) if t is not None],
         "provenance": [_provenance(r) for r in runs],
+        "written": files.used,  # the PNGs written (the report's manifest lists them)
     }
+
+
+def _interval_note(runs: Sequence[Any]) -> str:
+    """What the brackets are: the runs' interval method (``intervals`` in spec.json; absent: the jackknife)."""
+    from ..results import INTERVAL_NOTES
+
+    methods = sorted({str(r.spec.get("intervals", "jackknife")) for r in runs})
+    notes = [INTERVAL_NOTES.get(m, m) for m in methods]
+    if len(notes) == 1:
+        return f"Brackets: {notes[0]} (docs/uncertainty.md)."
+    return "Brackets: " + "; ".join(f"{m} runs: {n}" for m, n in zip(methods, notes)) + " (docs/uncertainty.md)."

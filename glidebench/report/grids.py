@@ -34,7 +34,9 @@ def _cell_size(native: int, target: int = 80, largest: int = 128) -> int:
 
 
 def _fit(img: Image.Image, cell: int) -> Image.Image:
-    img = img.convert("RGB")
+    from ..images_io import to_rgb
+
+    img = to_rgb(img)
     if img.size == (cell, cell):
         return img
     up = img.width < cell

@@ -100,9 +100,21 @@ def read_json(path: Path) -> Any:
 def read_results(run_dir: Path) -> pd.DataFrame:
     csv_path, json_path = run_dir / "results.csv", run_dir / "results.json"
     if csv_path.exists():
-        df = pd.read_csv(
-            csv_path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values=[""]
-        )
+        raw = csv_path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            raise ValueError(
+                f"{csv_path} is truncated (its last line is incomplete); copy the whole file again or rerun "
+                "`glidebench run` (runs resume and rewrite it)"
+            )
+        try:
+            df = pd.read_csv(
+                csv_path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values=[""]
+            )
+        except (ValueError, pd.errors.ParserError) as e:  # EmptyDataError ("No columns to parse") too
+            raise ValueError(
+                f"{csv_path} is not a readable results table ({type(e).__name__}: {e}); copy the whole file "
+                "again or rerun `glidebench run`"
+            ) from e
     elif json_path.exists():
         data = read_json(json_path)
         rows = data.get("rows", data.get("results")) if isinstance(data, dict) else data
@@ -120,6 +132,14 @@ def read_results(run_dir: Path) -> pd.DataFrame:
             f"{run_dir}/results table lacks the columns {missing}; it does not follow the run-directory "
             "contract. Regenerate it with the current `glidebench run`."
         )
+    table = csv_path if csv_path.exists() else json_path
+    if df.empty:
+        raise ValueError(
+            f"{table} holds no result rows: it is truncated or its run did not finish; rerun `glidebench run` "
+            "(runs resume)"
+        )
+    for sid in df["setting_id"].dropna().astype(str):
+        check_setting_id(sid, table)
     for c in RESULT_COLUMNS:
         if c not in df.columns:
             df[c] = "" if c in TEXT_COLUMNS else np.nan
@@ -129,6 +149,16 @@ def read_results(run_dir: Path) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     extras = [c for c in df.columns if c not in RESULT_COLUMNS]
     return df[list(RESULT_COLUMNS) + extras].reset_index(drop=True)
+
+
+def check_setting_id(sid: str, table: Path) -> None:
+    """Refuse a setting id that is not one plain folder name: the report reads ``images/<setting_id>/``, and a
+    crafted ``../../x`` would embed images from outside the run."""
+    if sid in (".", "..") or any(c in sid for c in "/\\\0"):
+        raise ValueError(
+            f"{table}: setting_id {sid!r} is not a plain folder name (the report would read images outside "
+            "the run's images/); it was not written by `glidebench run`: regenerate the results"
+        )
 
 
 def load_run(run_dir: str | Path, label: str | None = None) -> RunData:

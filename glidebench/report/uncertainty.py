@@ -3,7 +3,7 @@
 Owns what the report shows of ``differences.csv`` (each compared pair and metric, its 95 % interval and
 whether it is resolved, i.e. the interval excludes 0), the sentence that says whether intra-caption diversity
 falls with the guidance scale, and the plot of intra-caption diversity against fidelity (the Vendi score of
-the K images of a caption against CLIP score and FID, with the bootstrap intervals as error bars) drawn
+the K images of a caption against CLIP score and FID, with the 95 % intervals as error bars) drawn
 beside Figure 6's.
 """
 
@@ -20,13 +20,32 @@ from ..schema import format_value
 from .figstyle import RC, Plot, Styler, Writer, figure_png, has, kind_groups, legend_below, new_figure
 from .loading import RunData
 
+# the columns of differences.csv the report reads (the run-directory contract, docs/uncertainty.md)
+DIFFERENCE_COLUMNS = (
+    "metric", "setting_a", "setting_b", "comparison", "difference", "difference_lo", "difference_hi", "resolved",
+)  # fmt: skip
+
 
 def read_differences(run: RunData) -> pd.DataFrame | None:
     """The run's differences.csv (None when the run has none)."""
     path = run.path / "differences.csv"
     if not path.is_file():
         return None
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as e:  # EmptyDataError too
+        raise ValueError(
+            f"{path} is not a readable table ({type(e).__name__}: {e}); delete it (the report then shows no "
+            "paired differences) or rerun `glidebench run`"
+        ) from e
+    missing = [c for c in DIFFERENCE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the columns {missing}; it was not written by `glidebench run`: delete it (the report "
+            "then shows no paired differences) or rerun the run"
+        )
+    for c in ("difference", "difference_lo", "difference_hi"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
     df["resolved"] = df["resolved"].astype(str).str.lower().isin(("true", "1"))
     return df
 
@@ -140,7 +159,7 @@ def diversity_plots(combined: pd.DataFrame, write: Writer) -> tuple[list[Plot], 
             "Intra-caption diversity vs fidelity",
             "Vendi score of the K images of each caption (mean over the diversity captions) against CLIP "
             "score "
-            "and FID; error bars: 95 % bootstrap intervals. Beside Figure 6: guidance should trade this "
+            "and FID; error bars: 95 % intervals. Beside Figure 6: guidance should trade this "
             "diversity for fidelity.",
             wide=True,
         )

@@ -20,7 +20,7 @@ from ..keys import check_keys
 OPTION_KEYS = frozenset(
     "split captions num_samples reference_size seed cfg clip sampler steps resolution up_sampler up_steps "
     "upsample_temp batch_size dtype inception kid_subset_size prc_k sweep reference cfg_interval caption_style "
-    "samples_per_prompt diversity_prompts bootstrap_resamples".split()
+    "samples_per_prompt diversity_prompts bootstrap_resamples intervals".split()
 )
 SUITE_KEYS = frozenset({"suite", "version", "runner", "description", "profiles", "presets"})
 

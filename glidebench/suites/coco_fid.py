@@ -6,8 +6,14 @@ A run is four stages, one direction, every stage resumable:
       1. init the run dir (spec.json, prompts.json, settings.json; checked on every resume), check every
          reference image, take the worker's lock                                                (rundir.py)
       2. generate the missing images (chunk-aligned; shards / torchrun ranks own chunks k % workers)
-      3. [barrier] rank 0, once every image exists: measure each setting                          (measure.py)
-      4. write results.csv/json, results.md, provenance.json (atomic) and the report                (measure.py)
+      3. [barrier] rank 0, once every image exists: every feature file the metrics read (Inception and
+         evaluator CLIP, cached), on the run's device; ``--features-only`` stops here          (featurepass.py)
+      4. measure each setting from the cached features                                            (measure.py)
+      5. write results.csv/json, results.md, provenance.json (atomic) and the report                (measure.py)
+
+CPU threads: the CLI chooses them per stage (``RunOptions.stage_threads``, :mod:`glidebench.suites.threads`:
+sampling and features on the CPUs the load average leaves free, up to one per physical core; the metric stage
+on one, as docs/performance.md "Threads" measured); ``--threads N`` sets every stage.
 
 Data: ``--coco-root`` (or ``GLIDEBENCH_COCO``) selects MS-COCO, else the embedded caption-image set (both are
 :class:`glidebench.data.sources.DataSource`). Models: ``--model`` defaults to the official GLIDE (filtered)
@@ -32,9 +38,11 @@ import torch
 
 from ..generate import clean_leftovers, generate_setting
 from ..store import atomic_write_json
+from .featurepass import feature_pass
 from .measure import measure, write_outputs
 from .options import RunOptions, RunPlan, first_line, resolve_plan
 from .rundir import Dist, IncompleteRun, RunDirError, RunLock, RunLog, init_run_dir, missing_counts
+from .threads import use_threads
 
 __all__ = ["IncompleteRun", "RunDirError", "RunOptions", "execute", "make_inception", "run"]
 
@@ -53,9 +61,15 @@ def make_inception(source: str, device: torch.device, resize: str = "tf-bilinear
     return InceptionExtractor(source, device=device, resize=resize)
 
 
+def run_inception(plan: RunPlan) -> object:
+    """The run's Inception extractor on ``plan.device`` (``make_inception``, so tests swap in a cheap one)."""
+    resize = {"resize": plan.spec.fid_resize} if plan.spec.fid_resize != "tf-bilinear" else {}
+    return make_inception(plan.spec.inception, plan.device, **resize)
+
+
 def execute(options: RunOptions) -> Path | None:
     """One run; returns its run directory once the results are written (None for a dry run, a rank other than
-    0, or a shard that left images to others)."""
+    0, a shard that left images to others, or ``--features-only``)."""
     from ..provenance import now_iso
 
     t0, started = time.monotonic(), now_iso()
@@ -72,14 +86,24 @@ def execute(options: RunOptions) -> Path | None:
         with RunLock(plan.run_dir, plan.worker) as lock:
             if lock.previous:
                 log(f"  note: took over the lock of a process that did not finish ({lock.previous})")
+            use_threads(options.stage_threads, "sampling")
             generate_stage(plan, log)
             dist.barrier()
             if dist.rank != 0 or not all_images_present(plan, log):
                 return None
             if options.profile:
                 profile_stage(plan, log)
-            resize = {"resize": plan.spec.fid_resize} if plan.spec.fid_resize != "tf-bilinear" else {}
-            measured = measure(plan, make_inception(plan.spec.inception, plan.device, **resize), log)
+            extractor = run_inception(plan)
+            feature_pass(plan, extractor, log)
+            if options.features_only:
+                log.main(
+                    "features-only: stopped after the feature stage (no metrics, no report); the same command "
+                    "without --features-only computes the metrics from these files, here or on another machine "
+                    "that shares the run directory and the feature cache"
+                )
+                return None
+            use_threads(options.stage_threads, "metrics")
+            measured = measure(plan, extractor, log)
             write_outputs(plan, measured, started, t0, log)
             return plan.run_dir
     finally:
@@ -98,9 +122,14 @@ def announce(plan: RunPlan, log: RunLog) -> None:
         f" | device {device} {spec.dtype}"
         + (f" {spec.attention}" if spec.attention != "einsum" else "")
         + (" fast path" if spec.fast else "")
-        + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
+        + (f" ({_threads_note(plan)})" if device.type == "cpu" or plan.options.stage_threads else "")
         + (f" | worker {worker.index}/{worker.count}" if worker.count > 1 else "")
     )
+
+
+def _threads_note(plan: RunPlan) -> str:
+    threads = plan.options.stage_threads
+    return threads.describe() if threads is not None else f"{torch.get_num_threads()} threads"
 
 
 def init_stage(plan: RunPlan, dist: Dist) -> None:
@@ -128,7 +157,8 @@ def generate_stage(plan: RunPlan, log: RunLog) -> None:
             )  # fmt: skip
             log(
                 f"[{s.setting_id}] generation: {stats.images_written} images written "
-                f"({stats.chunks_done} chunks sampled, {stats.chunks_skipped} already complete)"
+                f"({stats.chunks_done} chunks {getattr(plan.generator, 'verb', 'sampled')}, "
+                f"{stats.chunks_skipped} already complete)"
             )
     finally:
         plan.generator.close()

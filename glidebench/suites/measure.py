@@ -36,6 +36,15 @@ class Measured:
     differences: list[dict[str, Any]] = field(default_factory=list)  # paired differences (differences.csv)
     interval_seconds: float = 0.0  # time spent on the intervals and diversity
     clip_truncated: int | None = None  # captions longer than the evaluator CLIP's text context (truncated)
+    reference_cache: dict[Any, Any] = field(default_factory=dict)  # reference-only point-metric work, per run
+
+
+def _coupling(source: Any, n: int, n_ref: int) -> list[int] | None:
+    """The reference image of each of the first ``n`` captions (the data source's), or None."""
+    index = getattr(source, "caption_reference_index", None)
+    if index is None or len(index) < n or any(i >= n_ref for i in index[:n]):
+        return None
+    return list(index[:n])
 
 
 def feature_batch_size(plan: RunPlan) -> int:
@@ -124,16 +133,20 @@ def measure(plan: RunPlan, extractor: Any, log: RunLog) -> Measured:
         spec.bootstrap_resamples and ref is not None
     ):  # a statistics file has no reference features to resample
         out.draws = Draws.make(
-            spec.num_samples, len(ref["pool3"]), len(out.groups), spec.bootstrap_resamples, spec.seed
+            spec.num_samples,
+            len(ref["pool3"]),
+            len(out.groups),
+            spec.bootstrap_resamples,
+            spec.seed,
+            method=spec.intervals,
+            coupling=_coupling(plan.source, spec.num_samples, len(ref["pool3"])),
         )
     for s in spec.settings:
         out.rows.append(_measure_setting(plan, s, out, ref, text_emb, warnings, log))
     if out.draws is not None:
         pairs = comparison_pairs(spec.settings)
-        out.differences = differences(pairs, out.replicates, out.draws.confidence)
-        log.main(
-            f"  intervals and diversity: {out.interval_seconds:.1f} s ({spec.bootstrap_resamples} resamples)"
-        )
+        out.differences = differences(pairs, out.replicates, out.draws)
+        log.main(f"  intervals and diversity: {out.interval_seconds:.1f} s ({out.draws.describe()})")
     return out
 
 
@@ -146,7 +159,7 @@ def _measure_setting(
     t_s = time.monotonic()
     spec, run_dir, fbatch = plan.spec, plan.run_dir, feature_batch_size(plan)
     indices, n = list(range(spec.total_samples)), spec.num_samples  # the protocol's images are the first n
-    store = ImageStore(run_dir / "images" / s.setting_id)
+    store = ImageStore.of(run_dir, s.setting_id)
     fp = store.fingerprint(indices)
     out.feature_files["settings"][s.setting_id] = feature_cache_path(
         out.extractor, fp, run_dir / "features"
@@ -170,7 +183,7 @@ def _measure_setting(
     else:
         metrics, notes = setting_metrics(
             {k: v[:n] for k, v in gen.items()}, ref, k=spec.prc_k, kid_subset_size=spec.kid_subset_size,
-            seed=spec.seed, clip_pair=clip_pair,
+            seed=spec.seed, clip_pair=clip_pair, reference_cache=out.reference_cache,
         )  # fmt: skip
     if out.clip_truncated is not None and clip_pair is not None:
         metrics["clip_truncated"] = out.clip_truncated
@@ -182,7 +195,7 @@ def _measure_setting(
         items = source_items(plan.source, store, indices[:n], fbatch)
         cols, out.replicates[s.setting_id] = setting_uncertainty(
             out.draws, gen, ref, n, spec.prc_k, (clip_all, text_emb) if clip_all is not None else None, items,
-            out.groups, device=plan.device,
+            out.groups, device=plan.device, point=metrics,
         )  # fmt: skip
         metrics |= cols | {
             "samples_per_prompt": spec.samples_per_prompt,
@@ -275,7 +288,7 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
     ]
     if plan.models.random_init:
         header.insert(1, "\n**RANDOM-INITIALISED MODEL: these numbers are a plumbing check, not a result.**")
-    md = write_markdown(plan.run_dir, df, header, m.differences)
+    md = write_markdown(plan.run_dir, df, header, m.differences, spec.intervals)
     log.main(f"results: {plan.run_dir / 'results.csv'} (+ results.json, provenance.json, {md.name})")
     print(md.read_text(), flush=True)
     if not plan.options.no_report:

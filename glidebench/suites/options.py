@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..data.sources import DataSource, data_kind
+from ..generate import sampling_options
 from ..generators import check_supported
 from ..spec import RunSpec, Shard, Worker, make_settings, parse_interval, parse_scales, total_images
 from ..uncertainty import extra_prompts, spec_fields
@@ -70,6 +71,7 @@ class RunOptions:
     samples_per_prompt: int | None = None  # K images per diversity caption (issue 20)
     diversity_prompts: int | None = None  # M: how many of the first prompts get K images (0 = all)
     bootstrap_resamples: int | None = None  # resamples of the bootstrap intervals (0 = no intervals)
+    intervals: str | None = None  # the interval method: jackknife (default) or bootstrap
     reference_size: int | None = None
     limit: int | None = None
     seed: int | None = None
@@ -91,6 +93,7 @@ class RunOptions:
     out: str = "runs"
     shard: str | None = None
     merge: bool = False
+    features_only: bool = False  # generate, then compute and cache every feature file; no metrics, no report
     inception: str | None = None
     feature_batch_size: int | None = None
     profile: bool = False
@@ -104,6 +107,7 @@ class RunOptions:
     fid_resize: str | None = None  # tf-bilinear (default) | clean
     clip_score_model: str | None = None  # ARCH:PRETRAINED of open_clip
     log_to: str | None = None  # tensorboard | wandb
+    stage_threads: Any = None  # threads.StageThreads, the CLI's; None: torch's count is left as it is
 
     def __post_init__(self) -> None:
         for name, least in _MINIMA.items():
@@ -305,7 +309,7 @@ def _make_generator(
     o: RunOptions, opts: dict[str, Any], notes: list[str]
 ) -> tuple[Any, dict[str, Any], list]:
     """The non-GLIDE generator of ``o`` (a folder of images or a plug-in), its kwargs and its settings."""
-    from ..generators import load_generator, parse_generator_args
+    from ..generators import build_generator, parse_generator_args
 
     settings = make_settings(opts["cfg"], opts["clip"], o.unguided)
     if o.images or o.images_setting:
@@ -322,7 +326,7 @@ def _make_generator(
         notes += generator.notes
         return generator, {}, settings
     kwargs = parse_generator_args(o.generator_args)
-    generator = load_generator(o.generator, kwargs)
+    generator, kwargs = build_generator(o.generator, kwargs)  # the factory's defaults filled in
     if "clip" not in generator.capabilities.guidance and opts["clip"] and not opts["clip_explicit"]:
         notes.append(f"CLIP-guidance settings skipped: generator {generator.name} has no CLIP guidance")
         settings = make_settings(opts["cfg"], [], o.unguided)
@@ -344,7 +348,7 @@ def _plugin(o: RunOptions, opts: dict[str, Any], data: str, notes: list[str]) ->
     resolution = native if value in (None, "base", "up") else int(_resolution_arg(value, "plugin") or native)
     identities = {"generator": o.generator or "images"} | {k: str(v) for k, v in generator.identity().items()}
     if kwargs:
-        identities["generator-args"] = json.dumps(kwargs, sort_keys=True)
+        identities["generator-args"] = json.dumps(kwargs, sort_keys=True, default=str)
     if resolution != native and not (o.images or o.images_setting):
         identities["native-resolution"] = str(native)
     plan = M.plan_for_generator(generator.name, identities, resolution, data, opts["caption_style"])
@@ -416,7 +420,7 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         **spec_fields(opts, o),  # K images per caption and the bootstrap (issue 20)
     )  # fmt: skip
     source.prompts = extra_prompts(source.prompts, spec.seed, spec.samples_per_prompt, spec.diversity_prompts)
-    check_supported(generator, [s.guidance for s in spec.settings], spec.dtype, device.type)
+    check_supported(generator, spec.settings, spec.dtype, device.type, sampling_options(spec, device.type))
     shard = Shard.parse(o.shard)
     return RunPlan(
         options=o, suite=suite, opts=opts, source=source, models=models, spec=spec, device=device, shard=shard,

@@ -18,7 +18,7 @@ from typing import Any
 from ..data.sources import Prompt
 from ..generate import chunk_bounds, owned_chunks
 from ..spec import RunSpec, Worker
-from ..store import ImageStore, atomic_write_json, read_json, to_json
+from ..store import ImageStore, atomic_write_json, ensure_under, read_json, to_json
 
 
 class RunDirError(RuntimeError):
@@ -102,8 +102,12 @@ def _write_or_check(path: Path, obj: Any) -> None:
 
 
 def init_run_dir(run_dir: Path, spec: RunSpec, prompts: list[Prompt]) -> None:
-    """Write the run's spec, prompts and settings, or check that the directory holds this run's."""
+    """Write the run's spec, prompts and settings, or check that the directory holds this run's. The directory
+    must be one plain name under its suite's folder (``spec.run_dir``: a generator's name cannot move it)."""
+    ensure_under(run_dir.parent, run_dir)  # not "..", not the root
     run_dir.mkdir(parents=True, exist_ok=True)
+    for s in spec.settings:
+        ImageStore.of(run_dir, s.setting_id)  # refuses a setting id that leaves images/
     _write_or_check(run_dir / "spec.json", spec.record())
     _write_or_check(run_dir / "prompts.json", [p.to_dict() for p in prompts])
     _write_or_check(run_dir / "settings.json", {s.setting_id: spec.setting_record(s) for s in spec.settings})
@@ -115,7 +119,7 @@ def missing_counts(run_dir: Path, spec: RunSpec, worker: Worker | None = None) -
     ks = owned_chunks(len(chunks), worker) if worker is not None else range(len(chunks))
     out = {}
     for s in spec.settings:
-        store = ImageStore(run_dir / "images" / s.setting_id)
+        store = ImageStore.of(run_dir, s.setting_id)
         out[s.setting_id] = sum(len(store.missing(range(*chunks[k]))) for k in ks)
     return out
 

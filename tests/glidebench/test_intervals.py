@@ -133,7 +133,7 @@ def test_fid_interval_covers_the_known_fid_at_least_90_percent() -> None:
     assert hits / reps >= 0.90, f"coverage {hits / reps:.3f}"
 
 
-def _paired_case(shift: float, seed: int = 6) -> list[dict]:
+def _paired_case(shift: float, method: str, seed: int = 6) -> list[dict]:
     """Two settings sharing captions: features of caption i are a caption effect plus per-setting noise;
     setting b is shifted by ``shift`` in every coordinate (and its CLIP cosines by shift / 10)."""
     rng = np.random.default_rng(seed)
@@ -145,23 +145,27 @@ def _paired_case(shift: float, seed: int = 6) -> list[dict]:
         "cfg-2": {"pool3": caption + 0.3 * rng.normal(size=(n, d)) + shift},
     }
     txt = rng.normal(size=(n, d))
-    draws = Draws.make(n, m, 0, 400, seed=0)
+    draws = Draws.make(n, m, 0, 400, seed=0, method=method)
     reps = {}
     for sid, gen in gens.items():
         img = txt + (0.5 - (shift / 10 if sid == "cfg-2" else 0)) * rng.normal(size=(n, d))
         _, reps[sid] = setting_uncertainty(draws, gen, ref, n, 3, (img, txt), {}, [])
     pairs = comparison_pairs([Setting("cfg", 1), Setting("cfg", 2)])
-    return differences(pairs, reps, draws.confidence)
+    return differences(pairs, reps, draws)
 
 
-def test_paired_difference_resolves_a_real_shift_and_not_a_null_one() -> None:
-    shifted = {r["metric"]: r for r in _paired_case(0.8)}
+@pytest.mark.parametrize("method, replicates", [("jackknife", 40), ("bootstrap", 400)])
+def test_paired_difference_resolves_a_real_shift_and_not_a_null_one(method: str, replicates: int) -> None:
+    shifted = {r["metric"]: r for r in _paired_case(0.8, method)}
     assert shifted["fid"]["resolved"] and shifted["fid"]["difference_lo"] > 0
     assert shifted["kid_mean"]["resolved"] and shifted["kid_mean"]["difference_lo"] > 0
-    null = {r["metric"]: r for r in _paired_case(0.0)}
+    null = {r["metric"]: r for r in _paired_case(0.0, method)}
     assert not null["fid"]["resolved"] and null["fid"]["difference_lo"] < 0 < null["fid"]["difference_hi"]
     assert not null["kid_mean"]["resolved"]
-    assert all(r["resamples"] == 400 and r["setting_a"] == "cfg-1" for r in null.values())
+    assert all(r["setting_a"] == "cfg-1" for r in null.values())
+    assert {r["resamples"] for r in null.values() if r["metric"] not in ("precision", "recall")} == {
+        replicates
+    }
 
 
 def test_comparison_pairs_neighbouring_scales_and_against_the_unguided_setting() -> None:

@@ -69,6 +69,7 @@ def test_fingerprint_is_sha256_of_canonical_json_and_roundtrips() -> None:
         {"samples_per_prompt": 4},
         {"samples_per_prompt": 4, "diversity_prompts": 10},
         {"bootstrap_resamples": 200},
+        {"intervals": "bootstrap"},
         {"fast": True},
     ],
 )
@@ -88,6 +89,7 @@ def test_every_field_is_covered_by_the_fingerprint_test() -> None:
     covered |= {"fid_resize", "reference_stats"}  # issue 21: covered by test_tracking's fingerprint test
     covered |= {"samples_per_prompt", "diversity_prompts", "bootstrap_resamples"}  # issue 20
     covered |= {"fast"}  # issue 24
+    covered |= {"intervals"}
     # The rest are constants of one suite/run kind or derived from the covered ones.
     rest = {"suite", "suite_version", "model", "data", "split", "base_resolution", "up_sampler", "up_steps",
             "upsample_temp", "kid_subset_size", "spec_version"}  # fmt: skip
@@ -240,9 +242,12 @@ def test_extra_draws_and_resamples_at_their_defaults_keep_the_fingerprint() -> N
     directories); K images for M captions add M (K - 1) indices after num_samples."""
     a = make_spec()
     assert (
-        make_spec(samples_per_prompt=1, diversity_prompts=0, bootstrap_resamples=1000).fingerprint
+        make_spec(
+            samples_per_prompt=1, diversity_prompts=0, bootstrap_resamples=1000, intervals="jackknife"
+        ).fingerprint
         == a.fingerprint
     )
+    assert "intervals" not in a.canonical_json()  # the jackknife default keeps every earlier fingerprint
     assert "samples_per_prompt" not in a.canonical_json() and a.total_samples == a.num_samples
     assert make_spec(samples_per_prompt=4, diversity_prompts=10).total_samples == a.num_samples + 30
     assert len(make_spec(samples_per_prompt=3).seeds()) == 3 * a.num_samples  # M = 0: every caption

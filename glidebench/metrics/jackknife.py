@@ -1,0 +1,367 @@
+"""Interval replicates of the harness's metrics whose width matches the sampling spread: pure functions
+over feature arrays (docs/uncertainty.md).
+
+**Jackknife** (FID, KID, CLIP score, accuracies, diversity). Both sets are cut into ``G`` blocks (40, or one
+unit per row when a set has fewer rows): block ``b`` of the generated set is a run of consecutive caption
+indices, block ``b`` of the reference set a run of reference images. Replicate ``b + 1`` is the metric with
+block ``b`` of BOTH sets left out; replicate 0 is the full sample's value. With ``theta_b`` the
+leave-one-block-out values and ``theta_bar`` their mean,
+
+    se^2 = (G - 1) / G * sum_b (theta_b - theta_bar)^2        (Tukey's jackknife variance)
+
+and the interval is ``theta +- t_{G-1, (1 + c) / 2} * se``. Why not the bootstrap: a resample's duplicates
+lower its effective sample size, and a metric with a sample-size-dependent bias (FID) moves with that size
+from resample to resample, so the bootstrap's spread overstates the sampling spread (FID on pool3 features: 2.25x
+at 1,000 images, 13x at 5,000). A leave-one-block-out set has no duplicates and almost the full size.
+
+**Split samples** (precision, recall). A k-NN statistic is not smooth enough for the jackknife: deleting a
+block moves the radii of its neighbours, and the jackknife then overstates the spread (1.4x on Gaussian
+features at 1k). Instead both sets are split at random into ``q`` groups, ``S`` times; group ``j`` of split
+``s`` is an independent pair of sets of 1/q of the size, the variance of the q group values estimates the
+metric's variance at that size, and dividing it by q scales it to the full size:
+
+    se^2 = mean_s var_j(theta_sj) / q,     interval theta +- t_{S (q - 1)} * se.
+
+- :func:`block_labels` / :func:`deletion_counts`: the blocks and the [G + 1, G] 0/1 design (row 0 all ones);
+- :func:`jackknife_interval`, :func:`split_interval`: the interval of a metric from its replicates;
+- :func:`fid_jackknife`: FID of each leave-one-block-out pair of sets, from the full sums of ``x`` and
+  ``x x^T`` less one block's (recomputed per replicate, so memory is O(d^2) whatever N is), trace term in
+  the symmetric eigenvalue form; the Gram form when both sets have at most ``d`` rows;
+- :func:`kid_jackknife`: the full-set unbiased MMD^2 (KID's kernel) from block kernel sums;
+- :func:`prc_split`: precision/recall of every group of every split;
+- :class:`ReferenceSide`: what the reference set contributes (KID kernel sums, k-NN radii of the full set and
+  of every group), computed once per run and reused by every setting;
+- :func:`weighted_mean_jackknife`: means and ratios of per-caption values.
+
+All math is float64. Nothing here reads images or files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .bootstrap import _fid_gram, weighted_mean_replicates
+from .fid import ArrayLike, as_feature_matrix, trace_sqrt_product
+
+DEFAULT_BLOCKS = 40
+CONFIDENCE = 0.95
+_TILE = 2048
+
+
+def block_labels(n: int, blocks: int = DEFAULT_BLOCKS) -> np.ndarray:
+    """The block (0 .. G-1, G = min(n, blocks)) of each of ``n`` consecutive rows, sizes as equal as possible."""
+    if n < 2:
+        raise ValueError(f"a jackknife needs at least 2 rows, got {n}")
+    if blocks < 2:
+        raise ValueError(f"a jackknife needs at least 2 blocks, got {blocks}")
+    g = min(n, blocks)
+    return (np.arange(n) * g) // n
+
+
+def coupled_labels(ref_labels: np.ndarray, coupling: ArrayLike) -> np.ndarray:
+    """The block of each caption when captions follow their reference images: caption i written for reference
+    image ``coupling[i]`` is in that image's block (-1: a caption of no reference image; those are spread
+    over the blocks in order)."""
+    c = np.asarray(coupling, dtype=np.int64)
+    g = int(ref_labels.max()) + 1
+    out = np.empty(len(c), dtype=np.int64)
+    linked = c >= 0
+    out[linked] = ref_labels[c[linked]]
+    free = int((~linked).sum())
+    if free:
+        out[~linked] = (np.arange(free) * min(g, free)) // free
+    return out
+
+
+def deletion_counts(g: int) -> np.ndarray:
+    """[g + 1, g] weights of each block: row 0 all ones (the full sample), row b + 1 leaves block b out."""
+    return np.vstack([np.ones((1, g)), 1.0 - np.eye(g)])
+
+
+def jackknife_se(deleted: ArrayLike) -> float:
+    """Tukey's jackknife standard error from the leave-one-block-out values (NaN values are dropped; NaN
+    when fewer than two are finite)."""
+    r = np.asarray(deleted, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    g = r.size
+    if g < 2:
+        return float("nan")
+    return float(np.sqrt((g - 1) / g * ((r - r.mean()) ** 2).sum()))
+
+
+def t_quantile(confidence: float, dof: int) -> float:
+    """The two-sided Student-t quantile t_{dof, (1 + confidence) / 2}."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + confidence / 2.0, dof))
+
+
+def jackknife_interval(replicates: ArrayLike, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """(lo, hi) = estimate +- t * se from ``replicates`` [G + 1] (row 0 the full sample's value, the rest
+    leave-one-block-out values). The interval is for the estimator's expectation at this sample size (the
+    quantity two runs of the same size compare); it does not remove FID's small-sample bias."""
+    r = np.asarray(replicates, dtype=np.float64)
+    est, deleted = float(r[0]), r[1:]
+    finite = int(np.isfinite(deleted).sum())
+    if not np.isfinite(est) or finite < 2 or finite < 0.5 * deleted.size:
+        return float("nan"), float("nan")
+    half = t_quantile(confidence, finite - 1) * jackknife_se(deleted)
+    return est - half, est + half
+
+
+# ------------------------------------------------------------------------------------------------ FID
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.sum(0), x.T @ x
+
+
+def _cov(n: float, s: torch.Tensor, ss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mu = s / n
+    return mu, (ss - n * torch.outer(mu, mu)) / (n - 1)
+
+
+def _frechet(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
+    tr = trace_sqrt_product(s1[None], s2[None])[0]
+    return float(((mu1 - mu2) ** 2).sum() + s1.trace() + s2.trace() - 2 * tr)
+
+
+def fid_jackknife(
+    gen: ArrayLike,
+    ref: ArrayLike,
+    gen_labels: np.ndarray,
+    ref_labels: np.ndarray,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """[G + 1] FID values: the full sets', then with block b of both sets left out (b = 0 .. G - 1).
+
+    Both label arrays must name the same number of blocks G. Sets of at most ``d`` rows use the exact Gram
+    form (:func:`glidebench.metrics.bootstrap._fid_gram`); larger ones the sums of x and x x^T less the
+    block's, with the symmetric eigenvalue form of the trace term."""
+    x, y = as_feature_matrix(gen, "gen"), as_feature_matrix(ref, "ref")
+    gl, rl = np.asarray(gen_labels), np.asarray(ref_labels)
+    g = _check_blocks(gl, rl, len(x), len(y))
+    w = deletion_counts(g)
+    if max(len(x), len(y)) <= x.shape[1]:
+        return _fid_gram(x, y, w[:, gl], w[:, rl])
+    dev = torch.device(device)
+    xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+    (sx, ssx), (sy, ssy) = _moments(xt), _moments(yt)
+    out = np.empty(g + 1)
+    out[0] = _frechet(*_cov(len(x), sx, ssx), *_cov(len(y), sy, ssy))
+    tgl, trl = torch.from_numpy(gl).to(dev), torch.from_numpy(rl).to(dev)
+    for b in range(g):
+        xb, yb = xt[tgl == b], yt[trl == b]
+        bx, bbx = _moments(xb)
+        by, bby = _moments(yb)
+        out[b + 1] = _frechet(
+            *_cov(len(x) - len(xb), sx - bx, ssx - bbx), *_cov(len(y) - len(yb), sy - by, ssy - bby)
+        )
+    return out
+
+
+def _check_blocks(gl: np.ndarray, rl: np.ndarray, n: int, m: int) -> int:
+    """G, the number of blocks (the reference side names every block; a block may hold no caption when the
+    captions follow their reference images)."""
+    if len(gl) != n or len(rl) != m:
+        raise ValueError(f"labels of length {len(gl)} and {len(rl)} for sets of {n} and {m} rows")
+    g = int(rl.max()) + 1
+    if int(gl.max()) >= g or int(gl.min()) < 0:
+        raise ValueError(
+            f"generated-side blocks {int(gl.min())}..{int(gl.max())} outside the {g} reference blocks"
+        )
+    return g
+
+
+# ------------------------------------------------------------------------------------------------ KID
+def _block_kernel_sums(
+    a: torch.Tensor, b: torch.Tensor, la: np.ndarray, lb: np.ndarray, g: int
+) -> torch.Tensor:
+    from .bootstrap import _block_kernel_sums as sums
+
+    return sums(a, b, la, lb, units=(g, g))
+
+
+def _diag_sums(x: torch.Tensor, labels: np.ndarray, g: int) -> torch.Tensor:
+    d = x.shape[1]
+    return torch.zeros(g, dtype=torch.float64).index_add_(
+        0, torch.from_numpy(labels), ((x * x).sum(1) / d + 1) ** 3
+    )
+
+
+def _mmd_from_sums(
+    sxx: torch.Tensor,
+    dx: torch.Tensor,
+    nx: torch.Tensor,
+    syy: torch.Tensor,
+    dy: torch.Tensor,
+    ny: torch.Tensor,
+    sxy: torch.Tensor,
+) -> np.ndarray:
+    g = sxx.shape[0]
+    w = torch.from_numpy(deletion_counts(g))
+    n, m = w @ nx, w @ ny
+    xx = ((w @ sxx) * w).sum(1) - w @ dx
+    yy = ((w @ syy) * w).sum(1) - w @ dy
+    xy = ((w @ sxy) * w).sum(1)
+    return (xx / (n * (n - 1)) + yy / (m * (m - 1)) - 2 * xy / (n * m)).numpy()
+
+
+# ------------------------------------------------------------------------------------------------ P/R
+def split_groups(n: int, groups: int, repeats: int, rng: np.random.Generator) -> np.ndarray:
+    """[repeats, n]: for each repeat, a random split of ``n`` rows into ``groups`` groups of equal size (+-1)."""
+    if n < 2 * groups:
+        raise ValueError(f"a split into {groups} groups needs at least {2 * groups} rows, got {n}")
+    return np.stack([rng.permutation(n) % groups for _ in range(repeats)])
+
+
+def coupled_groups(ref_groups: np.ndarray, coupling: ArrayLike, rng: np.random.Generator) -> np.ndarray:
+    """[repeats, n] split groups of captions that follow their reference images (as :func:`coupled_labels`);
+    captions of no reference image are split at random."""
+    c = np.asarray(coupling, dtype=np.int64)
+    q = int(ref_groups.max()) + 1
+    out = np.empty((len(ref_groups), len(c)), dtype=np.int64)
+    linked = c >= 0
+    for s in range(len(ref_groups)):
+        out[s, linked] = ref_groups[s, c[linked]]
+        out[s, ~linked] = rng.permutation(int((~linked).sum())) % q
+    return out
+
+
+def split_design(n: int) -> tuple[int, int]:
+    """(groups q, repeats S) of the split-sample interval for ``n`` generated rows: quarters repeated 5 times
+    when a quarter holds at least 250 images, else halves repeated 10 times (docs/uncertainty.md)."""
+    return (4, 5) if n >= 1000 else (2, 10)
+
+
+@torch.no_grad()
+def _prc_given_real_radii(
+    real: torch.Tensor, fake: torch.Tensor, r_real: torch.Tensor, k: int
+) -> tuple[float, float]:
+    from .prc import _knn_sq_radii, _sq_dists
+
+    r_fake = _knn_sq_radii(fake, k, _TILE)
+    real2, fake2 = (real * real).sum(1), (fake * fake).sum(1)
+    fake_in = torch.zeros(len(fake), dtype=torch.bool)
+    real_in = torch.zeros(len(real), dtype=torch.bool)
+    for i in range(0, len(fake), _TILE):
+        for j in range(0, len(real), _TILE):
+            t = _sq_dists(
+                fake[i : i + _TILE], fake2[i : i + _TILE], real[j : j + _TILE], real2[j : j + _TILE]
+            )
+            fake_in[i : i + _TILE] |= (t <= r_real[None, j : j + _TILE]).any(1)
+            real_in[j : j + _TILE] |= (t <= r_fake[i : i + _TILE, None]).any(0)
+    return float(fake_in.double().mean()), float(real_in.double().mean())
+
+
+def prc_split(
+    gen: ArrayLike,
+    ref: ReferenceSide,
+    gen_groups: np.ndarray,
+    ref_groups: np.ndarray,
+    full: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """([1 + S q] precision, [1 + S q] recall) with k = ``ref.k``: the full sets' values, then those of group
+    j of split s of both sets (row 1 + s q + j), radii recomputed within each group. The reference groups'
+    radii are computed once per run. ``full``: the full sets' (precision, recall) when already computed."""
+    fake = torch.from_numpy(as_feature_matrix(gen, "gen"))
+    gg, rg = np.asarray(gen_groups), np.asarray(ref_groups)
+    if gg.shape[0] != rg.shape[0] or gg.shape[1] != len(fake) or rg.shape[1] != len(ref.features):
+        raise ValueError(f"split groups of shape {gg.shape} and {rg.shape} for sets of {len(fake)} and "
+                         f"{len(ref.features)} rows")  # fmt: skip
+    q = int(rg.max()) + 1 if rg.size else 1
+    real = torch.from_numpy(ref.features)
+    prec, rec = [], []
+    p0, r0 = full if full is not None else _prc_given_real_radii(real, fake, ref.radii(None), ref.k)
+    smallest = min(
+        (int(np.bincount(g[s], minlength=q).min()) for g in (gg, rg) for s in range(len(g))), default=0
+    )
+    if smallest <= ref.k:  # a group too small for k-NN balls: no interval
+        return np.array([p0]), np.array([r0])
+    for s in range(gg.shape[0]):
+        for j in range(q):
+            key = (s, j, rg[s].tobytes())
+            p, r = _prc_given_real_radii(
+                real[torch.from_numpy(rg[s] == j)], fake[torch.from_numpy(gg[s] == j)], ref.radii(key, rg[s] == j),
+                ref.k,
+            )  # fmt: skip
+            prec.append(p)
+            rec.append(r)
+    return np.array([p0, *prec]), np.array([r0, *rec])
+
+
+def split_interval(replicates: ArrayLike, groups: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """(lo, hi) = estimate +- t_{S (q - 1)} * sqrt(mean over splits of the variance of the q group values / q).
+
+    Each group is an independent pair of sets of 1/q of the size, so the variance of its values estimates the
+    metric's variance at that size, and dividing by q scales it to the full size (a variance in 1/N).
+    ``replicates``: row 0 the estimate, then the S x q group values (split-major)."""
+    r = np.asarray(replicates, dtype=np.float64)
+    vals = r[1:].reshape(-1, groups)
+    if not np.isfinite(r).all() or vals.shape[0] < 1 or groups < 2:
+        return float("nan"), float("nan")
+    var = float(vals.var(axis=1, ddof=1).mean()) / groups
+    half = t_quantile(confidence, vals.shape[0] * (groups - 1)) * np.sqrt(var)
+    return float(r[0] - half), float(r[0] + half)
+
+
+# ------------------------------------------------------------------------------------------------ sides
+@dataclass
+class ReferenceSide:
+    """What the reference set contributes to every setting's replicates, computed once per run: its rows,
+    blocks, KID kernel sums and k-NN structure."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    k: int
+    _kid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    _radii: dict = field(default_factory=dict)
+
+    def kid_sums(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._kid is None:
+            y = torch.from_numpy(self.features)
+            g = int(self.labels.max()) + 1
+            sizes = torch.from_numpy(np.bincount(self.labels, minlength=g).astype(np.float64))
+            self._kid = (
+                _block_kernel_sums(y, y, self.labels, self.labels, g),
+                _diag_sums(y, self.labels, g),
+                sizes,
+            )
+        return self._kid
+
+    def radii(self, key: object, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Squared k-NN radii of the reference rows selected by the mask ``rows`` (all when None), cached
+        under ``key``."""
+        from .prc import _knn_sq_radii
+
+        if key not in self._radii:
+            x = torch.from_numpy(self.features if rows is None else self.features[rows])
+            self._radii[key] = _knn_sq_radii(x, self.k, _TILE)
+        return self._radii[key]
+
+
+def reference_side(ref: ArrayLike, labels: np.ndarray, k: int = 3) -> ReferenceSide:
+    return ReferenceSide(as_feature_matrix(ref, "ref"), np.asarray(labels), k)
+
+
+def kid_jackknife(gen: ArrayLike, ref: ReferenceSide, gen_labels: np.ndarray) -> np.ndarray:
+    """[G + 1] full-set unbiased MMD^2 (k(x, y) = (x.y / d + 1)^3): the full sets', then block b of both
+    left out."""
+    x = torch.from_numpy(as_feature_matrix(gen, "gen"))
+    gl = np.asarray(gen_labels)
+    g = _check_blocks(gl, ref.labels, len(x), len(ref.features))
+    syy, dy, ny = ref.kid_sums()
+    y = torch.from_numpy(ref.features)
+    nx = torch.from_numpy(np.bincount(gl, minlength=g).astype(np.float64))
+    return _mmd_from_sums(
+        _block_kernel_sums(x, x, gl, gl, g), _diag_sums(x, gl, g), nx, syy, dy, ny,
+        _block_kernel_sums(x, y, gl, ref.labels, g),
+    )  # fmt: skip
+
+
+def weighted_mean_jackknife(values: ArrayLike, labels: np.ndarray) -> np.ndarray:
+    """[G + 1] means of per-caption ``values`` (NaN: a caption the mean does not count), full then block b
+    left out."""
+    lab = np.asarray(labels)
+    return weighted_mean_replicates(values, deletion_counts(int(lab.max()) + 1)[:, lab])
