@@ -379,7 +379,8 @@ def resume_check(
     out = work / "resume" / "runs"
     out.parent.mkdir(parents=True, exist_ok=True)
     env = env | {"GLIDEBENCH_CACHE": str(work / "resume" / "cache")}
-    cmd = [*launcher, *run_args(args, r, "runs")]
+    # run from WORKDIR, where the plug-in is, as a user would; the runs go to WORKDIR/resume/runs
+    cmd = [*launcher, *run_args(args, r, str(out))]
     n_settings = len([x for x in args.settings.split(",") if x.strip()])
     # not on a chunk boundary, so that the kill lands inside a chunk's writes
     total = r * n_settings
@@ -387,7 +388,7 @@ def resume_check(
     target = max(1, min(total - 1, target))
     print(f"## resume: {r} images, SIGKILL once {target} images exist, then the same command", flush=True)
     k = watch(
-        cmd, out.parent, env | {DELAY_ENV: str(args.kill_delay)}, work / "resume-killed.log",
+        cmd, work, env | {DELAY_ENV: str(args.kill_delay)}, work / "resume-killed.log",
         kill_when=lambda: count_pngs(out) >= target,
     )  # fmt: skip
     fig["resume_killed"] = k.killed
@@ -397,7 +398,7 @@ def resume_check(
     if args.resume_through == "generation" and (out / "coco-fid").is_dir():
         last = list(json.loads((only_run_dir(out) / "settings.json").read_text()))[-1]
         stop_on = rf"^\[{re.escape(last)}\] generation:"
-    w = watch(cmd, out.parent, env, work / "resume.log", stop_on=stop_on)
+    w = watch(cmd, work, env, work / "resume.log", stop_on=stop_on)
     fig["resume_rc"] = w.rc
     fig["resume_s"] = w.seconds
     fig["resume_stopped"] = w.stopped

@@ -235,24 +235,13 @@ def split_design(n: int) -> tuple[int, int]:
     return (4, 5) if n >= 1000 else (2, 10)
 
 
-@torch.no_grad()
 def _prc_given_real_radii(
     real: torch.Tensor, fake: torch.Tensor, r_real: torch.Tensor, k: int
 ) -> tuple[float, float]:
-    from .prc import _knn_sq_radii, _sq_dists
+    from .prc import precision_recall
 
-    r_fake = _knn_sq_radii(fake, k, _TILE)
-    real2, fake2 = (real * real).sum(1), (fake * fake).sum(1)
-    fake_in = torch.zeros(len(fake), dtype=torch.bool)
-    real_in = torch.zeros(len(real), dtype=torch.bool)
-    for i in range(0, len(fake), _TILE):
-        for j in range(0, len(real), _TILE):
-            t = _sq_dists(
-                fake[i : i + _TILE], fake2[i : i + _TILE], real[j : j + _TILE], real2[j : j + _TILE]
-            )
-            fake_in[i : i + _TILE] |= (t <= r_real[None, j : j + _TILE]).any(1)
-            real_in[j : j + _TILE] |= (t <= r_fake[i : i + _TILE, None]).any(0)
-    return float(fake_in.double().mean()), float(real_in.double().mean())
+    pr = precision_recall(real, fake, k=k, block_size=_TILE, real_sq_radii=r_real)
+    return pr["precision"], pr["recall"]
 
 
 def prc_split(

@@ -53,7 +53,15 @@ def load_models(
 
 
 def load_eval_clip(plan: ModelPlan, device: torch.device | str) -> tuple[Any | None, str | None]:
-    """(embedder, None), or (None, warning) when the CLIP score cannot be computed (model absent/offline)."""
+    """(embedder, None), or (None, warning) when the CLIP score cannot be computed (model absent/offline).
+    Loaded once per plan and device (the feature pass and the metric stage ask for it)."""
+    key = ("eval-clip", str(torch.device(device)))
+    if key not in plan.loaded:
+        plan.loaded[key] = _load_eval_clip(plan, device)
+    return plan.loaded[key]
+
+
+def _load_eval_clip(plan: ModelPlan, device: torch.device | str) -> tuple[Any | None, str | None]:
     source = plan.sources.get("eval-clip")
     if source is None:
         return (

@@ -49,6 +49,9 @@ class ModelPlan:
     upsample_resolution: int | None
     notes: list[str] = field(default_factory=list)
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # models already loaded for this run, by role and device (the feature pass and the metric stage share the
+    # evaluator CLIP instead of loading it twice)
+    loaded: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
     configs: dict[str, ModelConfig] = field(default_factory=dict)  # base / upsample UNet configs
 
     @property

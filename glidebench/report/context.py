@@ -305,4 +305,6 @@ def _interval_note(runs: Sequence[Any]) -> str:
     notes = [INTERVAL_NOTES.get(m, m) for m in methods]
     if len(notes) == 1:
         return f"Brackets: {notes[0]} (docs/uncertainty.md)."
-    return "Brackets: " + "; ".join(f"{m} runs: {n}" for m, n in zip(methods, notes)) + " (docs/uncertainty.md)."
+    return (
+        "Brackets: " + "; ".join(f"{m} runs: {n}" for m, n in zip(methods, notes)) + " (docs/uncertainty.md)."
+    )

@@ -63,7 +63,7 @@ def test_glidebench_cli_tunes_unless_told_not_to(tmp_path):
         import sys
         from glidebench.cli import main
         from glide.fast import cpu_allocator_state
-        main(["ls", "--out", sys.argv[-1]])
+        main(["report", sys.argv[-1] + "/no-such-run"])  # fails at once, after the CLI's start-up
         print(cpu_allocator_state() is not None)
         """
     tuned = _in_child(code.replace("sys.argv[-1]", repr(str(tmp_path))))
