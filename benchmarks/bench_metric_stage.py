@@ -1,4 +1,4 @@
-"""Peak memory and time of the whole metric stage at MS-COCO sizes (issue 29, point 3), on synthetic features.
+"""Peak memory and time of the whole metric stage at MS-COCO sizes, on synthetic features.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_metric_stage.py --sizes 1000,10000,30000
     .venv/bin/python benchmarks/bench_metric_stage.py --sizes 10000 --skip-intervals --threads 2

@@ -1,5 +1,5 @@
 """Benchmark (run by hand; a slow test runs it small): the real harness end to end at scale, with a trivial
-generator (issue 29, point 7).
+generator.
 
     python benchmarks/scale_rehearsal.py [--images 10000] [--settings 1] [--references N]
         [--resume-images N] [--resume-through all|generation] [--kill-at 0.5] [--kill-delay 0.01]
@@ -17,7 +17,7 @@ and scale). The run is
 with ``GLIDEBENCH_CACHE`` inside the directory, so the reference features are computed, not read from an
 earlier cache. The references are the embedded set's ``test`` split enlarged to ``--references`` (default N)
 scenes: the split is generated per index, so any size exists. When the console script cannot import the
-plug-in from the current directory (issue 30; probed with ``--dry-run``), the runs get ``PYTHONPATH=WORKDIR``
+plug-in from the current directory (probed with ``--dry-run``), the runs get ``PYTHONPATH=WORKDIR``
 and the summary says so.
 
 1. Resume (first, since it needs nothing of the main run): a run of ``--resume-images`` images (default N), in
@@ -418,7 +418,7 @@ def rehearse(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     checks: dict[str, bool] = {}
     fig["checks"] = checks
 
-    # 0. can the console script import the plug-in from the current directory? (issue 30)
+    # 0. can the console script import the plug-in from the current directory?
     probe = subprocess.run(
         [str(exe), "run", "coco-fid", "--generator", "rehearsal_plugin:make", "--dry-run", "--quiet"],
         cwd=work, env=env, capture_output=True, text=True,
@@ -516,7 +516,7 @@ def summary(fig: dict[str, Any]) -> str:
              f"{fig['references']} references", ""]  # fmt: skip
     lines += [f"Command (from an empty directory): `{fig.get('command', '')}`", ""]
     if fig.get("pythonpath_needed"):
-        lines += ["The console script did not import the plug-in from the current directory (issue 30): "
+        lines += ["The console script did not import the plug-in from the current directory: "
                   f"`{fig.get('import_error', '')}`; the runs use PYTHONPATH=WORKDIR.", ""]  # fmt: skip
     if fig.get("stopped"):
         lines += [f"**Stopped at the deadline after {fmt_s(fig['total_s'])}; the stage times below are those it "

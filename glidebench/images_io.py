@@ -2,7 +2,7 @@
 
 Owns the one conversion every image the harness reads goes through (folder images, COCO references, the run's
 own PNGs, report grids). PIL's ``convert("RGB")`` clips 16-bit grey (``I;16``, ``I``) at 255, so a 16-bit
-photo comes out pure white (issue 33: FID 175.4 became 247.4); here:
+photo comes out pure white (FID 175.4 became 247.4); here:
 
 - 8-bit modes (``1``, ``L``, ``P``, ``LA``, ``PA``, ``RGBA``, ``CMYK``, ``YCbCr`` ...) convert as PIL does
   (alpha dropped, no compositing); 16-bit-per-channel RGB(A) PNGs are already read by PIL as their high byte;

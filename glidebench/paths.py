@@ -1,6 +1,6 @@
 """Names that become paths, and the check that a path the harness writes stays inside its root.
 
-Owns two rules (issue 33): a name that comes from outside (a generator's ``name``, a diffusers id ``org/model``,
+Owns two rules: a name that comes from outside (a generator's ``name``, a diffusers id ``org/model``,
 a folder name) becomes at most one plain, bounded path component through :func:`slug_name`, and every run
 directory, run file and report file is checked by :func:`ensure_under` to lie under the folder it belongs to
 (``--out``, the run directory, the report folder) before anything is written there. Torch-, numpy- and

@@ -10,7 +10,7 @@ Tr (Sigma_1 Sigma_2)^{1/2} = sum_i sqrt(lambda_i) over the eigenvalues of the sy
 Sigma_1 = L L^T its Cholesky factor (the same eigenvalues as Sigma_1 Sigma_2, to which it is similar). This is
 torch-fidelity's formula (`torch_fidelity.metric_fid.fid_statistics_to_metric` takes the non-symmetric
 eigenvalues of Sigma_1 Sigma_2, LAPACK's general eigensolver) at about a third of its cost at d = 2048: on one
-CPU thread 1.8-2.0 s of CPU time against 5.4 s (issue 29 measured 1.9-2.0 s against 6.4-9.5 s). Our numbers
+CPU thread 1.8-2.0 s of CPU time against 5.4 s. Our numbers
 equal torch-fidelity's, not bit for bit: to 1e-12 relative or better with full-rank covariances (the test
 asks 1e-10); with a rank-deficient one (fewer samples than d) torch-fidelity's carry ~1e-8 relative of
 rounding (sqrt(eps) from each zero eigenvalue), which ours floor to 0, matching the exact nuclear-norm form to
@@ -189,7 +189,7 @@ class CovarianceError(ValueError):
 def check_covariance(sigma: ArrayLike, name: str, rtol: float = 1e-6) -> None:
     """Refuse ``sigma`` unless it is a covariance matrix within rounding: square, symmetric to ``rtol`` relative
     to its largest entry, and with its smallest eigenvalue >= -``rtol`` x its largest. FID's trace term assumes
-    both; a sigma with negative eigenvalues gives any number, negative FIDs included (issue 33: -19982.02).
+    both; a sigma with negative eigenvalues gives any number, negative FIDs included (-19982.02 was seen).
     ``name`` (a file, a setting) starts the message. One symmetric eigendecomposition: ~1 s at d = 2048."""
     s = np.atleast_2d(_as_float64(sigma))
     if s.ndim != 2 or s.shape[0] != s.shape[1]:

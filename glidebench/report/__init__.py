@@ -35,7 +35,7 @@ __all__ = ["RunData", "load_run", "build_context", "render_report", "RESULT_COLU
 OWN_PNG_PREFIXES = ("fig6-", "metrics-vs-scale", "fid-vs-evals", "kid-vs-evals", "grid-", "inpaint")
 MANIFEST = ".glidebench-report.json"  # in the report folder: the files the last render wrote
 _OWN_FILES = ("index.html", "report.md", "results.csv")
-_LEGACY_MARK = "A glidebench report of "  # report.md's second paragraph, before manifests (issue 33)
+_LEGACY_MARK = "A glidebench report of "  # report.md's second paragraph, before manifests
 
 
 class ReportFolderError(ValueError):

@@ -1,4 +1,4 @@
-"""The metric stage at the paper's scale (issue 29): memory that does not grow with N (batched text
+"""The metric stage at the paper's scale: memory that does not grow with N (batched text
 embeddings, memory-mapped feature files, preallocated extraction), the symmetric FID trace term, the
 reference set's k-NN radii computed once per run, and open_clip's random-init evaluator."""
 
