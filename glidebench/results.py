@@ -184,10 +184,10 @@ def _reference_radii(real: np.ndarray, k: int, cache: dict[Any, Any] | None) -> 
     a cache handed another reference set recomputes instead of reusing the wrong radii."""
     if cache is None:
         return None
+    from .metrics.fid import feature_probe
     from .metrics.prc import knn_sq_radii
 
-    probe = np.asarray(real[:: max(1, len(real) // 64)], dtype=np.float64)
-    key = ("prc_sq_radii", int(k), tuple(real.shape), float(probe.sum()), float((probe * probe).sum()))
+    key = ("prc_sq_radii", int(k), *feature_probe(real))
     if key not in cache:
         cache[key] = knn_sq_radii(real, k=k)
     return cache[key]

@@ -144,7 +144,7 @@ class RunSpec:
     # parts of its scene unsaid, glidebench.data.embedded.short_caption). Left out of the canonical JSON when
     # "exact", so runs from before this option keep their fingerprints.
     caption_style: str = "exact"
-    # K images per caption for intra-caption diversity (issue 20): indices N..N+M(K-1)-1 repeat the captions of
+    # K images per caption for intra-caption diversity: indices N..N+M(K-1)-1 repeat the captions of
     # the first M prompts (M = diversity_prompts, 0 = all N) with their own seeds; bootstrap_resamples is the
     # number of bootstrap resamples of the intervals. Each left out of the canonical JSON at its default.
     samples_per_prompt: int = 1
@@ -245,7 +245,8 @@ class RunSpec:
 
     @property
     def total_samples(self) -> int:
-        """Images per setting: the protocol's num_samples plus the extra draws per caption (issue 20)."""
+        """Images per setting: the protocol's num_samples plus the extra draws per caption (K images
+        for each of the first M captions)."""
         return total_images(self.num_samples, self.samples_per_prompt, self.diversity_prompts)
 
     def seeds(self) -> list[int]:

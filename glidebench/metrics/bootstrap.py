@@ -197,6 +197,14 @@ def _block_kernel_sums(
     return out
 
 
+def _block_diagonal_sums(x: torch.Tensor, labels: np.ndarray, units: int) -> torch.Tensor:
+    """D[u] = sum over i in unit u of k(x_i, x_i): the diagonal of the kernel matrix, per unit."""
+    d = x.shape[1]
+    return torch.zeros(units, dtype=torch.float64).index_add_(
+        0, torch.from_numpy(labels), ((x * x).sum(1) / d + 1) ** 3
+    )
+
+
 def kid_replicates(
     gen: ArrayLike,
     ref: ArrayLike,
@@ -211,18 +219,12 @@ def kid_replicates(
     x = torch.from_numpy(as_feature_matrix(gen, "gen"))
     y = torch.from_numpy(as_feature_matrix(ref, "ref"))
     gl, rl = _unit_labels(len(x), gen_labels), _unit_labels(len(y), ref_labels)
-    d = x.shape[1]
     sxx, syy, sxy = (
         _block_kernel_sums(x, x, gl, gl),
         _block_kernel_sums(y, y, rl, rl),
         _block_kernel_sums(x, y, gl, rl),
     )
-    dx = torch.zeros(sxx.shape[0], dtype=torch.float64).index_add_(
-        0, torch.from_numpy(gl), ((x * x).sum(1) / d + 1) ** 3
-    )
-    dy = torch.zeros(syy.shape[0], dtype=torch.float64).index_add_(
-        0, torch.from_numpy(rl), ((y * y).sum(1) / d + 1) ** 3
-    )
+    dx, dy = _block_diagonal_sums(x, gl, sxx.shape[0]), _block_diagonal_sums(y, rl, syy.shape[0])
     sizex = torch.from_numpy(np.bincount(gl).astype(np.float64))
     sizey = torch.from_numpy(np.bincount(rl).astype(np.float64))
     a, b = torch.from_numpy(gen_counts), torch.from_numpy(ref_counts)

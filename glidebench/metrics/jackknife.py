@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .bootstrap import _fid_gram, weighted_mean_replicates
+from .bootstrap import _block_diagonal_sums, _block_kernel_sums, _fid_gram, weighted_mean_replicates
 from .fid import ArrayLike, as_feature_matrix, trace_sqrt_product
 
 DEFAULT_BLOCKS = 40
@@ -175,21 +175,6 @@ def _check_blocks(gl: np.ndarray, rl: np.ndarray, n: int, m: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ KID
-def _block_kernel_sums(
-    a: torch.Tensor, b: torch.Tensor, la: np.ndarray, lb: np.ndarray, g: int
-) -> torch.Tensor:
-    from .bootstrap import _block_kernel_sums as sums
-
-    return sums(a, b, la, lb, units=(g, g))
-
-
-def _diag_sums(x: torch.Tensor, labels: np.ndarray, g: int) -> torch.Tensor:
-    d = x.shape[1]
-    return torch.zeros(g, dtype=torch.float64).index_add_(
-        0, torch.from_numpy(labels), ((x * x).sum(1) / d + 1) ** 3
-    )
-
-
 def _mmd_from_sums(
     sxx: torch.Tensor,
     dx: torch.Tensor,
@@ -313,8 +298,8 @@ class ReferenceSide:
             g = int(self.labels.max()) + 1
             sizes = torch.from_numpy(np.bincount(self.labels, minlength=g).astype(np.float64))
             self._kid = (
-                _block_kernel_sums(y, y, self.labels, self.labels, g),
-                _diag_sums(y, self.labels, g),
+                _block_kernel_sums(y, y, self.labels, self.labels, units=(g, g)),
+                _block_diagonal_sums(y, self.labels, g),
                 sizes,
             )
         return self._kid
@@ -344,8 +329,8 @@ def kid_jackknife(gen: ArrayLike, ref: ReferenceSide, gen_labels: np.ndarray) ->
     y = torch.from_numpy(ref.features)
     nx = torch.from_numpy(np.bincount(gl, minlength=g).astype(np.float64))
     return _mmd_from_sums(
-        _block_kernel_sums(x, x, gl, gl, g), _diag_sums(x, gl, g), nx, syy, dy, ny,
-        _block_kernel_sums(x, y, gl, ref.labels, g),
+        _block_kernel_sums(x, x, gl, gl, units=(g, g)), _block_diagonal_sums(x, gl, g), nx, syy, dy, ny,
+        _block_kernel_sums(x, y, gl, ref.labels, units=(g, g)),
     )  # fmt: skip
 
 

@@ -18,7 +18,7 @@ torch-fidelity's VGG16 default for `prc`.
 Orientation note: torch-fidelity 0.4.0's `prc_features_to_metric(features_1, features_2)` (and its
 `calculate_precision_recall_part/full`) is orientation-correct when called as (GENERATED, REAL), which is
 its documented input1=generated, input2=real convention; calling it as (real, generated) swaps precision and
-recall, which is the symptom reported in torch-fidelity issue 58. tests/glidebench/test_metrics.py pins this
+recall (the symptom users of torch-fidelity have reported as swapped metrics). tests/glidebench/test_metrics.py pins this
 with a hand-built case and cross-checks our numbers against torch-fidelity called as (fake, real).
 """
 

@@ -68,7 +68,7 @@ class RunOptions:
     captions: str | None = None
     caption_style: str | None = None
     num_samples: int | None = None
-    samples_per_prompt: int | None = None  # K images per diversity caption (issue 20)
+    samples_per_prompt: int | None = None  # K images per diversity caption (intra-caption diversity)
     diversity_prompts: int | None = None  # M: how many of the first prompts get K images (0 = all)
     bootstrap_resamples: int | None = None  # resamples of the bootstrap intervals (0 = no intervals)
     intervals: str | None = None  # the interval method: jackknife (default) or bootstrap
@@ -101,7 +101,7 @@ class RunOptions:
     quiet: bool = False
     no_report: bool = False
     dry_run: bool = False
-    # comparable with published numbers (issue 21, glidebench.comparable)
+    # numbers comparable with published ones (glidebench.comparable): other captions, statistics, resize, CLIP
     captions_file: str | None = None  # .csv / .jsonl / .txt caption list
     reference_stats: str | None = None  # FILE.npz of mu / sigma instead of reference images
     fid_resize: str | None = None  # tf-bilinear (default) | clean
@@ -417,7 +417,7 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         device_type=device.type, inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]),
         prc_k=int(opts["prc_k"]), random_init=models.random_init, cfg_interval=opts.get("cfg_interval"),
         attention=attention, fast=o.fast, caption_style=opts["caption_style"],
-        **spec_fields(opts, o),  # K images per caption and the bootstrap (issue 20)
+        **spec_fields(opts, o),  # K images per caption and the interval method
     )  # fmt: skip
     source.prompts = extra_prompts(source.prompts, spec.seed, spec.samples_per_prompt, spec.diversity_prompts)
     check_supported(generator, spec.settings, spec.dtype, device.type, sampling_options(spec, device.type))

@@ -103,6 +103,17 @@ class PixelFeatures:
         }
 
 
+class CountingFeatures(PixelFeatures):
+    """PixelFeatures that appends each batch's size to ``log`` (how many images it was asked to embed)."""
+
+    def __init__(self, log: list[int]) -> None:
+        self.log = log
+
+    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        self.log.append(int(images.shape[0]))
+        return super().__call__(images)
+
+
 def install_test_extractor() -> None:
     import glidebench.suites.coco_fid as C
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from glidebench.cli import build_parser, main
 from glidebench.spec import RunSpec
 from glidebench.suites.options import RunOptions, resolve_plan
 from glidebench.suites.rundir import Dist
 
-from .harness import PixelFeatures, base_args, image_bytes, metric_rows, only_run_dir
+from .harness import CountingFeatures, base_args, image_bytes, metric_rows, only_run_dir
 
 
 def plan_for(out: Path, *extra: str):
@@ -65,15 +63,6 @@ def test_fast_run_resumes_to_the_same_bytes(env, tmp_path):
     assert main(base_args(tmp_path / "b", *args)) == 0
     assert image_bytes(run_b) == image_bytes(run_a)
     assert metric_rows(run_b) == metric_rows(run_a)
-
-
-class CountingFeatures(PixelFeatures):
-    def __init__(self, log: list[int]) -> None:
-        self.log = log
-
-    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        self.log.append(int(images.shape[0]))
-        return super().__call__(images)
 
 
 def test_features_are_extracted_once_per_image_and_never_on_a_rerun(env, tmp_path, monkeypatch):

@@ -13,19 +13,10 @@ import torch
 from glidebench.cli import main
 from glidebench.features import GlideClipEmbedder
 
-from .harness import PixelFeatures, base_args, metric_rows, only_run_dir
+from .harness import CountingFeatures, base_args, metric_rows, only_run_dir
 
 ARGS = ("--bootstrap-resamples", "20")
 TIMING = ("wall_s", "images_per_s")
-
-
-class CountingFeatures(PixelFeatures):
-    def __init__(self, log: list[int]) -> None:
-        self.log = log
-
-    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        self.log.append(int(images.shape[0]))
-        return super().__call__(images)
 
 
 @pytest.fixture
