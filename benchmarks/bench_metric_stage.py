@@ -8,9 +8,10 @@ samples) the features are written by one process as the harness caches them (Inc
 float32, Gaussian; a stand-in evaluator CLIP: random 512-d image embeddings per setting and caption
 embeddings), and measured by another that loads them memory-mapped (copy-on-write ``np.load(mmap_mode="c")``,
 what ``glidebench.features.cached_features`` returns) and runs the metric stage as
-``glidebench.suites.measure`` does: ``Draws.make`` once, then per setting ``results.setting_metrics`` (FID,
-KID, IS-less point metrics, precision/recall, CLIP score) with the run's reference cache and
-``uncertainty.setting_uncertainty`` (the intervals; ``--skip-intervals`` leaves them out). Two settings are
+``glidebench.suites.measure`` does: ``Draws.make`` once, then per setting ``uncertainty.setting_uncertainty``
+(the intervals, whose pass over the pairwise tiles also gives the point precision/recall;
+``--skip-intervals`` leaves them out) and ``results.setting_metrics`` (FID, KID, IS-less point metrics,
+precision/recall unless the intervals gave them, CLIP score) with the run's reference cache. Two settings are
 measured: what the first costs beyond the second is the reference side (work on the reference set alone,
 done once per run and reused: its k-NN radii, the intervals' reference sums). The paper protocol's metric
 math (4 settings) is projected as first + 3 x later. No diversity groups (the COCO profile draws one image per
@@ -70,7 +71,7 @@ def measure(n: int, workdir: Path, resamples: int, threads: int, skip_intervals:
 
     torch.set_num_threads(threads)
     from glidebench.results import setting_metrics
-    from glidebench.uncertainty import Draws, setting_uncertainty
+    from glidebench.uncertainty import Draws, point_precision_recall, setting_uncertainty
 
     def load(name: str) -> np.ndarray:
         return np.load(workdir / name, mmap_mode="c")
@@ -86,22 +87,25 @@ def measure(n: int, workdir: Path, resamples: int, threads: int, skip_intervals:
     for s in range(SETTINGS):
         gen, clip_img = {"pool3": load(f"gen-{s}.npy")}, load(f"clip-{s}.npy")
         t1, c1 = time.perf_counter(), time.process_time()
+        prc, row = None, {}
+        if draws is not None:  # first, as the harness: the intervals' pass gives the point P/R too
+            cols, reps = setting_uncertainty(draws, gen, ref, n, K, (clip_img, text), {}, [], device="cpu")
+            prc = point_precision_recall(draws, reps)
+            row["fid_interval"] = (cols.get("fid_lo"), cols.get("fid_hi"))
+        t2, c2 = time.perf_counter(), time.process_time()
         metrics, _ = setting_metrics(
             {k: v[:n] for k, v in gen.items()}, ref, k=K, kid_subset_size=KID_SUBSET, seed=SEED,
-            clip_pair=(clip_img[:n], text), reference_cache=reference_cache,
+            clip_pair=(clip_img[:n], text), reference_cache=reference_cache, prc=prc,
         )  # fmt: skip
-        t2, c2 = time.perf_counter(), time.process_time()
-        row = {
-            "point_s": t2 - t1,
-            "point_cpu_s": c2 - c1,
+        t3, c3 = time.perf_counter(), time.process_time()
+        row |= {
+            "point_s": t3 - t2,
+            "point_cpu_s": c3 - c2,
             "point_peak_gib": _peak_gib(),
             "fid": metrics["fid"],
         }
-        if draws is not None:
-            cols, _ = setting_uncertainty(draws, gen, ref, n, K, (clip_img, text), {}, [], device="cpu")
-            row["fid_interval"] = (cols.get("fid_lo"), cols.get("fid_hi"))
-        row["intervals_s"], row["intervals_cpu_s"] = time.perf_counter() - t2, time.process_time() - c2
-        row["total_s"], row["total_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
+        row["intervals_s"], row["intervals_cpu_s"] = t2 - t1, c2 - c1
+        row["total_s"], row["total_cpu_s"] = t3 - t1, c3 - c1
         row["peak_gib"] = _peak_gib()
         out["settings"].append(row)
         del gen, clip_img

@@ -14,7 +14,10 @@ both start at that count (``torch.set_num_threads`` too). Workloads:
   ``torch-cholesky`` of a 2048 x 2048 covariance (glidebench.metrics.bootstrap's FID trace term),
   ``numpy-eigvalsh`` (the same through numpy's OpenBLAS), ``numpy-cov`` (``np.cov`` of 10,000 x 2048 rows,
   glidebench.metrics.fid) and ``numpy-eigvals`` (the non-symmetric eigenvalues of a 1024 x 1024 product, the
-  form torch-fidelity's point FID uses, at half its size to keep the run short).
+  form torch-fidelity's point FID uses, at half its size to keep the run short);
+- ``pairwise``: the metric stage's pass over pairwise tiles (``glidebench.metrics.pairs``: k-NN radii with 5
+  splits into 4 groups, KID kernel sums in 40 blocks) of two sets of 4,096 x 2048 float64 rows, each set
+  against itself and one against the other: float64 matrix products and the selections beside them.
 
 Load: for each level N of ``--loads`` the script starts N busy-loop processes itself (``while True: pass``),
 waits ``--settle`` seconds, measures, and stops them (by their process ids). Within a level it alternates
@@ -45,7 +48,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-WORKLOADS = ("sample", "torch-eigvalsh", "torch-cholesky", "numpy-eigvalsh", "numpy-cov", "numpy-eigvals")
+WORKLOADS = (
+    "sample",
+    "torch-eigvalsh",
+    "torch-cholesky",
+    "numpy-eigvalsh",
+    "numpy-cov",
+    "numpy-eigvals",
+    "pairwise",
+)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 BUSY_LOOP = "while True: pass"
 
@@ -93,6 +104,18 @@ def _workload(name: str) -> tuple[Callable[[], Any], int]:
         a = c @ (c + np.eye(1024))
         np.linalg.eigvals(a[:64, :64])
         return lambda: np.linalg.eigvals(a), 2
+    if name == "pairwise":
+        from glidebench.metrics import pairs
+
+        rng = np.random.default_rng(0)
+        x, y = (torch.from_numpy(rng.standard_normal((4096, 2048))) for _ in range(2))
+        groups, labels = rng.integers(0, 4, (5, 4096)), np.arange(4096) * 40 // 4096
+
+        def pass_() -> Any:
+            wx, wy = pairs.within(x, 3, groups, labels), pairs.within(y, 3, groups, labels)
+            return pairs.across(x, y, wx, wy, (groups, groups), (labels, labels))
+
+        return pass_, 1
     c = _covariance()
     if name == "numpy-eigvalsh":
         np.linalg.eigvalsh(c[:64, :64])

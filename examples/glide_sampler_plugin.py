@@ -18,6 +18,8 @@ What a plug-in provides (see :class:`glidebench.generators.Generator`):
   unsupported setting before any work);
 - ``identity()``: what determines its images (recorded in the run's spec and fingerprint): here the GLIDE
   weights' SHA-256s plus the sampler and steps;
+- ``describe(options)`` (optional): how it samples (sampler, steps, evaluations per image, what a guidance
+  scale means, which of GLIDE's sampling options it reads): the run's header, results and report show it;
 - ``generate(captions, seeds, setting, options)``: one image per caption, depending only on that caption, its
   seed, the setting and the options.
 """
@@ -31,7 +33,13 @@ from typing import Any
 import torch
 
 from glidebench import models as M
-from glidebench.generators import Capabilities, Generator, GeneratorError, SamplingOptions
+from glidebench.generators import (
+    Capabilities,
+    Generator,
+    GeneratorError,
+    SamplingDescription,
+    SamplingOptions,
+)
 from glidebench.generators.glide import GlideGenerator
 from glidebench.spec import CAPTION_STYLES, SAMPLERS
 
@@ -49,6 +57,12 @@ class GlideSamplerGenerator(Generator):
 
     def identity(self) -> dict[str, str]:
         return dict(self.plan.identities) | {"sampler": self.sampler, "steps": self.steps}
+
+    def describe(self, options: SamplingOptions) -> SamplingDescription:
+        """How it samples: GLIDE's description with this generator's sampler and steps; it reads none of the
+        run's GLIDE options (a run refuses --sampler, --steps, ... given with it)."""
+        own = dataclasses.replace(options, sampler=self.sampler, steps=self.steps)
+        return dataclasses.replace(self._inner.describe(own), model=self.name, reads=())
 
     def generate(
         self, captions: Sequence[str], seeds: Sequence[int], setting: Any, options: SamplingOptions

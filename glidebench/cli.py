@@ -106,6 +106,12 @@ def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], pro
     g.add_argument(
         "--images-setting", action="append", metavar="NAME=DIR", help="the images of one setting (repeatable)"
     )
+    if not prompts and all(s.runner.endswith(".coco_fid") for s in suites):
+        g.add_argument(
+            "--prompts", metavar="FILE.jsonl",
+            help="score exactly the protocol of a file written by `glidebench prompts` (its resolution, settings, "
+            "seeds and size; a flag that says otherwise, or a run whose captions or protocol differ, is refused)",
+        )  # fmt: skip
     g.add_argument("--data", choices=["embedded", "coco"], help="default: coco when a COCO root is given")
     g.add_argument(
         "--coco-root", help="MS-COCO directory with annotations/ and val2014/ (or $GLIDEBENCH_COCO)"
@@ -229,8 +235,16 @@ def _add_run_options(p: argparse.ArgumentParser, suites: Sequence[SuiteDef], pro
         help="also time one evaluation of each generator of the run (its weights, chunk size, dtype, attention, "
         "device) into RUN_DIR/throughput.json; the report shows it. Does not change the run's identity",
     )
-    g.add_argument("--progress", action="store_true", help="progress bars")
-    g.add_argument("--quiet", action="store_true", help="only the first line, notes and the results")
+    g.add_argument(
+        "--progress", action="store_true",
+        help="progress is shown by default (one bar with an ETA on a terminal, else a line every 30 s on "
+        "standard error); --progress draws the bar even off a terminal, plus per-stage bars (features, sampler steps)",
+    )  # fmt: skip
+    g.add_argument(
+        "--quiet",
+        action="store_true",
+        help="only the first line, notes and the results: no log lines, no progress",
+    )
     g.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     g.add_argument(
         "--dry-run", action="store_true", help="print the resolved spec and run dir; write nothing"
@@ -247,6 +261,11 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fid-resize", choices=["tf-bilinear", "clean"], help="resize to Inception's 299 px: "
                    "tf-bilinear (torch-fidelity's TF1 bilinear, the default, the paper's era) or clean (clean-fid's "
                    "PIL bicubic with antialiasing)")  # fmt: skip
+    g.add_argument("--reference-protocol", metavar="RESIZE:PX", help="what made a --reference-stats file that has "
+                   "no sidecar (pytorch-fid's, clean-fid's, an ADM batch): its resize to 299 px and resolution, e.g. "
+                   "tf-bilinear:256; recorded in the spec (docs/reproducing.md)")  # fmt: skip
+    g.add_argument("--kid-seed", type=int, help="seed of KID's random subsets (default: the run's --seed; 2020 "
+                   "reproduces torch-fidelity's KID)")  # fmt: skip
     g.add_argument("--clip-score-model", metavar="ARCH:PRETRAINED", help="open_clip backbone of the CLIP score "
                    "(default ViT-B-16:openai on MS-COCO, as GLIDE; e.g. ViT-L-14:openai, ViT-g-14:laion2b_s34b_b88k)")  # fmt: skip
     g.add_argument("--log-to", choices=["tensorboard", "wandb"], help="also log the flat metrics and the config "
@@ -306,7 +325,30 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
                    help="resize to Inception's 299 px (as `run --fid-resize`)")  # fmt: skip
     p.add_argument("--export-stats", metavar="FILE.npz", help="also write the reference set's FID statistics (mu, "
                    "sigma, float64) and FILE.json naming the protocol; several resolutions: FILE-<res>px.npz each")  # fmt: skip
+    p.add_argument("--export-adm", metavar="FILE.npz", help="also write an ADM evaluator reference batch (arr_0: "
+                   "the images, uint8 NHWC; mu, sigma; sFID's mu_s, sigma_s) and FILE.json")  # fmt: skip
+    p.add_argument("--export-features", metavar="FILE.npz", help="also write the reference set's Inception "
+                   "features (pool3 [N, 2048], ...) and FILE.json, for KID and precision/recall from files")  # fmt: skip
     p.set_defaults(func=_cmd_prepare)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a generated setting as an ADM evaluator sample batch or features"
+    )
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--setting", required=True, help="the setting id (e.g. cfg-3)")
+    p.add_argument("--adm", metavar="FILE.npz", help="the protocol's images as arr_0 (uint8 NHWC)")
+    p.add_argument("--features", metavar="FILE.npz", help="the setting's Inception features (pool3, ...)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .statfiles import export_setting
+
+    for line in export_setting(args.run_dir, args.setting, args.adm, args.features):
+        print(line)
+    return 0
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -360,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompts(sub, suites)
     _add_ls(sub)
     _add_prepare(sub)
+    _add_export(sub)
     _add_report(sub)
     _add_check(sub)
     return parser
@@ -566,7 +609,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from .features import InceptionExtractor
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    extractor = InceptionExtractor(args.inception, device=device, resize=args.fid_resize)
+    from .statfiles import check_export_adm, export_coco_files
+
+    check_export_adm(args.export_adm, args.fid_resize)
+    spatial = {"spatial": True} if args.export_adm else {}  # sFID's features: the ADM batch's mu_s, sigma_s
+    extractor = InceptionExtractor(args.inception, device=device, resize=args.fid_resize, **spatial)
     resolutions = [int(r) for r in str(args.resolution).split(",") if r.strip()]
     args.feature_batch_size = args.feature_batch_size or (64 if device.type == "cuda" else 8)
     for res in resolutions:
@@ -585,6 +632,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
                 args.export_stats, feats["pool3"], coco, res, extractor, fp, len(resolutions) > 1
             )
             print(f"  {res} px: reference statistics {npz} (+ {npz.with_suffix('.json').name})")
+        for line in export_coco_files(args, feats, coco, files, res, extractor, fp, len(resolutions) > 1):
+            print(line)
     return 0
 
 

@@ -4,7 +4,9 @@ Owns the glue between the command line and the modules that implement them:
 
 - ``--captions-file FILE`` -> :class:`glidebench.data.captions_file.CaptionsFileSource` (MS-COCO profile);
 - ``--reference-stats FILE.npz`` -> :class:`glidebench.refstats.ReferenceStats`, checked against the run's
-  resolution, FID resize mode and Inception source before anything is generated;
+  resolution, FID resize mode and Inception source before anything is generated; ``--reference-protocol
+  RESIZE:PX`` declares what made a file without a sidecar (recorded in the spec);
+- ``--kid-seed N`` -> KID's subset seed (the spec's ``kid_seed``; the run's seed when not given);
 - ``--fid-resize tf-bilinear|clean`` -> the Inception extractor's resize (:mod:`glidebench.features`);
 - ``--clip-score-model ARCH:PRETRAINED`` -> the evaluator CLIP source (:mod:`glidebench.clip_eval`);
 - ``--log-to tensorboard|wandb`` -> checked here (the package must be importable) so a run never fails at its
@@ -37,6 +39,14 @@ def check_options(o: Any) -> None:
         raise ValueError(
             f"--reference-stats {o.reference_stats}: give the .npz file (its sidecar is the .json)"
         )
+    if o.reference_protocol is not None:
+        from .refstats import parse_protocol
+
+        if o.reference_stats is None:
+            raise ValueError(
+                "--reference-protocol declares what made a --reference-stats file; give the file too"
+            )
+        parse_protocol(o.reference_protocol)
     if o.clip_score_model is not None:
         from .clip_eval import parse_clip_score_model
 
@@ -49,6 +59,9 @@ def resolve(o: Any, opts: dict[str, Any]) -> None:
     opts["fid_resize"] = o.fid_resize or opts.get("fid_resize", FID_RESIZE_MODES[0])
     opts["captions_file"] = o.captions_file
     opts["reference_stats"] = o.reference_stats
+    opts["reference_protocol"] = o.reference_protocol
+    if o.kid_seed is not None:
+        opts["kid_seed"] = o.kid_seed
     if o.captions_file:
         opts["captions"] = "file"
 
@@ -78,6 +91,24 @@ def reference_stats(opts: dict[str, Any], resolution: int) -> Any:
     from .features import resolve_inception_source
     from .refstats import load_stats
 
-    stats = load_stats(opts["reference_stats"])
+    stats = load_stats(opts["reference_stats"], opts.get("reference_protocol"))
     stats.check_protocol(resolution, opts["fid_resize"], resolve_inception_source(opts["inception"]))
+    stats.metric_options = {
+        "k": int(opts.get("prc_k", 3)),
+        "kid_subset_size": int(opts.get("kid_subset_size", 1000)),
+        "kid_seed": kid_seed(opts.get("kid_seed"), int(opts.get("seed", 0))),
+    }
     return stats
+
+
+def kid_seed(kid_seed: int | None, seed: int) -> int:
+    """KID's subset seed: ``--kid-seed`` when given, else the run's seed (as before the option existed)."""
+    return int(seed if kid_seed is None else kid_seed)
+
+
+def spec_fields(o: Any, stats: Any) -> dict[str, Any]:
+    """The RunSpec fields of these options: the declared protocol of a statistics file without a sidecar
+    (canonical ``RESIZE:PX``) and KID's seed."""
+    declared = getattr(stats, "declared", None) if stats is not None and stats.sidecar is None else None
+    protocol = f"{declared['fid_resize']}:{declared['resolution']}" if declared else ""
+    return {"reference_protocol": protocol, "kid_seed": o.kid_seed}

@@ -23,6 +23,13 @@ Owns:
     The mode is part of the extractor's fingerprint when it is "clean" (so cached features and reference
     statistics of one mode are never read by the other; "tf-bilinear" fingerprints are those of before the
     option existed).
+  With ``spatial=True`` it also gives `spatial` (2023-d): the first 7 channels of the TF graph's
+  `mixed_6/conv` feature map (17 x 17 x 192, torchvision's `Mixed_6d.branch1x1` after its ReLU) flattened in
+  height, width, channel order, the features of sFID (Nash et al. 2021) exactly as the ADM evaluator
+  (guided-diffusion `evaluations/evaluator.py`: `spatial[..., :7].reshape(N, -1)` of NHWC) takes them. The
+  fid-helper TorchScript is run layer by layer to expose that map (its pool3 is unchanged); torch-fidelity's
+  module gets a forward hook. `spatial` adds `SPATIAL_SUFFIX` to the fingerprint (its own feature cache);
+  `network_fingerprint` stays the network's (what statistics sidecars record).
 - `ClipEmbedder`: an open_clip model with open_clip's own eval preprocessing and tokenizer (the CLIP score on
   MS-COCO).
 - `GlideClipEmbedder`: a glide CLIP trained on clean images, evaluated at t = 0 (the CLIP score on the embedded
@@ -70,6 +77,8 @@ TORCH_FIDELITY_INCEPTION_URL = "https://github.com/toshas/torch-fidelity/release
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
 FID_RESIZE_MODES = ("tf-bilinear", "clean")
 CLEAN_RESIZE = "clean-fid:PIL-bicubic-antialias-float:299"
+SPATIAL_SUFFIX = ":spatial=mixed_6/conv[:7],hwc"  # sFID's features, as the ADM evaluator's FID_SPATIAL_NAME
+SPATIAL_CHANNELS = 7
 _CACHE_META = ("__extractor_fingerprint__", "__image_set_fingerprint__")
 TEXT_BATCH_SIZE = 256  # captions per text-encoder call
 
@@ -201,9 +210,14 @@ class InceptionExtractor:
     """TF Inception-v3 FID features (`pool3`, and `logits` when the source has the classifier head)."""
 
     def __init__(
-        self, source: str = "auto", device: str | torch.device = "cpu", resize: str = "tf-bilinear"
+        self,
+        source: str = "auto",
+        device: str | torch.device = "cpu",
+        resize: str = "tf-bilinear",
+        spatial: bool = False,
     ) -> None:
         self.requested_source = source
+        self.spatial = bool(spatial)
         self.resize = check_resize_mode(resize)
         self.source = resolve_inception_source(source)
         self.device = torch.device(device)
@@ -227,6 +241,10 @@ class InceptionExtractor:
             self.fingerprint = f"{self.name}:sha256={digest}:features=2048,logits_unbiased:v1"
         if self.resize == "clean":
             self.fingerprint += f":resize={CLEAN_RESIZE}"
+        self.network_fingerprint = self.fingerprint
+        if self.spatial:
+            self.outputs += ("spatial",)
+            self.fingerprint += SPATIAL_SUFFIX
 
     def _build_torch_fidelity(self) -> tuple[torch.nn.Module, Path | None]:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -263,16 +281,61 @@ class InceptionExtractor:
     def __call__(self, images_uint8_nchw: torch.Tensor) -> dict[str, np.ndarray]:
         _check_images(images_uint8_nchw)
         if self.source == "fid-helper":
-            feats = self._net(self.preprocess_fid_helper(images_uint8_nchw))
+            x = self.preprocess_fid_helper(images_uint8_nchw)
+            if self.spatial:
+                feats, spatial = fid_helper_layers(self._net, x)
+                return {"pool3": feats.float().cpu().numpy(), "spatial": spatial.float().cpu().numpy()}
+            feats = self._net(x)
             if feats.ndim > 2:
                 feats = feats.flatten(2).mean(dim=2)
             return {"pool3": feats.float().cpu().numpy()}
-        if self.resize == "clean":
-            with _float_input_allowed():
-                pool3, logits = self._net(resize_clean(images_uint8_nchw).to(self.device))
+        taken: list[torch.Tensor] = []
+        hook = None
+        if self.spatial:  # Mixed_6d.branch1x1 is the TF graph's mixed_6/conv (after its ReLU)
+            hook = self._net.Mixed_6d.branch1x1.register_forward_hook(
+                lambda m, i, o: taken.append(spatial_of(o))
+            )
+        try:
+            if self.resize == "clean":
+                with _float_input_allowed():
+                    pool3, logits = self._net(resize_clean(images_uint8_nchw).to(self.device))
+            else:
+                pool3, logits = self._net(images_uint8_nchw.to(self.device))
+        finally:
+            if hook is not None:
+                hook.remove()
+        out = {"pool3": pool3.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+        if self.spatial:
+            out["spatial"] = taken[0].float().cpu().numpy()
+        return out
+
+
+def spatial_of(mixed_6_conv: torch.Tensor) -> torch.Tensor:
+    """sFID's features from the ``mixed_6/conv`` map [N, 192, 17, 17] (NCHW): its first 7 channels, flattened
+    in height, width, channel order as the ADM evaluator flattens its NHWC map: [N, 17 * 17 * 7 = 2023]."""
+    x = mixed_6_conv[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1)
+    return x.reshape(x.shape[0], -1).clone()
+
+
+def fid_helper_layers(net: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pool3 [N, 2048], sFID's spatial features [N, 2023]) of fid-helper's TorchScript Inception, run layer by
+    layer (its submodules are named after the TF graph: ``conv`` ... ``mixed_10``, ``pool2``) so that
+    ``mixed_6/conv`` can be read; ``mixed_6`` is assembled as its own forward does (the concatenation of
+    ``conv``, ``tower``, ``tower_1`` and ``tower_2``)."""
+    layers = net.net.layers
+    spatial = None
+    for name, module in layers.named_children():
+        if name == "mixed_6":
+            first = module.conv(x)
+            spatial = spatial_of(first)
+            x = torch.cat([first, module.tower(x), module.tower_1(x), module.tower_2(x)], 1)
         else:
-            pool3, logits = self._net(images_uint8_nchw.to(self.device))
-        return {"pool3": pool3.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+            x = module(x)
+    if spatial is None:
+        raise RuntimeError(
+            "fid-helper's Inception has no mixed_6 layer: another network than the TF Inception"
+        )
+    return x.reshape(-1, 2048), spatial
 
 
 # ----------------------------------------------------------------------------------------------------------

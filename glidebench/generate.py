@@ -23,7 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .generators import GeneratorError, SamplingOptions, as_uint8_images
+from .generators import (
+    GeneratorError,
+    SamplingDescription,
+    SamplingOptions,
+    as_uint8_images,
+    describe_sampling,
+)
 from .spec import RunSpec, Setting, Worker
 from .store import ImageStore, atomic_write_json, read_json, remove_stale_tmp
 
@@ -85,6 +91,11 @@ def sampling_options(spec: RunSpec, device: str = "cpu", progress: bool = False)
     )  # fmt: skip
 
 
+def run_sampling(generator, spec: RunSpec, device: str = "cpu") -> SamplingDescription:
+    """How ``generator`` samples under ``spec`` (its own description: the run's header, results and report)."""
+    return describe_sampling(generator, sampling_options(spec, device))
+
+
 def generate_setting(
     generator,
     spec: RunSpec,
@@ -95,10 +106,12 @@ def generate_setting(
     log: Callable[[str], None] = print,
     progress: bool = False,
     device: str = "cpu",
+    on_chunk: Callable[[int], None] | None = None,
 ) -> GenerationStats:
     """Sample every chunk of ``setting`` that ``worker`` owns and that has a missing image, with ``generator``
     (a :class:`glidebench.generators.Generator`); its output is checked and brought to the evaluation
-    resolution by :func:`glidebench.generators.as_uint8_images` before anything is written."""
+    resolution by :func:`glidebench.generators.as_uint8_images` before anything is written. ``on_chunk(n)``
+    is called after each sampled chunk with its number of images (the run's progress display)."""
     options = sampling_options(spec, device, progress)
     store = ImageStore.of(run_dir, setting.setting_id)
     store.root.mkdir(parents=True, exist_ok=True)
@@ -158,6 +171,8 @@ def generate_setting(
         stats.chunks_done += 1
         stats.images_written += len(missing)
         stats.seconds += seconds
+        if on_chunk is not None:
+            on_chunk(hi - lo)
         log(
             f"[{setting.setting_id}] chunk {k + 1}/{len(chunks)} (images {lo}..{hi - 1}): "
             f"{hi - lo} {getattr(generator, 'verb', 'sampled')}, {len(missing)} written in {seconds:.1f} s "

@@ -16,8 +16,13 @@ Owns the file format and its checks:
   precision/recall need the reference features, so they are NaN with a note; IS and the CLIP scores do not
   need references and are computed as usual.
 
-A file without a sidecar (one of pytorch-fid's, say) is accepted with a warning in every result row: its
-protocol cannot be checked.
+A file without a sidecar (one of pytorch-fid's, clean-fid's, an ADM evaluator batch) is used only when the run
+declares what made it (``--reference-protocol RESIZE:PX``, e.g. ``tf-bilinear:256``); the declaration is checked
+against the run like a sidecar and recorded in the spec. Without it the file is refused, naming the format its
+keys show (:mod:`glidebench.statfiles`). ``.pt`` / ``.pkl`` files are refused without being unpickled. Besides
+mu / sigma, a file may bring sFID's spatial statistics (``mu_s`` / ``sigma_s`` of an ADM batch: the run's sFID
+is then measured against them) or features (``pool3``, clean-fid's ``feats``: mu / sigma are computed from them
+and KID and precision/recall are measured too).
 """
 
 from __future__ import annotations
@@ -40,6 +45,24 @@ NOT_MEASURED_NOTE = (
 
 class ReferenceStatsError(ValueError):
     """A reference statistics file cannot be used; the message names the file, the problem and the fix."""
+
+
+PROTOCOL_FORM = "--reference-protocol RESIZE:PX (RESIZE tf-bilinear or clean, PX the evaluation resolution)"
+
+
+def parse_protocol(text: str) -> dict[str, Any]:
+    """``"tf-bilinear:256"`` -> {"fid_resize": "tf-bilinear", "resolution": 256}; errors name the option."""
+    from .features import FID_RESIZE_MODES
+
+    resize, _, px = str(text).strip().partition(":")
+    if resize not in FID_RESIZE_MODES or not px.isdigit() or int(px) < 1:
+        raise ReferenceStatsError(
+            f"--reference-protocol {text!r}: give RESIZE:PX with RESIZE one of {FID_RESIZE_MODES} (how the images "
+            "were resized to Inception's 299 px: tf-bilinear for pytorch-fid, torch-fidelity, the ADM evaluator and "
+            "clean-fid's legacy_tensorflow mode; clean for clean-fid's clean mode) and PX the resolution the "
+            "images had before it, e.g. tf-bilinear:256"
+        )
+    return {"fid_resize": resize, "resolution": int(px)}
 
 
 def sidecar_path(npz: str | Path) -> Path:
@@ -81,11 +104,25 @@ class ReferenceStats:
     sha256: str
     sidecar: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
+    file_format: str = ""  # which tool's layout the keys show (glidebench.statfiles)
+    declared: dict[str, Any] | None = None  # --reference-protocol of a file without a sidecar
+    mu_s: np.ndarray | None = None  # sFID's spatial statistics (an ADM batch)
+    sigma_s: np.ndarray | None = None
+    features: np.ndarray | None = None  # reference pool3 features [N, D] (KID, precision/recall)
+    images: int = 0  # images in an ADM batch's arr_0
+    metric_options: dict[str, Any] = field(default_factory=dict)  # k, kid_subset_size, kid_seed of the run
 
     @property
     def count(self) -> int:
-        """Images the statistics were computed from (0 when the file has no sidecar to say)."""
-        return int((self.sidecar or {}).get("count", 0))
+        """Images the statistics were computed from (0 when nothing in or beside the file says)."""
+        if self.features is not None:
+            return len(self.features)
+        return int((self.sidecar or {}).get("count", 0)) or self.images
+
+    @property
+    def protocol(self) -> dict[str, Any] | None:
+        """What made the file: its sidecar, else the run's declaration (None: neither)."""
+        return self.sidecar if self.sidecar is not None else self.declared
 
     def record(self) -> dict[str, Any]:
         """The provenance's record of the file."""
@@ -93,13 +130,17 @@ class ReferenceStats:
             "reference_stats": str(self.path),
             "reference_stats_sha256": self.sha256,
             "reference_stats_sidecar": self.sidecar,
+            "reference_stats_format": self.file_format,
+            "reference_protocol_declared": self.declared,
+            "reference_spatial_statistics": self.mu_s is not None,
+            "reference_features": None if self.features is None else list(self.features.shape),
             "reference_images_read": 0,
         }
 
     def check_protocol(self, resolution: int, resize: str, inception: str | None = None) -> None:
         """Refuse the file when its sidecar names another evaluation resolution, FID resize mode or Inception
         (``inception``: a resolved source name, "torch-fidelity" / "fid-helper", or a full fingerprint)."""
-        side = self.sidecar
+        side = self.protocol
         if side is None:
             return
         differ = []
@@ -118,6 +159,13 @@ class ReferenceStats:
                 differ.append(
                     f"Inception {key.split('_')[1]} {theirs!r} (the run: {inception!r}; pass --inception)"
                 )
+        if differ and self.sidecar is None:
+            raise ReferenceStatsError(
+                f"reference statistics {self.path}: --reference-protocol declares another protocol than the run's: "
+                + "; ".join(differ).replace("resolution", "declared resolution", 1)
+                + ". Features of two protocols give a wrong FID (clean-fid's clean statistics in a tf-bilinear run: "
+                "+13 %); run under the file's protocol"
+            )
         if differ:
             raise ReferenceStatsError(
                 f"reference statistics {self.path} were computed under another protocol: "
@@ -157,9 +205,91 @@ def _fail(path: Path, problem: str) -> ReferenceStatsError:
     )
 
 
-def load_stats(path: str | Path) -> ReferenceStats:
-    """Read and check ``path`` (and its sidecar when present); errors name the file and the fix."""
+def _npy_shape(zf: zipfile.ZipFile, name: str) -> tuple[int, ...]:
+    """The shape in the header of member ``name``.npy, read without reading its data."""
+    with zf.open(f"{name}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(f)
+    return tuple(int(x) for x in shape)
+
+
+def _not_npz(path: Path, kind: str) -> ReferenceStatsError:
+    from . import statfiles as F
+
+    what = {"torch": F.TORCH_FORMAT, "pickle": F.PICKLE_FORMAT}.get(kind, "not a zip archive of .npy arrays")
+    return ReferenceStatsError(
+        f"reference statistics {path}: not an npz of mu/sigma: it is {what}, and it is not unpickled here (a pickle "
+        "can run any code). Where you trust the file, load it and save its mean and covariance with "
+        "np.savez(FILE.npz, mu=mu, sigma=sigma) (or its features with np.savez(FILE.npz, pool3=features)), then "
+        "pass that with --reference-protocol"
+    )
+
+
+def _floats(path: Path, data: Any, names: tuple[str, ...]) -> list[np.ndarray]:
+    out = [np.asarray(data[k]) for k in names]
+    for name, a in zip(names, out, strict=True):
+        if not np.issubdtype(a.dtype, np.floating):
+            raise _fail(path, f"{name} must be floating point, got {a.dtype}")
+        if not np.isfinite(a).all():
+            raise _fail(path, f"{name} holds NaN or inf")
+    return [a.astype(np.float64) for a in out]
+
+
+def _read_npz(path: Path, keys: list[str]) -> dict[str, Any]:
+    """The arrays of the .npz ``path`` that glidebench uses (see the module docstring), checked."""
+    from . import statfiles as F
+
+    fmt = F.npz_format(keys)
+    out: dict[str, Any] = {"file_format": fmt or "an .npz of unknown layout"}
+    if fmt == F.ADM_SAMPLES_FORMAT:
+        raise _fail(path, f"it is {fmt}; score such images with `--images DIR`, or give the reference batch that "
+                    "holds mu and sigma")  # fmt: skip
+    if fmt is None:
+        missing = " or ".join(k for k in ("mu", "sigma") if k not in keys)
+        raise _fail(path, f"no {missing} array (it has {sorted(keys)})")
+    with np.load(path, allow_pickle=False) as data:
+        if fmt in (F.KID_FORMAT, F.FEATURES_FORMAT):
+            key = "feats" if fmt == F.KID_FORMAT else "pool3"
+            (feats,) = _floats(path, data, (key,))
+            if feats.ndim != 2 or len(feats) < 2:
+                raise _fail(path, f"{key} has shape {feats.shape}, not [N >= 2, D] features")
+            out["features"] = feats
+            out["mu"], out["sigma"] = F.adm_statistics(feats)
+            return out
+        out["mu"], out["sigma"] = _floats(path, data, ("mu", "sigma"))
+        if fmt == F.ADM_FORMAT:
+            out["mu_s"], out["sigma_s"] = _floats(path, data, ("mu_s", "sigma_s"))
+    if "arr_0" in keys:
+        with zipfile.ZipFile(path) as zf:
+            shape = _npy_shape(zf, "arr_0")
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+            raise _fail(path, f"arr_0 has shape {shape}, not the ADM evaluator's square images [N, H, W, 3]")
+        out["images"], out["image_size"] = shape[0], shape[1]
+    return out
+
+
+def _check_moments(path: Path, mu: np.ndarray, sigma: np.ndarray, what: str) -> None:
+    from .metrics.fid import CovarianceError, check_covariance
+
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise _fail(path, f"{what[0]} has shape {mu.shape} and {what[1]} {sigma.shape}")
+    try:  # symmetric and positive semi-definite within rounding: else FID is meaningless, even negative
+        check_covariance(
+            sigma, f"reference statistics {path}" + ("" if what[1] == "sigma" else f" ({what[1]})")
+        )
+    except CovarianceError as e:
+        raise ReferenceStatsError(
+            f"{e}. Re-export the statistics (`glidebench prepare coco --export-stats`) or use the reference images"
+        ) from e
+
+
+def load_stats(path: str | Path, declared: str | None = None) -> ReferenceStats:
+    """Read and check ``path`` (and its sidecar when present); errors name the file and the fix. ``declared``:
+    ``--reference-protocol RESIZE:PX``, required for a file without a sidecar (see the module docstring)."""
     from glide.checkpoints import sha256_file
+
+    from .statfiles import recognise
 
     path = Path(path)
     if not path.is_file():
@@ -167,47 +297,33 @@ def load_stats(path: str | Path) -> ReferenceStats:
             f"reference statistics {path} do not exist; write them with `glidebench prepare coco --coco-root DIR "
             f"--resolution N --export-stats {path}`"
         )
+    kind, keys = recognise(path)
+    if kind == "npy":  # a .npy (one array) under an .npz name
+        raise _fail(path, "it is a single .npy array, not an .npz archive; save both with np.savez(FILE, mu=mu, "
+                    "sigma=sigma)")  # fmt: skip
+    if kind in ("torch", "pickle"):
+        raise _not_npz(path, kind)
+    if kind != "npz":
+        raise _fail(path, "not a readable .npz (not a zip archive of .npy arrays); it may be truncated")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy (one array) under an .npz name
-            raise _fail(
-                path,
-                f"it is a single .npy array (shape {getattr(loaded, 'shape', '?')}), not an .npz archive; save "
-                "both with np.savez(FILE, mu=mu, sigma=sigma)",
-            )
-        with loaded as data:
-            missing = [k for k in ("mu", "sigma") if k not in data.files]
-            if missing:
-                raise _fail(path, f"no {' or '.join(missing)} array (it has {sorted(data.files)})")
-            mu, sigma = np.asarray(data["mu"]), np.asarray(data["sigma"])
+        arrays = _read_npz(path, keys)
     except ReferenceStatsError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # BadZipFile: truncated, not an OSError
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # BadZipFile: truncated
         raise _fail(path, f"not a readable .npz ({type(e).__name__}: {e}); it may be truncated") from e
-    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise _fail(path, f"mu has shape {mu.shape} and sigma {sigma.shape}")
-    if not (np.issubdtype(mu.dtype, np.floating) and np.issubdtype(sigma.dtype, np.floating)):
-        raise _fail(path, f"mu and sigma must be floating point, got {mu.dtype} and {sigma.dtype}")
-    mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise _fail(path, "mu or sigma holds NaN or inf")
-    from .metrics.fid import CovarianceError, check_covariance
-
-    try:  # symmetric and positive semi-definite within rounding: else FID is meaningless, even negative
-        check_covariance(sigma, f"reference statistics {path}")
-    except CovarianceError as e:
-        raise ReferenceStatsError(
-            f"{e}. Re-export the statistics (`glidebench prepare coco --export-stats`) or use the reference images"
-        ) from e
+    mu, sigma = arrays.pop("mu"), arrays.pop("sigma")
+    _check_moments(path, mu, sigma, ("mu", "sigma"))
+    if "mu_s" in arrays:
+        _check_moments(path, arrays["mu_s"], arrays["sigma_s"], ("mu_s", "sigma_s"))
     side_file = sidecar_path(path)
-    sidecar, warnings = None, []
+    sidecar, fmt = None, arrays["file_format"]
     if side_file.is_file():
         try:
             sidecar = json.loads(side_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise ReferenceStatsError(
-                f"sidecar {side_file} of the reference statistics is not JSON ({e}); restore it or delete it (the "
-                "protocol then goes unchecked)"
+                f"sidecar {side_file} of the reference statistics is not JSON ({e}); restore it, or delete it and "
+                f"declare the protocol with {PROTOCOL_FORM}"
             ) from e
         if not isinstance(sidecar, dict):
             raise ReferenceStatsError(f"sidecar {side_file} must hold a JSON object")
@@ -218,12 +334,28 @@ def load_stats(path: str | Path) -> ReferenceStats:
                 f"sidecar {side_file} says {dim} features but {path} holds {mu.shape[0]}: the two files do not "
                 "belong together"
             )
-    else:
-        warnings.append(
-            f"reference statistics {path.name} have no sidecar ({side_file.name}): their protocol (resolution, "
-            "resize, Inception, count) is unchecked"
+    elif declared is None:
+        size = arrays.get("image_size")
+        hint = (
+            f" (its arr_0 holds {size} px images: tf-bilinear:{size} for the ADM evaluator's)" if size else ""
         )
-    return ReferenceStats(path, mu, sigma, sha256_file(path), sidecar, warnings)
+        raise ReferenceStatsError(
+            f"reference statistics {path} ({fmt}) have no sidecar ({side_file.name}) saying how they were made; "
+            f"declare it with {PROTOCOL_FORM}{hint}, or re-export them with `glidebench prepare coco --export-stats`"
+        )
+    stats = ReferenceStats(path, mu, sigma, sha256_file(path), sidecar, file_format=fmt, **{
+        k: arrays[k] for k in ("mu_s", "sigma_s", "features", "images") if k in arrays})  # fmt: skip
+    if declared is not None:
+        stats.declared = parse_protocol(declared)
+        size = arrays.get("image_size")
+        if size is not None and size != stats.declared["resolution"]:
+            raise ReferenceStatsError(
+                f"--reference-protocol {declared}: the ADM batch {path} holds {size} px images (arr_0), not "
+                f"{stats.declared['resolution']} px; declare {stats.declared['fid_resize']}:{size}"
+            )
+        if sidecar is not None:
+            stats.check_protocol(stats.declared["resolution"], stats.declared["fid_resize"])
+    return stats
 
 
 def stats_setting_metrics(
@@ -243,7 +375,7 @@ def stats_setting_metrics(
             f"{fake.shape[1]}: they come from another network or layer"
         )
     mu, sigma = feature_statistics(fake)
-    notes = [NOT_MEASURED_NOTE]
+    notes = [NOT_MEASURED_NOTE] if stats.features is None else []
     if len(fake) < FID_MIN_SAMPLES:
         notes.append(f"FID from {len(fake)} < 2048 samples: biased and unstable (the protocol uses 30k)")
     fid = frechet_distance(mu, sigma, stats.mu, stats.sigma)
@@ -258,6 +390,14 @@ def stats_setting_metrics(
         "is_mean": math.nan, "is_std": math.nan,
         "clip_score": math.nan, "clip_score_clamped": math.nan, "clip_score_2p5": math.nan,
     }  # fmt: skip
+    if stats.features is not None:
+        out |= _from_reference_features(fake, stats)
+    if stats.mu_s is not None and "spatial" in gen:
+        from .metrics.sfid import sfid_from_statistics
+
+        out["sfid"] = sfid_from_statistics(gen["spatial"], stats.mu_s, stats.sigma_s)
+    elif stats.mu_s is not None:
+        notes.append("sFID not measured: the run's Inception gave no spatial (mixed_6/conv) features")
     if "logits" in gen:
         out["is_mean"], out["is_std"] = inception_score(gen["logits"], splits=min(10, len(fake)))
     else:
@@ -269,14 +409,61 @@ def stats_setting_metrics(
     return out, notes + list(stats.warnings)
 
 
+def _from_reference_features(fake: np.ndarray, stats: ReferenceStats) -> dict[str, float]:
+    """KID and precision/recall against the features a file brought (``pool3``, clean-fid's ``feats``), with
+    the run's options (``stats.metric_options``: k, kid_subset_size, kid_seed; torch-fidelity's defaults
+    otherwise: k = 3, subsets of 1000, seed 0)."""
+    from .metrics import kid_from_features, precision_recall
+
+    real, opts = stats.features, stats.metric_options
+    if real.shape[1] != fake.shape[1]:
+        raise ReferenceStatsError(
+            f"reference features {stats.path} are {real.shape[1]}-d, the run's {fake.shape[1]}-d"
+        )
+    k, m = int(opts.get("k", 3)), min(int(opts.get("kid_subset_size", 1000)), len(fake), len(real))
+    kid_mean, kid_std = kid_from_features(fake, real, subset_size=m, seed=int(opts.get("kid_seed", 0)))
+    if min(len(fake), len(real)) <= k:
+        raise ReferenceStatsError(
+            f"precision/recall with k={k} needs more than {k} images per set; use more samples"
+        )
+    pr = precision_recall(real, fake, k=k)
+    return {"kid_mean": kid_mean, "kid_std": kid_std, "precision": pr["precision"], "recall": pr["recall"]}
+
+
 def check_extractor(stats: ReferenceStats, extractor: Any) -> None:
     """Refuse ``stats`` when their sidecar names another Inception fingerprint than ``extractor``'s (the
     resize mode is part of that fingerprint)."""
+    side = stats.protocol or {}
     stats.check_protocol(
-        int((stats.sidecar or {}).get("resolution", 0)),
-        (stats.sidecar or {}).get("fid_resize", "tf-bilinear"),
-        getattr(extractor, "fingerprint", None),
+        int(side.get("resolution", 0)),
+        side.get("fid_resize", "tf-bilinear"),
+        getattr(extractor, "network_fingerprint", getattr(extractor, "fingerprint", None)),
     )
+
+
+def coco_sidecar(coco: Any, resolution: int, extractor: Any, reference_fp: str) -> dict[str, Any]:
+    """The protocol record of a COCO reference set's files (statistics, ADM batch, features)."""
+    from .data.coco import PREPROCESS
+
+    return {
+        "dataset": "MS-COCO",
+        "split": coco.split,
+        "annotations_sha256": coco.annotations_sha256,
+        "crop": "center square crop",
+        "resize": f"PIL bicubic (antialiased) to {resolution} px ({PREPROCESS})",
+        "resolution": int(resolution),
+        "fid_resize": getattr(extractor, "resize", "tf-bilinear"),
+        "inception": extractor.name,
+        "inception_source": getattr(extractor, "source", None),
+        "inception_fingerprint": getattr(extractor, "network_fingerprint", extractor.fingerprint),
+        "reference_fingerprint": reference_fp,
+    }
+
+
+def resolution_path(path: str | Path, resolution: int, per_resolution: bool) -> Path:
+    """``path``, or with ``-<res>px`` before .npz when several resolutions are exported."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-{resolution}px.npz") if per_resolution else path
 
 
 def export_coco_stats(
@@ -290,23 +477,6 @@ def export_coco_stats(
 ) -> Path:
     """``prepare coco --export-stats``: the statistics of a COCO reference set at ``resolution`` and their
     sidecar (``per_resolution``: the file name gets ``-<res>px`` before .npz). Returns the .npz path."""
-    from .data.coco import PREPROCESS
-
-    path = Path(path)
-    if per_resolution:
-        path = path.with_name(f"{path.stem}-{resolution}px.npz")
-    sidecar = {
-        "dataset": "MS-COCO",
-        "split": coco.split,
-        "annotations_sha256": coco.annotations_sha256,
-        "crop": "center square crop",
-        "resize": f"PIL bicubic (antialiased) to {resolution} px ({PREPROCESS})",
-        "resolution": int(resolution),
-        "fid_resize": getattr(extractor, "resize", "tf-bilinear"),
-        "inception": extractor.name,
-        "inception_source": getattr(extractor, "source", None),
-        "inception_fingerprint": extractor.fingerprint,
-        "reference_fingerprint": reference_fp,
-    }
-    npz, _ = export_stats(path, pool3, sidecar)
+    path = resolution_path(path, resolution, per_resolution)
+    npz, _ = export_stats(path, pool3, coco_sidecar(coco, resolution, extractor, reference_fp))
     return npz

@@ -92,12 +92,17 @@ def features_for(
     return cached_features(extractor, image_set_fingerprint, compute, cache_dir)
 
 
-def check_sample_counts(n_fake: int, n_real: int) -> None:
-    """Raise ``MetricsError`` unless both sets have the two images FID needs at the very least."""
+def check_sample_counts(n_fake: int, n_real: int, k: int | None = None) -> None:
+    """Raise ``MetricsError`` unless both sets have the two images FID needs at the very least (and, with
+    ``k``, the k + 1 images of precision/recall's k-NN balls)."""
     if n_fake < 2 or n_real < 2:
         raise MetricsError(
             f"FID needs at least 2 generated and 2 reference images (got {n_fake} and {n_real}); use "
             "--num-samples >= 2 (>= 2048 for a stable FID) and a larger reference set"
+        )
+    if k is not None and min(n_fake, n_real) <= k:
+        raise MetricsError(
+            f"precision/recall with k={k} needs more than {k} images per set; use more samples"
         )
 
 
@@ -117,8 +122,12 @@ def setting_metrics(
     seed: int = 0,
     clip_pair: tuple[np.ndarray, np.ndarray] | None = None,
     reference_cache: dict[Any, Any] | None = None,
+    prc: tuple[float, float] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """All metrics of one setting from its features (and optional CLIP embeddings). Returns (metrics, warnings).
+
+    ``prc``: the setting's (precision, recall) when already computed over the same sets with the same ``k``
+    (the jackknife's pass over the pairwise tiles gives them: ``uncertainty.point_precision_recall``).
 
     ``reference_cache``: a dict kept for the run (one reference set): what depends on the reference set
     alone (its k-NN radii, O(n_ref^2 d)) is computed on the first call, stored there and reused by the
@@ -129,7 +138,7 @@ def setting_metrics(
 
     fake, real = gen["pool3"], ref["pool3"]
     n_fake, n_real = len(fake), len(real)
-    check_sample_counts(n_fake, n_real)
+    check_sample_counts(n_fake, n_real, k)
     notes: list[str] = []
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", UserWarning)  # the few-samples warning goes into the table instead
@@ -142,12 +151,13 @@ def setting_metrics(
     kid_mean, kid_std = kid_from_features(
         fake, real, subset_size=min(kid_subset_size, n_fake, n_real), seed=seed
     )
-    if min(n_fake, n_real) <= k:
-        raise MetricsError(
-            f"precision/recall with k={k} needs more than {k} images per set; use more samples"
-        )
-    radii = _reference_radii(real, k, reference_cache)  # computed once per run with a cache
-    pr = precision_recall(real, fake, k=k, real_sq_radii=radii)  # whole reference set (docs/uncertainty.md)
+    if prc is None:
+        radii = _reference_radii(real, k, reference_cache)  # computed once per run with a cache
+        pr = precision_recall(
+            real, fake, k=k, real_sq_radii=radii
+        )  # whole reference set (docs/uncertainty.md)
+    else:
+        pr = {"precision": prc[0], "recall": prc[1]}
     if min(n_fake, n_real) < PRC_MIN_SAMPLES:
         notes.append(
             f"precision/recall from {n_fake} generated and {n_real} reference images (< {PRC_MIN_SAMPLES} "
@@ -175,6 +185,10 @@ def setting_metrics(
         cs = clip_score(*clip_pair)
         out["clip_score"], out["clip_score_clamped"] = cs["clip_score"], cs["clip_score_clamped"]
         out["clip_score_2p5"] = cs["clip_score_2p5"]
+    if "spatial" in gen and "spatial" in ref:  # sFID, when the extractor gives spatial features
+        from .metrics.sfid import sfid_from_features
+
+        out["sfid"] = sfid_from_features(gen["spatial"], ref["spatial"])
     return out, notes
 
 

@@ -54,7 +54,7 @@ PROTOCOL_FIELDS = (
     "suite", "suite_version", "data", "split", "data_id", "captions", "caption_style", "num_samples",
     "reference_size", "seed", "settings", "resolution", "inception", "kid_subset_size", "prc_k", "spec_version",
     "samples_per_prompt", "diversity_prompts", "bootstrap_resamples", "fid_resize", "reference_stats",
-    "intervals",
+    "intervals", "reference_protocol", "kid_seed",
 )  # fmt: skip
 _STEPS_RE = re.compile(r"^(\d+(,\d+)*|ddim\d+|quad\d+|fast27)$")
 
@@ -158,6 +158,10 @@ class RunSpec:
     # the --reference-stats file ("" = reference images). Each left out of the canonical JSON at its default.
     fid_resize: str = "tf-bilinear"
     reference_stats: str = ""
+    # the declared protocol of a --reference-stats file without a sidecar ("tf-bilinear:256", glidebench.refstats)
+    # and KID's subset seed (None: the run's seed). Each left out of the canonical JSON at its default.
+    reference_protocol: str = ""
+    kid_seed: int | None = None
     # GLIDE sampled on the fast inference path (glide.fast: fused attention, channels-last with an exact
     # GroupNorm on CPU, compile and CUDA graphs on CUDA); equal to the official numerics within float rounding,
     # so its own identity. Left out of the canonical JSON when False.
@@ -192,6 +196,11 @@ class RunSpec:
             object.__setattr__(self, "diversity_prompts", 0)
         if self.prc_k < 1:
             raise ValueError(f"prc_k must be >= 1, got {self.prc_k}")
+        if self.kid_seed is not None and (isinstance(self.kid_seed, bool) or not isinstance(self.kid_seed, int)
+                                          or self.kid_seed < 0):  # fmt: skip
+            raise ValueError(
+                f"kid_seed must be an integer >= 0 (or None: the run's seed), got {self.kid_seed!r}"
+            )
         if self.intervals not in INTERVAL_METHODS:
             raise ValueError(f"intervals must be one of {INTERVAL_METHODS}, got {self.intervals!r}")
         if self.fid_resize not in FID_RESIZE_MODES:
@@ -281,17 +290,10 @@ class RunSpec:
         if self.caption_style == "exact":
             del d["caption_style"]
         for name, default in (
-            ("samples_per_prompt", 1),
-            ("diversity_prompts", 0),
-            ("bootstrap_resamples", 1000),
-        ):
-            if d[name] == default:
-                del d[name]
-        for name, default in (
-            ("fid_resize", "tf-bilinear"),
-            ("reference_stats", ""),
-            ("intervals", "jackknife"),
-        ):
+            ("samples_per_prompt", 1), ("diversity_prompts", 0), ("bootstrap_resamples", 1000),
+            ("fid_resize", "tf-bilinear"), ("reference_stats", ""), ("intervals", "jackknife"),
+            ("reference_protocol", ""), ("kid_seed", None),
+        ):  # fmt: skip
             if d[name] == default:
                 del d[name]
         if not self.fast:

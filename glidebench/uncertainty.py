@@ -29,6 +29,7 @@ import numpy as np
 from .metrics import bootstrap as B
 from .metrics import jackknife as J
 from .metrics.diversity import mean_pairwise_distance, per_caption, vendi_score
+from .metrics.pairs import torch_threads
 
 # metrics with an interval (those a setting has); attribute accuracies are added by the data source
 INTERVAL_METRICS: tuple[str, ...] = ("fid", "kid_mean", "precision", "recall", "clip_score")
@@ -153,13 +154,14 @@ class Draws:
         return B.percentile_interval(r[1:], self.confidence, r[0])
 
     def reference(self, real: np.ndarray, k: int) -> J.ReferenceSide:
-        """The reference set's share of the jackknife (kernel sums, k-NN structure), computed once per run."""
+        """The reference set's share of the jackknife (kernel sums, k-NN radii of the whole set and of every
+        split group), computed once per run."""
         from .metrics.fid import feature_probe
 
         key = (k, *feature_probe(real))
         if key not in self._reference:
             self._reference.clear()
-            self._reference[key] = J.reference_side(real, self.ref_labels, k)
+            self._reference[key] = J.reference_side(real, self.ref_labels, k, self.split_ref)
         return self._reference[key]
 
     def describe(self) -> str:
@@ -250,24 +252,27 @@ def setting_uncertainty(
     items: dict[str, np.ndarray],
     groups: list[list[int]],
     device: Any = "cpu",
-    point: dict[str, float] | None = None,
+    pair_threads: int | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(columns, replicates) of one setting: ``<metric>_lo``/``_hi`` of every metric with an interval, the
     diversity columns (mean over the M captions) with theirs; replicates [resamples + 1] per metric.
 
     ``gen``: the setting's features of every index (the protocol's first ``n`` rows, then the extra draws);
-    ``clip``: (image embeddings of every index, caption embeddings of the first n) or None; ``point``: the
-    setting's metrics already computed (``glidebench.results.setting_metrics``), whose precision and recall
-    are then not computed again."""
+    ``clip``: (image embeddings of every index, caption embeddings of the first n) or None; ``pair_threads``: torch threads of the pass over
+    pairwise tiles (None: as they are). Under the jackknife, row 0 of the precision and recall
+    replicates is the point value (``point_precision_recall``), from the same pass over the pairwise tiles as
+    the intervals and the KID jackknife."""
     fake, real = gen["pool3"][:n], ref["pool3"]
     gw, rw = draws.gen_weights, draws.ref_weights
     reps: dict[str, np.ndarray] = {}
     if draws.method == "jackknife":
-        side = draws.reference(real, k)
         reps["fid"] = J.fid_jackknife(fake, real, draws.gen_labels, draws.ref_labels, device=device)
-        reps["kid_mean"] = J.kid_jackknife(fake, side, draws.gen_labels)
-        full = (point["precision"], point["recall"]) if point and "precision" in point else None
-        reps["precision"], reps["recall"] = J.prc_split(fake, side, draws.split_gen, draws.split_ref, full)
+        if "spatial" in gen and "spatial" in ref:  # sFID: FID's jackknife on the spatial features
+            reps["sfid"] = J.fid_jackknife(
+                gen["spatial"][:n], ref["spatial"], draws.gen_labels, draws.ref_labels, device=device
+            )
+        with torch_threads(pair_threads):
+            reps |= J.pair_replicates(fake, draws.reference(real, k), draws.gen_labels, draws.split_gen)
     else:
         reps["fid"] = B.fid_replicates(
             fake, real, draws.gen_counts, draws.ref_counts, draws.gen_labels, draws.ref_labels, device=device
@@ -302,6 +307,15 @@ def setting_uncertainty(
             lo, hi = max(lo, 0.0), min(hi, 1.0)
         cols[f"{name}_lo"], cols[f"{name}_hi"] = lo, hi
     return cols, reps
+
+
+def point_precision_recall(draws: Draws, replicates: dict[str, np.ndarray]) -> tuple[float, float] | None:
+    """The setting's (precision, recall) from its jackknife replicates (row 0: the full sets' values, equal to
+    ``glidebench.metrics.precision_recall``'s to the bit), so the point metrics need no pass of their own;
+    None under the bootstrap."""
+    if draws.method != "jackknife" or "precision" not in replicates:
+        return None
+    return float(replicates["precision"][0]), float(replicates["recall"][0])
 
 
 def comparison_pairs(settings: Sequence[Any]) -> list[tuple[str, str, str]]:

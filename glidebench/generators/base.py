@@ -57,6 +57,50 @@ class SamplingOptions:
     progress: bool = False
 
 
+# GLIDE's sampling options (RunOptions field -> flag): a generator that does not read one refuses it
+GLIDE_OPTIONS = {
+    "sampler": "--sampler", "steps": "--steps", "up_sampler": "--up-sampler", "up_steps": "--up-steps",
+    "upsample_temp": "--upsample-temp", "cfg_interval": "--cfg-interval", "attention": "--attention",
+    "fast": "--fast",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SamplingDescription:
+    """How a generator samples, in its own terms: the run's first lines, its results (``sampler`` and ``steps``
+    columns), results.md and the report show this, never GLIDE's options when GLIDE does not sample.
+
+    ``reads``: which of :data:`GLIDE_OPTIONS` it reads from :class:`SamplingOptions` (a run refuses the others
+    when given); None when it does not say (they are then passed on, with a note)."""
+
+    model: str  # the results' model name
+    sampler: str  # its sampler or scheduler ("DDIMScheduler", "dpm++2m-sde", "images made elsewhere")
+    steps: str = ""  # its steps ("" when it has none or does not say)
+    evals_per_image: str = ""  # model evaluations per image, in words ("" when unknown before sampling)
+    guidance: str = ""  # what a --cfg (or --clip) scale means for it
+    reads: tuple[str, ...] | None = None
+
+    def short(self) -> str:
+        """``sampler steps`` (the run-shape line and the results' columns)."""
+        return f"{self.sampler} {self.steps}".strip()
+
+    def text(self) -> str:
+        """One line: model, sampler, steps, evaluations per image, guidance."""
+        parts = [f"{self.model}: {self.sampler}" + (f", {self.steps} steps" if self.steps else "")]
+        if self.evals_per_image:
+            parts.append(f"model evaluations per image: {self.evals_per_image}")
+        if self.guidance:
+            parts.append(f"guidance: {self.guidance}")
+        return "; ".join(parts)
+
+    def record(self) -> dict[str, Any]:
+        """For provenance.json (the report reads it)."""
+        return {
+            "model": self.model, "sampler": self.sampler, "steps": self.steps,
+            "evals_per_image": self.evals_per_image, "guidance": self.guidance, "text": self.text(),
+        }  # fmt: skip
+
+
 class Generator:
     """Base class of generators (duck typing works too: ``name``, ``capabilities``, ``identity()``,
     ``generate()``).
@@ -77,6 +121,10 @@ class Generator:
         """What determines the images (weights' hashes, versions, arguments): part of the run's identity."""
         return {"generator": type(self).__module__ + "." + type(self).__qualname__}
 
+    def describe(self, options: SamplingOptions) -> SamplingDescription:
+        """How it samples under ``options`` (override it: the default says only that it does not say)."""
+        return SamplingDescription(self.name, "its own sampler (the generator does not describe it)")
+
     def check(self, settings: Sequence[Any], options: SamplingOptions) -> None:
         """Refuse (raise :class:`GeneratorError`) what it cannot do that :class:`Capabilities` cannot say.
         Called when the run is planned, before any work and before the run directory exists (``--dry-run``
@@ -89,6 +137,44 @@ class Generator:
 
     def close(self) -> None:
         """Free what the generator holds (weights on a device)."""
+
+
+def describe_sampling(generator: Any, options: SamplingOptions) -> SamplingDescription:
+    """``generator.describe(options)``; a duck-typed generator without it is described by its name only."""
+    describe = getattr(generator, "describe", None)
+    if callable(describe):
+        return describe(options)
+    return Generator.describe(generator, options)  # uses only ``name``
+
+
+def unread_glide_options(generator: Any, given: Sequence[str], options: SamplingOptions) -> str | None:
+    """A one-line refusal when flags of :data:`GLIDE_OPTIONS` (``given``: their RunOptions field names) are
+    given to a generator whose description says it does not read them; None when it reads them all or does not
+    say (see :func:`glide_options_note`)."""
+    desc = describe_sampling(generator, options)
+    if desc.reads is None:
+        return None
+    unread = [GLIDE_OPTIONS[f] for f in given if f in GLIDE_OPTIONS and f not in desc.reads]
+    if not unread:
+        return None
+    return (
+        f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} GLIDE's sampling option"
+        f"{'' if len(unread) == 1 else 's'}; generator {desc.model} does not use "
+        f"{'it' if len(unread) == 1 else 'them'} (it samples with {desc.short()}); leave "
+        f"{'it' if len(unread) == 1 else 'them'} out"
+    )
+
+
+def glide_options_note(generator: Any, given: Sequence[str], options: SamplingOptions) -> str | None:
+    """A one-line note when GLIDE's flags are given to a generator that does not say which options it reads."""
+    desc = describe_sampling(generator, options)
+    flags = [GLIDE_OPTIONS[f] for f in given if f in GLIDE_OPTIONS]
+    if desc.reads is not None or not flags:
+        return None
+    return (
+        f"{', '.join(flags)}: GLIDE's sampling options are passed to generator {desc.model}, which does not "
+        "describe its sampling (whether it uses them is up to it; a generator says so in describe())"
+    )
 
 
 def check_supported(

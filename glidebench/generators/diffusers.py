@@ -40,7 +40,7 @@ import transformers
 
 from glide.fileio import sha256_file
 
-from .base import Capabilities, Generator, GeneratorError, SamplingOptions
+from .base import Capabilities, Generator, GeneratorError, SamplingDescription, SamplingOptions
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # from_pretrained / download arguments that choose which files of a Hub repository are fetched.
@@ -330,6 +330,15 @@ class DiffusersGenerator(Generator):
         else:
             ident["diffusers-revision"] = self.revision or "unknown"
         return ident
+
+    def describe(self, options: SamplingOptions) -> SamplingDescription:
+        steps = self.steps_override or steps_count(options.steps)
+        return SamplingDescription(
+            self.name, type(self.pipe.scheduler).__name__, str(steps),
+            f"{steps} x 2 at guidance_scale > 1, else {steps} ({self.denoiser_name or 'denoiser'})",
+            "diffusers' guidance_scale: classifier-free above 1, the conditional model alone at 1",
+            reads=() if self.steps_override else ("steps",),
+        )  # fmt: skip
 
     def _place(self, options: SamplingOptions) -> torch.device:
         device = torch.device(self.device_override or options.device)

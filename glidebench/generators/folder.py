@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..images_io import to_rgb_array
-from .base import Capabilities, Generator, GeneratorError, SamplingOptions
+from .base import Capabilities, Generator, GeneratorError, SamplingDescription, SamplingOptions
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _NAME = re.compile(r"^(\d+)$")
@@ -112,8 +112,7 @@ class FolderGenerator(Generator):
             )
         self.content_sha256 = digest.hexdigest()
         self.sizes = sorted(sizes)
-        names = sorted({p.name for p in self.folders.values()})
-        self.name = "images:" + ",".join(names)
+        self.name = folder_run_name(self.folders)
         kinds = {"none" if sid == "none" else sid.split("-", 1)[0] for sid in self.folders}
         h, w = self.sizes[0] if self.sizes else (0, 0)
         self.capabilities = Capabilities(
@@ -123,6 +122,12 @@ class FolderGenerator(Generator):
 
     def identity(self) -> dict[str, str]:
         return {"images": self.content_sha256}
+
+    def describe(self, options: SamplingOptions) -> SamplingDescription:
+        return SamplingDescription(
+            self.name, "images made elsewhere", "", "not known (made elsewhere)",
+            "whatever the folder's maker used for the setting its folder names", reads=(),
+        )  # fmt: skip
 
     def generate(
         self, captions: Sequence[str], seeds: Sequence[int], setting: Any, options: SamplingOptions
@@ -139,6 +144,21 @@ class FolderGenerator(Generator):
         if len({im.shape for im in images}) > 1:  # mixed sizes: bring each to the evaluation size here
             images = [resize_to(im, options.resolution) for im in images]
         return np.stack(images)
+
+
+def folder_run_name(folders: dict[str, Path]) -> str:
+    """The results' model name of a folder run: the folder's name (``--images DIR``, with or without one
+    sub-folder per setting id), else the folders' common parent's (``--images-setting`` folders side by side),
+    as one plain word (characters other than letters, digits, ``.``, ``_``, ``+`` and ``-`` become ``-``)."""
+    paths = {Path(p) for p in folders.values()}
+    if len(paths) == 1:
+        (only,) = paths
+        name = only.parent.name if _setting_id(only.name) and only.name in folders else only.name
+        name = name or only.resolve().name
+    else:
+        parents = {p.resolve().parent for p in paths}
+        name = parents.pop().name if len(parents) == 1 else "images"
+    return re.sub(r"[^\w.+-]+", "-", name, flags=re.ASCII).strip("-.") or "images"
 
 
 def folders_from_options(

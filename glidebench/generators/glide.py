@@ -13,7 +13,12 @@ from typing import Any
 
 import torch
 
-from .base import Capabilities, Generator, SamplingOptions
+from .base import GLIDE_OPTIONS, Capabilities, Generator, SamplingDescription, SamplingOptions
+
+CFG_MEANING = (
+    "classifier-free: eps(uncond) + s (eps(cond) - eps(uncond)), s = 1 the conditional model alone; "
+    "CLIP: the noised CLIP's gradient times s"
+)
 
 
 class GlideGenerator(Generator):
@@ -37,6 +42,14 @@ class GlideGenerator(Generator):
 
     def identity(self) -> dict[str, str]:
         return dict(self.plan.identities)
+
+    def describe(self, options: SamplingOptions) -> SamplingDescription:
+        evals = "steps x 2 with classifier-free guidance at s != 1 (inside --cfg-interval), else steps"
+        if options.upsample:
+            evals += f", + the upsampler's {options.up_sampler} {options.up_steps} steps"
+        return SamplingDescription(
+            self.name, options.sampler, options.steps, evals, CFG_MEANING, reads=tuple(GLIDE_OPTIONS)
+        )
 
     def load(self) -> Any:
         """The loaded models (base, upsampler, noised CLIP), loading them on first use."""

@@ -254,20 +254,10 @@ def _membership(
     real: torch.Tensor, fake: torch.Tensor, k: int, block: int = 2048
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-set memberships (fake i inside the real manifold, real j inside the fake one), in tiles."""
-    from .prc import _knn_sq_radii, _sq_dists
+    from .pairs import across, within
 
-    r_real, r_fake = _knn_sq_radii(real, k, block), _knn_sq_radii(fake, k, block)
-    real2, fake2 = (real * real).sum(1), (fake * fake).sum(1)
-    fake_in = torch.zeros(len(fake), dtype=torch.bool)
-    real_in = torch.zeros(len(real), dtype=torch.bool)
-    for i in range(0, len(fake), block):
-        for j in range(0, len(real), block):
-            t = _sq_dists(
-                fake[i : i + block], fake2[i : i + block], real[j : j + block], real2[j : j + block]
-            )
-            fake_in[i : i + block] |= (t <= r_real[None, j : j + block]).any(1)
-            real_in[j : j + block] |= (t <= r_fake[i : i + block, None]).any(0)
-    return fake_in, real_in
+    both = across(fake, real, within(fake, k, tile=block), within(real, k, tile=block), tile=block)
+    return both.x_in_y, both.y_in_x
 
 
 def prc_replicates(

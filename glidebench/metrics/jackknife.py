@@ -27,10 +27,10 @@ metric's variance at that size, and dividing it by q scales it to the full size:
 - :func:`fid_jackknife`: FID of each leave-one-block-out pair of sets, from the full sums of ``x`` and
   ``x x^T`` less one block's (recomputed per replicate, so memory is O(d^2) whatever N is), trace term in
   the symmetric eigenvalue form; the Gram form when both sets have at most ``d`` rows;
-- :func:`kid_jackknife`: the full-set unbiased MMD^2 (KID's kernel) from block kernel sums;
-- :func:`prc_split`: precision/recall of every group of every split;
-- :class:`ReferenceSide`: what the reference set contributes (KID kernel sums, k-NN radii of the full set and
-  of every group), computed once per run and reused by every setting;
+- :func:`pair_replicates`: precision/recall of the full sets and of every group of every split, and the
+  KID jackknife (the full-set unbiased MMD^2 from block kernel sums), from one pass over the pairwise tiles;
+- :class:`ReferenceSide`: what the reference set contributes (its k-NN radii over the whole set and within
+  every group, KID kernel sums), computed once per run and reused by every setting;
 - :func:`weighted_mean_jackknife`: means and ratios of per-caption values.
 
 All math is float64. Nothing here reads images or files.
@@ -38,17 +38,17 @@ All math is float64. Nothing here reads images or files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .bootstrap import _block_diagonal_sums, _block_kernel_sums, _fid_gram, weighted_mean_replicates
+from . import pairs as P
+from .bootstrap import _fid_gram, weighted_mean_replicates
 from .fid import ArrayLike, as_feature_matrix, trace_sqrt_product
 
 DEFAULT_BLOCKS = 40
 CONFIDENCE = 0.95
-_TILE = 2048
 
 
 def block_labels(n: int, blocks: int = DEFAULT_BLOCKS) -> np.ndarray:
@@ -220,51 +220,6 @@ def split_design(n: int) -> tuple[int, int]:
     return (4, 5) if n >= 1000 else (2, 10)
 
 
-def _prc_given_real_radii(
-    real: torch.Tensor, fake: torch.Tensor, r_real: torch.Tensor, k: int
-) -> tuple[float, float]:
-    from .prc import precision_recall
-
-    pr = precision_recall(real, fake, k=k, block_size=_TILE, real_sq_radii=r_real)
-    return pr["precision"], pr["recall"]
-
-
-def prc_split(
-    gen: ArrayLike,
-    ref: ReferenceSide,
-    gen_groups: np.ndarray,
-    ref_groups: np.ndarray,
-    full: tuple[float, float] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """([1 + S q] precision, [1 + S q] recall) with k = ``ref.k``: the full sets' values, then those of group
-    j of split s of both sets (row 1 + s q + j), radii recomputed within each group. The reference groups'
-    radii are computed once per run. ``full``: the full sets' (precision, recall) when already computed."""
-    fake = torch.from_numpy(as_feature_matrix(gen, "gen"))
-    gg, rg = np.asarray(gen_groups), np.asarray(ref_groups)
-    if gg.shape[0] != rg.shape[0] or gg.shape[1] != len(fake) or rg.shape[1] != len(ref.features):
-        raise ValueError(f"split groups of shape {gg.shape} and {rg.shape} for sets of {len(fake)} and "
-                         f"{len(ref.features)} rows")  # fmt: skip
-    q = int(rg.max()) + 1 if rg.size else 1
-    real = torch.from_numpy(ref.features)
-    prec, rec = [], []
-    p0, r0 = full if full is not None else _prc_given_real_radii(real, fake, ref.radii(None), ref.k)
-    smallest = min(
-        (int(np.bincount(g[s], minlength=q).min()) for g in (gg, rg) for s in range(len(g))), default=0
-    )
-    if smallest <= ref.k:  # a group too small for k-NN balls: no interval
-        return np.array([p0]), np.array([r0])
-    for s in range(gg.shape[0]):
-        for j in range(q):
-            key = (s, j, rg[s].tobytes())
-            p, r = _prc_given_real_radii(
-                real[torch.from_numpy(rg[s] == j)], fake[torch.from_numpy(gg[s] == j)], ref.radii(key, rg[s] == j),
-                ref.k,
-            )  # fmt: skip
-            prec.append(p)
-            rec.append(r)
-    return np.array([p0, *prec]), np.array([r0, *rec])
-
-
 def split_interval(replicates: ArrayLike, groups: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """(lo, hi) = estimate +- t_{S (q - 1)} * sqrt(mean over splits of the variance of the q group values / q).
 
@@ -283,55 +238,83 @@ def split_interval(replicates: ArrayLike, groups: int, confidence: float = CONFI
 # ------------------------------------------------------------------------------------------------ sides
 @dataclass
 class ReferenceSide:
-    """What the reference set contributes to every setting's replicates, computed once per run: its rows,
-    blocks, KID kernel sums and k-NN structure."""
+    """What the reference set contributes to every setting's replicates: its rows, blocks, split groups, and
+    the quantities of one pass over its own tiles (k-NN radii of the whole set and within each group, KID
+    kernel sums per block pair), computed on first use and reused by every setting of the run."""
 
     features: np.ndarray
     labels: np.ndarray
     k: int
-    _kid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    _radii: dict = field(default_factory=dict)
+    groups: np.ndarray | None = None  # [S, m] split groups of the precision/recall intervals
+    _within: P.Within | None = None
 
-    def kid_sums(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self._kid is None:
-            y = torch.from_numpy(self.features)
-            g = int(self.labels.max()) + 1
-            sizes = torch.from_numpy(np.bincount(self.labels, minlength=g).astype(np.float64))
-            self._kid = (
-                _block_kernel_sums(y, y, self.labels, self.labels, units=(g, g)),
-                _block_diagonal_sums(y, self.labels, g),
-                sizes,
-            )
-        return self._kid
+    @property
+    def blocks(self) -> int:
+        return int(self.labels.max()) + 1
 
-    def radii(self, key: object, rows: np.ndarray | None = None) -> torch.Tensor:
-        """Squared k-NN radii of the reference rows selected by the mask ``rows`` (all when None), cached
-        under ``key``."""
-        from .prc import _knn_sq_radii
-
-        if key not in self._radii:
-            x = torch.from_numpy(self.features if rows is None else self.features[rows])
-            self._radii[key] = _knn_sq_radii(x, self.k, _TILE)
-        return self._radii[key]
+    def within(self) -> P.Within:
+        if self._within is None:
+            x = torch.from_numpy(self.features)
+            self._within = P.within(x, self.k, self.groups, self.labels, self.blocks)
+        return self._within
 
 
-def reference_side(ref: ArrayLike, labels: np.ndarray, k: int = 3) -> ReferenceSide:
-    return ReferenceSide(as_feature_matrix(ref, "ref"), np.asarray(labels), k)
+def reference_side(
+    ref: ArrayLike, labels: np.ndarray, k: int = 3, groups: np.ndarray | None = None
+) -> ReferenceSide:
+    g = None if groups is None else np.asarray(groups)
+    return ReferenceSide(as_feature_matrix(ref, "ref"), np.asarray(labels), k, g)
 
 
-def kid_jackknife(gen: ArrayLike, ref: ReferenceSide, gen_labels: np.ndarray) -> np.ndarray:
-    """[G + 1] full-set unbiased MMD^2 (k(x, y) = (x.y / d + 1)^3): the full sets', then block b of both
-    left out."""
+def pair_replicates(
+    gen: ArrayLike,
+    ref: ReferenceSide,
+    gen_labels: np.ndarray | None = None,
+    gen_groups: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The replicates that need pairwise distances or kernels, from one pass over the generated set's own
+    tiles and one over its tiles against the reference set (glidebench.metrics.pairs), with k = ``ref.k``:
+
+    - ``precision``, ``recall``: [1 + S q] with ``gen_groups`` [S, n] (the reference groups are
+      ``ref.groups``): the full sets' values (equal to ``prc.precision_recall``'s), then those of group j of
+      split s of both sets (row 1 + s q + j), radii within each group; [1] (the full sets' values only)
+      without groups or when a group is too small for k-NN balls;
+    - ``kid_mean``: [G + 1] with ``gen_labels`` [n]: the full-set unbiased MMD^2 (k(x, y) = (x.y / d + 1)^3),
+      the full sets', then block b of both left out."""
     x = torch.from_numpy(as_feature_matrix(gen, "gen"))
-    gl = np.asarray(gen_labels)
-    g = _check_blocks(gl, ref.labels, len(x), len(ref.features))
-    syy, dy, ny = ref.kid_sums()
     y = torch.from_numpy(ref.features)
-    nx = torch.from_numpy(np.bincount(gl, minlength=g).astype(np.float64))
-    return _mmd_from_sums(
-        _block_kernel_sums(x, x, gl, gl, units=(g, g)), _block_diagonal_sums(x, gl, g), nx, syy, dy, ny,
-        _block_kernel_sums(x, y, gl, ref.labels, units=(g, g)),
+    gl = None if gen_labels is None else np.asarray(gen_labels)
+    g = None if gl is None else _check_blocks(gl, ref.labels, len(x), len(y))
+    gg, rg, q = None, ref.groups, 0
+    if gen_groups is not None:
+        gg = np.asarray(gen_groups)
+        if rg is None or gg.shape[0] != rg.shape[0] or gg.shape[1] != len(x):
+            shape = None if rg is None else rg.shape
+            raise ValueError(
+                f"split groups of shape {gg.shape} and {shape} for sets of {len(x)} and {len(y)} rows"
+            )
+        q = int(rg.max()) + 1
+        smallest = min(int(np.bincount(a[s], minlength=q).min()) for a in (gg, rg) for s in range(len(a)))
+        if smallest <= ref.k:  # a group too small for k-NN balls: no interval
+            gg = None
+    wy = ref.within()
+    wx = P.within(x, ref.k, gg, gl, g)
+    both = P.across(
+        x, y, wx, wy, None if gg is None else (gg, rg), None if gl is None else (gl, ref.labels),
+        None if g is None else (g, g),
     )  # fmt: skip
+    prec, rec = [float(both.x_in_y.double().mean())], [float(both.y_in_x.double().mean())]
+    if gg is not None:
+        for s in range(len(gg)):
+            for j in range(q):
+                prec.append(float(both.group_x_in_y[s][torch.from_numpy(gg[s] == j)].double().mean()))
+                rec.append(float(both.group_y_in_x[s][torch.from_numpy(rg[s] == j)].double().mean()))
+    out = {"precision": np.array(prec), "recall": np.array(rec)}
+    if g is not None:
+        nx = torch.from_numpy(np.bincount(gl, minlength=g).astype(np.float64))
+        ny = torch.from_numpy(np.bincount(ref.labels, minlength=g).astype(np.float64))
+        out["kid_mean"] = _mmd_from_sums(wx.kernel, wx.diagonal, nx, wy.kernel, wy.diagonal, ny, both.kernel)
+    return out
 
 
 def weighted_mean_jackknife(values: ArrayLike, labels: np.ndarray) -> np.ndarray:

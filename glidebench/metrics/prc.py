@@ -9,8 +9,9 @@ Owns: the k-NN manifold estimate and the two fractions
 
 with k = 3 (the paper's and OpenAI's evaluator's choice; NN_k excludes the sample itself). Distances are
 squared Euclidean from the Gram expansion in float64 (by default) and compared with squared radii.
-Nothing larger than one [block_size, block_size] tile is held: radii keep a running k+1 smallest per row,
-and one pass over the fake x real tiles fills both membership masks, so 30k x 30k stays far below 4 GiB.
+Nothing larger than a few [block_size, block_size] tiles is held (glidebench.metrics.pairs: radii keep a
+running k+1 smallest per row, and one pass over the fake x real tiles fills both membership masks), so 30k x
+30k stays far below 4 GiB.
 
 Use Inception pool3 features (`glidebench.features.InceptionExtractor`), as the GLIDE paper does, never
 torch-fidelity's VGG16 default for `prc`.
@@ -27,14 +28,9 @@ from __future__ import annotations
 import torch
 
 from .fid import ArrayLike, as_feature_matrix
+from .pairs import TILE, Within, across, within
 
-DEFAULT_BLOCK_SIZE = 2048
-
-
-def _sq_dists(a: torch.Tensor, a2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances [len(a), len(b)] = |a|^2 + |b|^2 - 2 a.b, clamped at 0."""
-    d = torch.addmm(a2[:, None], a, b.T, beta=1.0, alpha=-2.0)
-    return d.add_(b2[None, :]).clamp_min_(0.0)
+DEFAULT_BLOCK_SIZE = TILE
 
 
 def _to_tensor(x: ArrayLike, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -48,25 +44,7 @@ def _check_block_size(block_size: int) -> None:
 
 def _knn_sq_radii(x: torch.Tensor, k: int, block_size: int) -> torch.Tensor:
     """Squared distance from each row of x to its k-th nearest other row (the (k+1)-th smallest incl. self)."""
-    n = x.shape[0]
-    if not 1 <= k < n:
-        raise ValueError(
-            f"k must be in [1, num_samples - 1] = [1, {n - 1}], got k={k}; use more samples or a smaller k"
-        )
-    x2 = (x * x).sum(dim=1)
-    radii = torch.empty(n, dtype=x.dtype, device=x.device)
-    for i in range(0, n, block_size):
-        rows, rows2 = x[i : i + block_size], x2[i : i + block_size]
-        best = torch.full((rows.shape[0], k + 1), float("inf"), dtype=x.dtype, device=x.device)
-        for j in range(0, n, block_size):
-            tile = _sq_dists(rows, rows2, x[j : j + block_size], x2[j : j + block_size])
-            tile_best = torch.topk(tile, min(k + 1, tile.shape[1]), dim=1, largest=False).values
-            del tile
-            best = torch.topk(
-                torch.cat([best, tile_best], dim=1), k + 1, dim=1, largest=False, sorted=True
-            ).values
-        radii[i : i + rows.shape[0]] = best[:, k]
-    return radii
+    return within(x, k, tile=block_size).radii
 
 
 @torch.no_grad()
@@ -129,18 +107,9 @@ def precision_recall(
         )
     else:
         r_real = real_sq_radii.to(device=dev, dtype=dtype)
-    r_fake = _knn_sq_radii(fake, k, block_size)
-    real2 = (real * real).sum(dim=1)
-    fake2 = (fake * fake).sum(dim=1)
-    fake_in_real = torch.zeros(fake.shape[0], dtype=torch.bool, device=dev)
-    real_in_fake = torch.zeros(real.shape[0], dtype=torch.bool, device=dev)
-    for i in range(0, fake.shape[0], block_size):
-        f_rows, f2, rf = fake[i : i + block_size], fake2[i : i + block_size], r_fake[i : i + block_size]
-        for j in range(0, real.shape[0], block_size):
-            tile = _sq_dists(f_rows, f2, real[j : j + block_size], real2[j : j + block_size])
-            fake_in_real[i : i + block_size] |= (tile <= r_real[None, j : j + block_size]).any(dim=1)
-            real_in_fake[j : j + block_size] |= (tile <= rf[:, None]).any(dim=0)
-            del tile
+    fake_side = within(fake, k, tile=block_size)
+    both = across(fake, real, fake_side, Within(r_real), tile=block_size)
+    fake_in_real, real_in_fake = both.x_in_y, both.y_in_x
     return {
         "precision": float(fake_in_real.double().mean().item()),
         "recall": float(real_in_fake.double().mean().item()),

@@ -34,11 +34,12 @@ from .loading import RunData
 # Each protocol field in one group of differences, as a reader names them (a test checks every field is here).
 GROUPS: dict[str, tuple[str, ...]] = {
     "captions": ("captions", "caption_style", "seed"),
-    "data": ("data", "split", "data_id", "reference_size", "reference_stats"),
+    "data": ("data", "split", "data_id", "reference_size", "reference_stats", "reference_protocol"),
     "resolution": ("resolution",),
     "samples": ("num_samples", "samples_per_prompt", "diversity_prompts"),
     "settings": ("settings",),
-    "metrics": ("inception", "kid_subset_size", "prc_k", "intervals", "bootstrap_resamples", "fid_resize"),
+    "metrics": ("inception", "kid_subset_size", "prc_k", "intervals", "bootstrap_resamples", "fid_resize")
+    + ("kid_seed",),
     "suite": ("suite", "suite_version", "spec_version"),
 }
 # protocol fields added later and not yet in a group are still named (a test asks for each to be grouped)
@@ -74,6 +75,7 @@ _FIELD_WORDS = {
     "samples_per_prompt": "images per caption", "diversity_prompts": "captions sampled several times",
     "bootstrap_resamples": "bootstrap resamples", "reference_stats": "reference statistics",
     "fid_resize": "FID resize", "intervals": "interval method",
+    "reference_protocol": "protocol of the reference statistics", "kid_seed": "KID subset seed",
 }  # fmt: skip
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSpec) if f.default is not dataclasses.MISSING}
 

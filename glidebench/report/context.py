@@ -98,6 +98,11 @@ def _overview(runs: Sequence[RunData]) -> pd.DataFrame:
         samplers = sorted({f"{r.sampler} {r.steps}".strip() for r in df.itertuples()})
         put("Sampler and steps", lab, ", ".join(s for s in samplers if s) or "not recorded")
         put(
+            "Sampling (the generator's words)",
+            lab,
+            str((prov.get("sampling") or {}).get("text", "not recorded")),
+        )
+        put(
             "Resolution",
             lab,
             ", ".join(f"{int(r)} px" for r in sorted(df["resolution"].dropna().unique())) or "?",
@@ -223,8 +228,20 @@ def _provenance(run: RunData) -> dict:
         else None,
         "checkpoints": pd.DataFrame(list(ckpts.items()), columns=["checkpoint", "sha256"]) if ckpts else None,
         "spec": json.dumps(run.spec, indent=2, sort_keys=True, default=str) if run.spec else "",
+        "spec_note": _spec_note(run),
         "missing": list(run.missing),
     }
+
+
+def _spec_note(run: RunData) -> str:
+    """For a run whose images GLIDE did not make: its spec's GLIDE sampling fields were not used."""
+    if run.spec.get("model") != "plugin":
+        return ""
+    sampling = (run.provenance.get("sampling") or {}).get("text")
+    return (
+        "The spec's sampler, steps, up_sampler, up_steps and upsample_temp are GLIDE's defaults, recorded but not "
+        "used by this generator" + (f" (it samples as: {sampling})." if sampling else ".")
+    )
 
 
 def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> dict[str, Any]:

@@ -33,14 +33,16 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..generate import clean_leftovers, generate_setting
+from ..generate import clean_leftovers, generate_setting, run_sampling, sampling_options
 from ..store import atomic_write_json
 from .featurepass import feature_pass
 from .measure import measure, write_outputs
 from .options import RunOptions, RunPlan, first_line, resolve_plan
+from .progress import progress_of, run_progress
 from .rundir import Dist, IncompleteRun, RunDirError, RunLock, RunLog, init_run_dir, missing_counts
 from .threads import use_threads
 
@@ -49,8 +51,16 @@ __all__ = ["IncompleteRun", "RunDirError", "RunOptions", "execute", "make_incept
 
 def run(args: argparse.Namespace) -> int:
     """`glidebench run coco-fid` (and the suites that share its runner): returns the exit code (errors raise;
-    the CLI turns them into messages)."""
-    execute(RunOptions.from_args(args))
+    the CLI turns them into messages). ``--prompts FILE``: the file's protocol (:mod:`.prompts`)."""
+    from .prompts import apply_contract, elsewhere_options, read_prompts_file
+
+    options, contract = RunOptions.from_args(args), None
+    if getattr(args, "prompts", None):
+        contract = read_prompts_file(Path(args.prompts))
+        options = apply_contract(options, contract)
+    if options.images or options.images_setting:
+        options = elsewhere_options(options)  # the settings rule `glidebench prompts` follows
+    execute(options, contract)
     return 0
 
 
@@ -67,9 +77,10 @@ def run_inception(plan: RunPlan) -> object:
     return make_inception(plan.spec.inception, plan.device, **resize)
 
 
-def execute(options: RunOptions) -> Path | None:
+def execute(options: RunOptions, contract: Any = None) -> Path | None:
     """One run; returns its run directory once the results are written (None for a dry run, a rank other than
-    0, a shard that left images to others, or ``--features-only``)."""
+    0, a shard that left images to others, or ``--features-only``). ``contract``: a prompts file's
+    (:class:`glidebench.suites.prompts.PromptsContract`) that the planned run must equal."""
     from ..provenance import now_iso
 
     t0, started = time.monotonic(), now_iso()
@@ -77,13 +88,18 @@ def execute(options: RunOptions) -> Path | None:
     log = RunLog(dist.rank, dist.world, options.quiet)
     try:
         plan = resolve_plan(options, dist)
+        if contract is not None:
+            from .prompts import check_contract
+
+            check_contract(plan, contract)
+        check_glide_options(plan)
         announce(plan, log)
         if options.dry_run:
             log.main(json.dumps(plan.spec.record(), indent=2))
             return None
         init_stage(plan, dist)
         plan.source.validate(options.progress)
-        with RunLock(plan.run_dir, plan.worker) as lock:
+        with RunLock(plan.run_dir, plan.worker) as lock, run_progress(plan, log, dist.rank) as log:
             if lock.previous:
                 log(f"  note: took over the lock of a process that did not finish ({lock.previous})")
             use_threads(options.stage_threads, "sampling")
@@ -96,6 +112,7 @@ def execute(options: RunOptions) -> Path | None:
             extractor = run_inception(plan)
             feature_pass(plan, extractor, log)
             if options.features_only:
+                log.close()
                 log.main(
                     "features-only: stopped after the feature stage (no metrics, no report); the same command "
                     "without --features-only computes the metrics from these files, here or on another machine "
@@ -104,21 +121,42 @@ def execute(options: RunOptions) -> Path | None:
                 return None
             use_threads(options.stage_threads, "metrics")
             measured = measure(plan, extractor, log)
+            log.close()  # the results and the report print below a finished bar
             write_outputs(plan, measured, started, t0, log)
             return plan.run_dir
     finally:
         dist.close()
 
 
+def check_glide_options(plan: RunPlan) -> None:
+    """GLIDE's sampling flags given with another generator: refused (one line, before any work) when its
+    description says it does not read them, noted when it does not describe its sampling."""
+    from ..generators import GLIDE_OPTIONS, GeneratorError, glide_options_note, unread_glide_options
+
+    given = [f for f in GLIDE_OPTIONS if getattr(plan.options, f, None) not in (None, False)]
+    options = sampling_options(plan.spec, plan.device.type)
+    refusal = unread_glide_options(plan.generator, given, options)
+    if refusal:
+        raise GeneratorError(refusal)
+    note = glide_options_note(plan.generator, given, options)
+    if note:
+        plan.notes.append(note)
+
+
 def announce(plan: RunPlan, log: RunLog) -> None:
-    """The first line (which data, which models), the notes and the run's shape."""
+    """The first line (which data, which models), the notes, how the generator samples and the run's shape."""
+    from ..generators.glide import GlideGenerator
+
     spec, device, worker = plan.spec, plan.device, plan.worker
+    sampling = run_sampling(plan.generator, spec, device.type)
     log.main(first_line(plan))
     for note in plan.notes:
         log.main(f"  note: {note}")
+    if not isinstance(plan.generator, GlideGenerator):
+        log.main(f"  sampling: {sampling.text()}")
     log.main(
         f"  run dir {plan.run_dir} | {len(spec.settings)} settings ({', '.join(s.setting_id for s in spec.settings)})"
-        f" x {spec.total_samples} samples | {spec.sampler} {spec.steps} | {spec.resolution} px | chunk {spec.batch_size}"
+        f" x {spec.total_samples} samples | {sampling.short() or 'its own sampling'} | {spec.resolution} px | chunk {spec.batch_size}"
         f" | device {device} {spec.dtype}"
         + (f" {spec.attention}" if spec.attention != "einsum" else "")
         + (" fast path" if spec.fast else "")
@@ -151,9 +189,11 @@ def generate_stage(plan: RunPlan, log: RunLog) -> None:
         return
     try:
         for s in spec.settings:
+            progress_of(log).begin("generate", s.setting_id)
             stats = generate_setting(
                 plan.generator, spec, s, plan.source.captions, run_dir, worker, log=log,
                 progress=plan.options.progress, device=str(plan.device),
+                on_chunk=lambda n, sid=s.setting_id: progress_of(log).advance("generate", sid, n),
             )  # fmt: skip
             log(
                 f"[{s.setting_id}] generation: {stats.images_written} images written "

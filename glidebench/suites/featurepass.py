@@ -24,6 +24,7 @@ from typing import Any
 from ..spec import Setting
 from ..store import ImageStore, remove_stale_tmp
 from .options import RunPlan
+from .progress import progress_of
 from .rundir import RunLog
 
 __all__ = ["FeaturePass", "feature_pass"]
@@ -49,7 +50,10 @@ def _one(
     path = feature_cache_path(extractor, fingerprint, cache_dir)
     cached, t0 = path.is_file(), time.monotonic()
     fbatch = feature_batch_size(plan)
+    progress = progress_of(log)
+    batches = progress.counting("features", key, batches)  # each embedded batch moves the run's progress
     feats = features_for(extractor, fingerprint, batches, total, cache_dir, fbatch, plan.options.progress)
+    progress.finish_stage("features", key)  # found in the cache: done at once
     done.files[key] = path.name
     if not cached:
         done.computed.append(key)
@@ -98,6 +102,9 @@ def feature_pass(plan: RunPlan, extractor: Any, log: RunLog, embedder: Any = Non
         if warning:
             log.main(f"  {warning}")
     extractors = {"inception": extractor} | ({"clip": embedder} if embedder is not None else {})
+    if embedder is None:  # no evaluator CLIP: its stages have nothing to do
+        for s in spec.settings:
+            progress_of(log).finish_stage("features", f"{s.setting_id}/clip")
     for s in spec.settings:
         _setting(done, plan, s, extractors, log)
     done.seconds = time.monotonic() - t0

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..generate import expected_evals_per_image, read_timing
+from ..generate import expected_evals_per_image, read_timing, run_sampling
 from ..spec import Setting, format_interval
 from ..store import ImageStore, atomic_write_json, remove_stale_tmp
 from .options import RunPlan
+from .progress import progress_of
 from .rundir import RunLog
 
 
@@ -150,6 +151,35 @@ def measure(plan: RunPlan, extractor: Any, log: RunLog) -> Measured:
     return out
 
 
+def _intervals(
+    plan: RunPlan,
+    s: Setting,
+    out: Measured,
+    store: ImageStore,
+    gen: dict,
+    ref: dict,
+    clip: tuple,
+    log: RunLog,
+) -> dict[str, Any]:
+    """One setting's interval columns (its replicates kept in ``out``). Run before the point metrics: the
+    jackknife's pass over the pairwise tiles also gives the point precision and recall."""
+    from ..results import check_sample_counts
+    from ..uncertainty import setting_uncertainty, source_items
+    from .threads import pairwise_threads
+
+    spec, n, fbatch = plan.spec, plan.spec.num_samples, feature_batch_size(plan)
+    check_sample_counts(n, len(ref["pool3"]), spec.prc_k)
+    t_u = time.monotonic()
+    items = source_items(plan.source, store, list(range(n)), fbatch)
+    cols, out.replicates[s.setting_id] = setting_uncertainty(
+        out.draws, gen, ref, n, spec.prc_k, clip if clip[0] is not None else None, items, out.groups,
+        device=plan.device, pair_threads=pairwise_threads(plan.options.stage_threads),
+    )  # fmt: skip
+    out.interval_seconds += time.monotonic() - t_u
+    progress_of(log).advance("intervals", s.setting_id, n)
+    return cols | {"samples_per_prompt": spec.samples_per_prompt, "diversity_prompts": len(out.groups)}
+
+
 def _measure_setting(
     plan: RunPlan, s: Setting, out: Measured, ref: dict, text_emb: Any, warnings: list[str], log: RunLog
 ) -> dict[str, Any]:
@@ -157,6 +187,7 @@ def _measure_setting(
     from ..results import features_for, setting_metrics
 
     t_s = time.monotonic()
+    progress_of(log).begin("metrics", s.setting_id, reset=False)  # the run's progress: measuring this setting
     spec, run_dir, fbatch = plan.spec, plan.run_dir, feature_batch_size(plan)
     indices, n = list(range(spec.total_samples)), spec.num_samples  # the protocol's images are the first n
     store = ImageStore.of(run_dir, s.setting_id)
@@ -174,6 +205,9 @@ def _measure_setting(
     gen = features(out.extractor)  # every index; the protocol's metrics use the first n rows
     clip_all = features(out.embedder)["clip_image"] if out.embedder is not None else None
     clip_pair = (clip_all[:n], text_emb) if clip_all is not None else None
+    interval_cols = (
+        _intervals(plan, s, out, store, gen, ref, (clip_all, text_emb), log) if out.draws is not None else {}
+    )
     if ref is None:  # --reference-stats (glidebench.refstats): FID from the file; KID, P&R not measured
         from ..refstats import stats_setting_metrics
 
@@ -181,27 +215,19 @@ def _measure_setting(
             {k: v[:n] for k, v in gen.items()}, plan.reference_stats, clip_pair
         )
     else:
+        from ..uncertainty import point_precision_recall
+
+        prc = (
+            point_precision_recall(out.draws, out.replicates[s.setting_id]) if out.draws is not None else None
+        )
         metrics, notes = setting_metrics(
             {k: v[:n] for k, v in gen.items()}, ref, k=spec.prc_k, kid_subset_size=spec.kid_subset_size,
-            seed=spec.seed, clip_pair=clip_pair, reference_cache=out.reference_cache,
+            seed=spec.seed, clip_pair=clip_pair, reference_cache=out.reference_cache, prc=prc,
         )  # fmt: skip
     if out.clip_truncated is not None and clip_pair is not None:
         metrics["clip_truncated"] = out.clip_truncated
-    metrics |= plan.source.setting_metrics(store, indices[:n], fbatch)
-    if out.draws is not None:
-        from ..uncertainty import setting_uncertainty, source_items
-
-        t_u = time.monotonic()
-        items = source_items(plan.source, store, indices[:n], fbatch)
-        cols, out.replicates[s.setting_id] = setting_uncertainty(
-            out.draws, gen, ref, n, spec.prc_k, (clip_all, text_emb) if clip_all is not None else None, items,
-            out.groups, device=plan.device, point=metrics,
-        )  # fmt: skip
-        metrics |= cols | {
-            "samples_per_prompt": spec.samples_per_prompt,
-            "diversity_prompts": len(out.groups),
-        }
-        out.interval_seconds += time.monotonic() - t_u
+    metrics |= plan.source.setting_metrics(store, indices[:n], fbatch) | interval_cols
+    progress_of(log).advance("metrics", s.setting_id, n)
     timing = read_timing(run_dir, s.setting_id, spec.total_samples, spec.batch_size)
     evals = timing.evals_per_image
     if evals is None:
@@ -217,9 +243,11 @@ def _measure_setting(
         f"({time.monotonic() - t_s:.1f} s)"
     )
     interval = {"cfg_interval": format_interval(spec.cfg_interval)} if _interval_applies(plan, s) else {}
+    sampling = run_sampling(plan.generator, spec, plan.device.type)  # the generator's own words
     return {
         "setting_id": s.setting_id, "model": spec.model_label, "guidance": s.guidance, "scale": s.scale,
-        "sampler": spec.sampler, "steps": spec.steps, "resolution": spec.resolution, "n_samples": spec.num_samples,
+        "sampler": sampling.sampler, "steps": sampling.steps, "resolution": spec.resolution,
+        "n_samples": spec.num_samples,
         **interval, "evals_per_image": evals, **metrics,
         "wall_s": timing.seconds if timing.chunks_timed else float("nan"),
         "images_per_s": timing.images / timing.seconds if timing.seconds > 0 else float("nan"),
@@ -234,6 +262,7 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
     from ..results import write_markdown, write_results
 
     spec, extractor, embedder = plan.spec, m.extractor, m.embedder
+    sampling = run_sampling(plan.generator, spec, plan.device.type)
     checkpoints = {
         f"{spec.model_label}/{role}": ident for role, ident in sorted(plan.models.identities.items())
     }
@@ -267,6 +296,7 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
     provenance = build_provenance(
         started, t0, time.monotonic(), plan.device, checkpoints, plan.source.record, feature_record,
         extra={"spec_fingerprint": spec.fingerprint, "model_cards": plan.models.cards, "notes": plan.notes,
+               "sampling": sampling.record(),
                "chunking": f"chunks of {spec.batch_size} indices, each always sampled whole"},
     )  # fmt: skip
     atomic_write_json(plan.run_dir / "provenance.json", provenance)
@@ -283,9 +313,11 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
     header = [
         f"# {spec.suite} results: {spec.model_label} on {spec.data} ({spec.split}), {spec.resolution} px",
         "",
-        f"{spec.num_samples} samples per setting, {spec.sampler} {spec.steps}, seed {spec.seed}, "
+        f"{spec.num_samples} samples per setting, {sampling.short()}, seed {spec.seed}, "
         f"Inception: {extractor.name}, CLIP score: {getattr(embedder, 'name', None) or 'skipped'}.",
     ]
+    if spec.model == "plugin":  # not GLIDE: how this generator samples, in its own words
+        header += ["", f"Sampling: {sampling.text()}."]
     if plan.models.random_init:
         header.insert(1, "\n**RANDOM-INITIALISED MODEL: these numbers are a plumbing check, not a result.**")
     md = write_markdown(plan.run_dir, df, header, m.differences, spec.intervals)

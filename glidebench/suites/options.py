@@ -38,14 +38,8 @@ _FLAG_KEYS = (
 ) + tuple(spec_fields({}))  # fmt: skip
 
 
-_MINIMA = {
-    "num_samples": 1,
-    "reference_size": 0,
-    "limit": 1,
-    "seed": 0,
-    "batch_size": 1,
-    "feature_batch_size": 1,
-}
+_MINIMA = {"num_samples": 1, "reference_size": 0, "limit": 1, "seed": 0, "batch_size": 1, "feature_batch_size": 1,
+           "kid_seed": 0}  # fmt: skip
 _MEANING = {"reference_size": " (0 = the whole split)", "limit": " (leave it out for the suite's full size)"}
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -104,6 +98,8 @@ class RunOptions:
     # numbers comparable with published ones (glidebench.comparable): other captions, statistics, resize, CLIP
     captions_file: str | None = None  # .csv / .jsonl / .txt caption list
     reference_stats: str | None = None  # FILE.npz of mu / sigma instead of reference images
+    reference_protocol: str | None = None  # RESIZE:PX that made a statistics file without a sidecar
+    kid_seed: int | None = None  # KID's subset seed (None: the run's seed; 2020: torch-fidelity's)
     fid_resize: str | None = None  # tf-bilinear (default) | clean
     clip_score_model: str | None = None  # ARCH:PRETRAINED of open_clip
     log_to: str | None = None  # tensorboard | wandb
@@ -418,6 +414,7 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         prc_k=int(opts["prc_k"]), random_init=models.random_init, cfg_interval=opts.get("cfg_interval"),
         attention=attention, fast=o.fast, caption_style=opts["caption_style"],
         **spec_fields(opts, o),  # K images per caption and the interval method
+        **comparable.spec_fields(o, stats),  # a statistics file's declared protocol, KID's seed
     )  # fmt: skip
     source.prompts = extra_prompts(source.prompts, spec.seed, spec.samples_per_prompt, spec.diversity_prompts)
     check_supported(generator, spec.settings, spec.dtype, device.type, sampling_options(spec, device.type))

@@ -132,7 +132,10 @@ def test_missing_weights_point_to_the_embedded_models(cmd, tmp_path, monkeypatch
     example = re.search(r"(python -m glide (?:sample|inpaint) .*?--out x\.png)", line).group(1)
     args = _parser().parse_args(shlex.split(example)[3:])
     assert args.cmd == cmd
-    for spec in (args.base, args.upsampler):
+    assert args.no_upsample == (
+        cmd == "inpaint"
+    )  # no embedded inpainting upsampler: the example stops at 32 px
+    for spec in (args.base, None if args.no_upsample else args.upsampler):
         if spec is not None:
             assert spec.startswith("glidebench/assets/models/")
             model = checkpoints.load_model(ROOT / spec)

@@ -61,29 +61,33 @@ def test_kid_replicates_are_the_unbiased_mmd_of_the_remaining_rows() -> None:
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(33, 10)), rng.normal(0.2, 1.0, size=(41, 10))
     gl, rl = J.block_labels(33, 6), J.block_labels(41, 6)
-    reps = J.kid_jackknife(x, J.reference_side(y, rl), gl)
+    reps = J.pair_replicates(x, J.reference_side(y, rl), gl)["kid_mean"]
     assert reps[0] == pytest.approx(_mmd2_numpy(x, y), rel=1e-10)
     for b in range(6):
         assert reps[b + 1] == pytest.approx(_mmd2_numpy(x[gl != b], y[rl != b]), rel=1e-10)
 
 
-def test_prc_split_values_are_precision_recall_of_each_group() -> None:
+def test_split_replicates_are_precision_recall_of_each_group() -> None:
     rng = np.random.default_rng(2)
     real, fake = rng.normal(size=(70, 5)), rng.normal(0.4, 1.3, size=(55, 5))
     gg, rg = J.split_groups(55, 2, 3, rng), J.split_groups(70, 2, 3, rng)
     assert set(np.bincount(gg[0])) == {27, 28}  # equal groups (+-1)
-    side = J.reference_side(real, J.block_labels(70), k=3)
-    prec, rec = J.prc_split(fake, side, gg, rg)
+    side = J.reference_side(real, J.block_labels(70), k=3, groups=rg)
+    reps = J.pair_replicates(fake, side, gen_groups=gg)
+    prec, rec = reps["precision"], reps["recall"]
     full = precision_recall(real, fake, k=3)
     assert (prec[0], rec[0]) == (full["precision"], full["recall"])
     for s in range(3):
         for j in range(2):
             want = precision_recall(real[rg[s] == j], fake[gg[s] == j], k=3)
             assert (prec[1 + 2 * s + j], rec[1 + 2 * s + j]) == (want["precision"], want["recall"])
-    again = J.prc_split(fake, side, gg, rg)  # the reference radii now come from the cache: same values
-    assert np.array_equal(again[0], prec) and np.array_equal(again[1], rec)
-    tiny = J.prc_split(fake[:7], J.reference_side(real[:7], J.block_labels(7), k=3), gg[:, :7], rg[:, :7])
-    assert len(tiny[0]) == 1  # groups of 3-4 rows cannot hold k = 3 neighbours: the estimate only
+    again = J.pair_replicates(fake, side, gen_groups=gg)  # the reference side's pass is reused: same values
+    assert np.array_equal(again["precision"], prec) and np.array_equal(again["recall"], rec)
+    both = J.pair_replicates(fake, side, J.coupled_labels(side.labels, np.arange(55)), gg)  # KID in the pass
+    assert np.array_equal(both["precision"], prec) and np.array_equal(both["recall"], rec)
+    tiny_side = J.reference_side(real[:7], J.block_labels(7), k=3, groups=rg[:, :7])
+    tiny = J.pair_replicates(fake[:7], tiny_side, gen_groups=gg[:, :7])
+    assert len(tiny["precision"]) == 1  # groups of 3-4 rows cannot hold k = 3 neighbours: the estimate only
 
 
 def test_split_interval_is_the_scaled_group_variance() -> None:

@@ -63,13 +63,15 @@ def test_stats_from_an_independent_numpy_computation_give_the_same_fid(tmp_path:
     centred = real - mu
     sigma = centred.T @ centred / (len(real) - 1)
     np.savez(tmp_path / "theirs.npz", mu=mu, sigma=sigma)
-    stats = load_stats(tmp_path / "theirs.npz")
-    assert stats.sidecar is None and "no sidecar" in stats.warnings[0]
+    with pytest.raises(ReferenceStatsError, match="no sidecar.*--reference-protocol"):
+        load_stats(tmp_path / "theirs.npz")  # what made it must be declared
+    stats = load_stats(tmp_path / "theirs.npz", "tf-bilinear:64")
+    assert stats.sidecar is None and stats.declared == {"fid_resize": "tf-bilinear", "resolution": 64}
     metrics, notes = stats_setting_metrics({"pool3": fake}, stats)
     mu_f, s_f = fake.mean(0), np.cov(fake, rowvar=False)
     assert metrics["fid"] == pytest.approx(_fid_closed_form(mu_f, s_f, mu, sigma), rel=1e-6)
     assert metrics["fid"] == pytest.approx(fid_from_features(fake, real), rel=1e-9)
-    assert any("no sidecar" in n for n in notes)
+    assert NOT_MEASURED_NOTE in notes
 
 
 def test_protocol_mismatch_is_refused_naming_what_differs(tmp_path: Path) -> None:

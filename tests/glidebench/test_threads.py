@@ -33,10 +33,36 @@ def test_default_threads_follow_the_free_cpus_and_metrics_take_one(cpus, default
 
 
 def test_threads_flag_then_the_environment_set_every_stage():
-    assert T.stage_threads(3, 1, 2, 2, 9.0) == StageThreads(3, 3, "--threads, every stage")
-    assert T.stage_threads(None, 1, 2, 2, 0.0) == StageThreads(1, 1, "OMP_NUM_THREADS, every stage")
+    assert T.stage_threads(3, 1, 2, 2, 9.0) == StageThreads(3, 3, "--threads, every stage", 3, 3)
+    assert T.stage_threads(None, 1, 2, 2, 0.0) == StageThreads(1, 1, "OMP_NUM_THREADS, every stage", 1, 1)
     no_load = T.stage_threads(None, None, 2, 2, None)
-    assert (no_load.sampling, no_load.metrics) == (2, 1)
+    assert (no_load.sampling, no_load.metrics, no_load.pairwise) == (2, 1, None)
+
+
+@pytest.mark.parametrize(("busy", "want"), [(0.0, 2), (0.4, 2), (1.0, 1), (3.0, 1), (None, 1)])
+def test_pairwise_products_take_the_cpus_free_when_the_pass_starts(monkeypatch, busy, want):
+    """Idle: both cores (the pass's float64 products gain 1.7-1.9x); beside a busy process or more: one."""
+    monkeypatch.setattr(T, "cpus", lambda: 2)
+    monkeypatch.setattr(T, "runnable", lambda: None)  # no /proc/loadavg: the metric stage's one thread
+    auto = T.stage_threads(None, None, 2, 2, 0.0)
+    assert T.pairwise_threads(auto, busy) == want
+    assert T.pairwise_threads(T.stage_threads(3, None, 2, 2, 0.0), 0.0) == 3  # --threads: every stage
+    assert T.pairwise_threads(None, 0.0) is None  # a library caller: left as it is
+    assert "pairwise products the CPUs free at each setting (at most 2)" in auto.describe()
+
+
+def test_runnable_reads_the_running_tasks_now():
+    busy = T.runnable(samples=2, interval=0.0)
+    assert busy is None or 0 <= busy < 10_000
+
+
+def test_torch_threads_are_restored_after_the_pass():
+    from glidebench.metrics.pairs import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 def test_the_variables_configure_threads_wrote_are_not_the_users(monkeypatch):
@@ -82,7 +108,12 @@ def test_a_run_sets_each_stage_and_logs_it(env: Path, monkeypatch: pytest.Monkey
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(T, "load1", lambda: 0.1)
     monkeypatch.setattr(T, "cpus", lambda: 2)
+    monkeypatch.setattr(T, "runnable", lambda: 1.0)  # another task runs: each setting's pairwise pass gets 1
     assert cli.main(base_args(env / "runs", "--bootstrap-resamples", "0")) == 0
     out = capsys.readouterr().out
-    assert "threads: sampling and features 2, metrics 1 (1-minute load average 0.10 on 2 CPUs" in out
-    assert state["sets"] == [2, 1]  # configure_threads (torch's default), then the metric stage
+    assert (
+        "threads: sampling and features 2, metrics 1, pairwise products the CPUs free at each setting (at most 2)"
+        " (1-minute load average 0.10 on 2 CPUs" in out
+    )
+    # configure_threads (torch's default), then the metric stage; the pairwise pass's 1 is already set
+    assert state["sets"] == [2, 1]
