@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_metric_stage.py --sizes 1000,10000,30000
     .venv/bin/python benchmarks/bench_metric_stage.py --sizes 10000 --skip-intervals --threads 2
+    .venv/bin/python benchmarks/bench_metric_stage.py --sizes 10000,30000 --threads 1 --pair-threads 2
 
 For each N (generated images per setting; references 1.35 N, as MS-COCO's 40,504 val2014 images against 30k
 samples) the features are written by one process as the harness caches them (Inception pool3, 2048-d,
@@ -64,7 +65,9 @@ def prepare(n: int, workdir: Path) -> None:
     write("text.npy", n, CLIP_DIM)
 
 
-def measure(n: int, workdir: Path, resamples: int, threads: int, skip_intervals: bool) -> dict[str, Any]:
+def measure(
+    n: int, workdir: Path, resamples: int, threads: int, skip_intervals: bool, pair_threads: int | None = None
+) -> dict[str, Any]:
     """The metric stage of SETTINGS settings over the feature files; seconds and peak RSS per stage."""
     import numpy as np
     import torch
@@ -76,7 +79,10 @@ def measure(n: int, workdir: Path, resamples: int, threads: int, skip_intervals:
     def load(name: str) -> np.ndarray:
         return np.load(workdir / name, mmap_mode="c")
 
-    out: dict[str, Any] = {"n": n, "threads": threads, "settings": [], "imports_peak_gib": _peak_gib()}
+    out: dict[str, Any] = {
+        "n": n, "threads": threads, "pair_threads": pair_threads or threads, "settings": [],
+        "imports_peak_gib": _peak_gib(),
+    }  # fmt: skip
     t0, c0 = time.perf_counter(), time.process_time()
     ref = {"pool3": load("ref.npy")}
     out["n_ref"] = len(ref["pool3"])
@@ -89,7 +95,9 @@ def measure(n: int, workdir: Path, resamples: int, threads: int, skip_intervals:
         t1, c1 = time.perf_counter(), time.process_time()
         prc, row = None, {}
         if draws is not None:  # first, as the harness: the intervals' pass gives the point P/R too
-            cols, reps = setting_uncertainty(draws, gen, ref, n, K, (clip_img, text), {}, [], device="cpu")
+            cols, reps = setting_uncertainty(
+                draws, gen, ref, n, K, (clip_img, text), {}, [], device="cpu", pair_threads=pair_threads
+            )
             prc = point_precision_recall(draws, reps)
             row["fid_interval"] = (cols.get("fid_lo"), cols.get("fid_hi"))
         t2, c2 = time.perf_counter(), time.process_time()
@@ -154,6 +162,10 @@ def main() -> int:
     )
     p.add_argument("--resamples", type=int, default=200, help="Draws.make's resamples (the bootstrap's R)")
     p.add_argument("--threads", type=int, default=1, help="torch / BLAS threads of the measuring process")
+    p.add_argument(
+        "--pair-threads", type=int, help="threads of the pass over pairwise tiles (default: --threads); the "
+        "CLI's default gives it the CPUs free at each setting",
+    )  # fmt: skip
     p.add_argument("--skip-intervals", action="store_true", help="point metrics only")
     p.add_argument("--workdir", type=Path, help="where the feature files go (default: a temporary directory)")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
@@ -164,7 +176,7 @@ def main() -> int:
         prepare(a._prepare, a.workdir)
         return 0
     if a._measure:
-        res = measure(a._measure, a.workdir, a.resamples, a.threads, a.skip_intervals)
+        res = measure(a._measure, a.workdir, a.resamples, a.threads, a.skip_intervals, a.pair_threads)
         print(json.dumps(res))
         return 0
     env = os.environ | {v: str(a.threads) for v in THREAD_VARS}
@@ -179,6 +191,7 @@ def main() -> int:
             base = [sys.executable, __file__, "--workdir", str(work)]
             subprocess.run([*base, "--_prepare", str(n)], env=env, check=True)
             cmd = [*base, "--_measure", str(n), "--resamples", str(a.resamples), "--threads", str(a.threads)]
+            cmd += ["--pair-threads", str(a.pair_threads)] if a.pair_threads else []
             done = subprocess.run(
                 cmd + (["--skip-intervals"] if a.skip_intervals else []), env=env, check=True,
                 stdout=subprocess.PIPE, text=True,
@@ -190,7 +203,8 @@ def main() -> int:
         rows = rows_of(res, a.skip_intervals)
         all_rows += rows
         print(markdown(rows), flush=True)
-    print(f"## Metric stage, {a.threads} thread(s), references {REF_RATIO} x N, d = {DIM}\n")
+    pairs = f", pairwise pass {a.pair_threads}" if a.pair_threads else ""
+    print(f"## Metric stage, {a.threads} thread(s){pairs}, references {REF_RATIO} x N, d = {DIM}\n")
     print(markdown(all_rows))
     if a.json:
         a.json.write_text(json.dumps({"rows": all_rows, "raw": raw}, indent=1))

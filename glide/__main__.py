@@ -30,6 +30,10 @@ from .diffusion.samplers import SAMPLERS
 # benchmark) are named by path only: glide never imports glidebench.
 EMBEDDED_DIR = "glidebench/assets/models"
 EMBEDDED_PROMPT = "a small red square on a black background"
+EMBEDDED_INPAINT_NOTE = (
+    "note: the embedded inpainting model knows only the embedded set's scenes (flat coloured shapes on a black, "
+    "grey or white background); around other images it fills the hole with noise (docs/glide.md)"
+)
 
 
 class CliError(Exception):
@@ -87,7 +91,9 @@ def embedded_hint(cmd: str, clip: bool = False) -> str:
     if cmd == "inpaint":
         example = (
             f'python -m glide inpaint "{EMBEDDED_PROMPT}" --image IMAGE.png --mask-rows 16 '
-            f"--base {d}/embedded-inpaint.safetensors --no-upsample --out x.png"
+            f"--base {d}/embedded-inpaint.safetensors --no-upsample --out x.png (IMAGE.png: a scene of the "
+            "embedded set's kind, flat shapes on a black, grey or white background; around other images this "
+            "model fills the hole with noise)"
         )
     else:
         guide = f" --guidance clip --clip {d}/embedded-clip-noised.safetensors" if clip else ""
@@ -305,6 +311,8 @@ def _run(args: argparse.Namespace, used: dict[str, str | None]) -> int:
     if inpaint:
         size = pipe.base.config.image_size
         _note_resize(args.image, size)
+        if Path(base).name.startswith("embedded-inpaint"):
+            print(EMBEDDED_INPAINT_NOTE, flush=True)
         image = _read_image(args.image, size).repeat(args.batch_size, 1, 1, 1)
         if args.mask is not None:
             mask = (_read_image(args.mask, size)[:, :1] > 0).float()

@@ -7,6 +7,8 @@
   after the file first loaded into its model. Every later load checks the file against the record (or the
   registry's SHA-256); a mismatch is an error that says how to recover. A file that fails to load is never
   recorded, so replacing it with the right file just works.
+- A local file with a JSON card beside it (``<stem>.json`` with ``"file"`` and ``"sha256"``, as the embedded
+  models in glidebench/assets/models/ have) is checked against the card's SHA-256 before it loads.
 - Loading uses ``torch.load(weights_only=True)`` (.pt) or safetensors (:mod:`glide.statedict`); a file that
   is missing, truncated, not a checkpoint, holds pickled Python objects, or is made for another model variant
   gives an error naming the file and the problem.
@@ -49,6 +51,7 @@ __all__ = [
     "save_model",
     "sha256_file",
     "verify",
+    "verify_card",
 ]
 
 _BLOB = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021"
@@ -186,6 +189,29 @@ def verify(path: Path) -> str:
     return digest
 
 
+def verify_card(path: str | os.PathLike) -> str | None:
+    """Check a local checkpoint against the SHA-256 in the JSON card beside it (``<stem>.json`` naming the file,
+    as glidebench's model cards do); returns the digest, or None when there is no such card. Corrupted tensor
+    data often still loads and samples (only bytes that become NaN show), so the card is what catches it."""
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    if path.suffix == ".json" or not card_path.is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not a card (a card that is unreadable JSON is glidebench's error to give)
+    if not isinstance(card, dict) or not card.get("sha256") or card.get("file", path.name) != path.name:
+        return None
+    digest = sha256_file(path)
+    if digest != str(card["sha256"]).lower():
+        raise CheckpointError(
+            f"{path} has SHA-256 {digest}, but its card {card_path} says {card['sha256']}: the file is corrupt or "
+            f"was replaced. Copy {path.name} again from its source (or re-export it and rewrite its card)"
+        )
+    return digest
+
+
 def record_sha256(path: Path, digest: str) -> None:
     """Record a cached file's SHA-256 as known-good (``NAME.sha256``); later loads are checked against it.
     Call it only for a verified download or a file that has loaded successfully."""
@@ -282,6 +308,7 @@ def load_model(
         config = config or preset(ck.options["preset"], use_fp16=fp16)
     else:
         path = Path(name_or_path)
+        verify_card(path)
     sd, meta = load_state_dict(path)
     if config is None:
         config = config_from_metadata(meta, str(path))
@@ -316,6 +343,8 @@ def load_clip(spec: str | tuple[str, str], device: torch.device | str = "cpu"):
             digests[name] = verify(cached_path(name))
         spec = (str(cached_path("clip/image-enc")), str(cached_path("clip/text-enc")))
     if isinstance(spec, (tuple, list)):
+        for path in spec if not digests else ():
+            verify_card(path)
         image_sd, _ = load_state_dict(spec[0])
         text_sd, _ = load_state_dict(spec[1])
         for sd, path in ((image_sd, spec[0]), (text_sd, spec[1])):
@@ -331,4 +360,5 @@ def load_clip(spec: str | tuple[str, str], device: torch.device | str = "cpu"):
         return model.to(device).eval()
     from .clip.io import load_trained_clip  # this project's single-file format
 
+    verify_card(spec)
     return load_trained_clip(spec, device=device)

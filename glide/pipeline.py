@@ -311,7 +311,8 @@ class GlidePipeline:
         up_steps: str = "fast27",
         progress: bool = False,
     ) -> torch.Tensor:
-        """Fill the region where ``mask`` is 0 (image in [-1, 1], [B, 3, 64, 64]; mask [B, 1, 64, 64])."""
+        """Fill the region where ``mask`` is 0 (image in [-1, 1], [B, 3, S, S]; mask [B, 1, S, S], 1 = keep; S is
+        the base model's size, 64 for the official one)."""
         self.last_evals_per_image = {}
         x = self.sample_base(prompts, seeds, "cfg", scale, sampler, steps, progress, image=image, mask=mask)
         if upsample:

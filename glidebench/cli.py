@@ -266,6 +266,9 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
                    "tf-bilinear:256; recorded in the spec (docs/reproducing.md)")  # fmt: skip
     g.add_argument("--kid-seed", type=int, help="seed of KID's random subsets (default: the run's --seed; 2020 "
                    "reproduces torch-fidelity's KID)")  # fmt: skip
+    g.add_argument("--sfid", action="store_true", default=None, help="also measure sFID (the ADM evaluator's "
+                   "spatial FID on Inception's mixed_6/conv features; results get sfid, sfid_lo, sfid_hi); on by "
+                   "itself when --reference-stats is an ADM batch with mu_s / sigma_s; part of the run's identity")  # fmt: skip
     g.add_argument("--clip-score-model", metavar="ARCH:PRETRAINED", help="open_clip backbone of the CLIP score "
                    "(default ViT-B-16:openai on MS-COCO, as GLIDE; e.g. ViT-L-14:openai, ViT-g-14:laion2b_s34b_b88k)")  # fmt: skip
     g.add_argument("--log-to", choices=["tensorboard", "wandb"], help="also log the flat metrics and the config "

@@ -34,7 +34,8 @@ EXTRA_COLUMNS: tuple[str, ...] = ("data", "n_reference")
 # percentile bootstrap of --intervals bootstrap) of each metric below that a row has (the attribute accuracies,
 # ``*_acc``, get theirs too), and the intra-caption diversity columns (rows of runs with K > 1 images per caption). KID's interval is the one
 # shown; ``kid_std`` (the spread over KID's subsets, not an uncertainty of the mean) stays in the CSV only.
-INTERVAL_METRICS: tuple[str, ...] = ("fid", "kid_mean", "precision", "recall", "clip_score")
+# ``sfid`` (sFID, with ``--sfid``) is a column beyond the contract: only rows that measured it have it.
+INTERVAL_METRICS: tuple[str, ...] = ("fid", "sfid", "kid_mean", "precision", "recall", "clip_score")
 DIVERSITY_COLUMNS: tuple[str, ...] = ("diversity_pool3", "diversity_clip", "vendi_pool3", "vendi_clip")
 INTERVAL_SUFFIXES: tuple[str, str] = ("_lo", "_hi")
 INTERVAL_COLUMNS: tuple[str, ...] = tuple(
@@ -52,13 +53,13 @@ INTEGER_COLUMNS: tuple[str, ...] = ("resolution", "n_samples", "clip_truncated")
 
 # results.md: one line per setting, the numbers a reader compares (columns a table lacks are left out).
 RESULTS_MD_COLUMNS: tuple[str, ...] = (
-    "setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "is_mean", "precision", "recall",
+    "setting_id", "n_samples", "evals_per_image", "fid", "sfid", "kid_mean", "is_mean", "precision", "recall",
     "clip_score", "colour_acc", "shape_acc", "size_acc", "background_acc", "position_acc", *DIVERSITY_COLUMNS,
     "images_per_s",
 )  # fmt: skip
 # The report's results table: identity and metrics first (what a reader compares), then how it was run.
 REPORT_COLUMNS: tuple[str, ...] = (
-    "run", "setting_id", "guidance", "scale", "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision",
+    "run", "setting_id", "guidance", "scale", "fid", "sfid", "kid_mean", "kid_std", "is_mean", "is_std", "precision",
     "recall", "clip_score", "clip_score_clamped", "clip_score_2p5", "colour_acc", "shape_acc", "object_acc", "position_acc",
     *DIVERSITY_COLUMNS, "n_samples", "model", "sampler", "steps", "cfg_interval", "resolution",
     "evals_per_image", "wall_s", "images_per_s",
@@ -66,7 +67,7 @@ REPORT_COLUMNS: tuple[str, ...] = (
 
 # ------------------------------------------------------------------------------------------------ numbers
 DECIMALS: dict[str, int] = {
-    "fid": 2, "kid_mean": 4, "kid_std": 4, "is_mean": 2, "is_std": 2, "precision": 3, "recall": 3,
+    "fid": 2, "sfid": 2, "kid_mean": 4, "kid_std": 4, "is_mean": 2, "is_std": 2, "precision": 3, "recall": 3,
     "clip_score": 2, "clip_score_clamped": 2, "clip_score_2p5": 4, "wall_s": 1, "images_per_s": 3,
     "kid_vs_ref_se": 2,  # the nfe summary's jackknife standard error of kid_vs_ref
     "diversity_pool3": 2, "diversity_clip": 3, "vendi_pool3": 2, "vendi_clip": 2,

@@ -38,12 +38,8 @@ SAMPLERS = ("ancestral", "ddim", "plms", "dpm++2m", "dpm++2m-sde")  # glide.diff
 DTYPES = ("fp32", "fp16", "bf16")
 ATTENTION_IMPLS = ("einsum", "sdpa")  # as glide.nn.ATTENTION_IMPLS (this module stays torch-free)
 DATA_KINDS = ("embedded", "coco")
-CAPTION_MODES = (
-    "one-per-image",
-    "random",
-    "single-object",
-    "file",
-)  # single-object: embedded; file: --captions-file
+CAPTION_MODES = ("one-per-image", "random", "single-object", "file")  # single-object: embedded; file: a list
+SEED_LIMIT = 2**32  # every seed is below it: numpy's (KID's subsets); the upsampler's is seed + 2**32
 FID_RESIZE_MODES = ("tf-bilinear", "clean")  # as glidebench.features.FID_RESIZE_MODES (torch-free here)
 CAPTION_STYLES = ("exact", "short")  # the embedded set's caption wording (short: parts left unsaid)
 INTERVAL_METHODS = ("jackknife", "bootstrap")  # as glidebench.uncertainty.METHODS (docs/uncertainty.md)
@@ -166,6 +162,9 @@ class RunSpec:
     # GroupNorm on CPU, compile and CUDA graphs on CUDA); equal to the official numerics within float rounding,
     # so its own identity. Left out of the canonical JSON when False.
     fast: bool = False
+    # sFID (the ADM evaluator's spatial FID) measured too: the Inception extractor also gives its spatial features
+    # (--sfid; on by itself against an ADM batch with mu_s / sigma_s). Left out of the canonical JSON when False.
+    sfid: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(sorted((str(r), str(i)) for r, i in self.weights)))
@@ -201,6 +200,9 @@ class RunSpec:
             raise ValueError(
                 f"kid_seed must be an integer >= 0 (or None: the run's seed), got {self.kid_seed!r}"
             )
+        if self.seed + self.total_samples > SEED_LIMIT or (self.kid_seed or 0) >= SEED_LIMIT:
+            raise ValueError(f"--seed {self.seed} (--kid-seed {self.kid_seed}): sample i uses seed + i and every seed "
+                             f"must be below 2**32 = {SEED_LIMIT}; use --seed 0..{SEED_LIMIT - self.total_samples}")  # fmt: skip
         if self.intervals not in INTERVAL_METHODS:
             raise ValueError(f"intervals must be one of {INTERVAL_METHODS}, got {self.intervals!r}")
         if self.fid_resize not in FID_RESIZE_MODES:
@@ -292,12 +294,10 @@ class RunSpec:
         for name, default in (
             ("samples_per_prompt", 1), ("diversity_prompts", 0), ("bootstrap_resamples", 1000),
             ("fid_resize", "tf-bilinear"), ("reference_stats", ""), ("intervals", "jackknife"),
-            ("reference_protocol", ""), ("kid_seed", None),
+            ("reference_protocol", ""), ("kid_seed", None), ("fast", False), ("sfid", False),
         ):  # fmt: skip
             if d[name] == default:
                 del d[name]
-        if not self.fast:
-            del d["fast"]
         if self.cfg_interval is None:
             del d["cfg_interval"]
         else:

@@ -31,8 +31,9 @@ from .metrics import jackknife as J
 from .metrics.diversity import mean_pairwise_distance, per_caption, vendi_score
 from .metrics.pairs import torch_threads
 
-# metrics with an interval (those a setting has); attribute accuracies are added by the data source
-INTERVAL_METRICS: tuple[str, ...] = ("fid", "kid_mean", "precision", "recall", "clip_score")
+# metrics with an interval (those a setting has: sfid with spatial features); attribute accuracies are added by
+# the data source
+INTERVAL_METRICS: tuple[str, ...] = ("fid", "sfid", "kid_mean", "precision", "recall", "clip_score")
 DIVERSITY_COLUMNS: tuple[str, ...] = ("diversity_pool3", "diversity_clip", "vendi_pool3", "vendi_clip")
 # the metrics of differences.csv, in order (those both settings have)
 DIFFERENCE_METRICS: tuple[str, ...] = (

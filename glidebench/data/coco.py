@@ -16,7 +16,11 @@ Owns the real-data side of the coco-fid protocol (PROTOCOL.md, "Zero-shot MS-COC
   describe the stored orientation, and the reference implementations read images the same way).
 - validation: every reference image is checked before any generation (:func:`validate_images`: decoded in
   full once, then known by its SHA-256), and the reference features are keyed by the files' content.
-- null or blank captions are dropped (counted in the selection record), never prompted as "None".
+- null or blank captions are dropped (counted in the selection record), never prompted as "None". A caption
+  that is not a string (a list, an object) is refused, naming the annotation id: prompting its repr would
+  give "['a', 'b']", and splitting it into several captions would change the caption count and make one
+  annotation id stand for several prompts, so the choice rule above would no longer describe the run. An
+  image id listed twice is refused too (which file its captions describe is not known).
 - errors: a missing annotations file, a malformed one, missing image files or an unreadable image raise
   :class:`CocoError`, whose message names the file(s) and the fix.
 """
@@ -73,6 +77,11 @@ def _clean(text: Any) -> str:
     return "" if text is None else re.sub(r"\s+", " ", str(text)).strip()
 
 
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def resolve_root(root: str | os.PathLike | None) -> Path | None:
     """``root``, else ``$GLIDEBENCH_COCO``, else None."""
     if root:
@@ -107,13 +116,25 @@ class CocoCaptions:
             raise CocoError(f"missing COCO annotations file {self.annotations_path}; {self._fix()}")
         try:
             data = json.loads(self.annotations_path.read_text(encoding="utf-8"))
-            images = {int(im["id"]): str(im["file_name"]) for im in data["images"]}
-            anns = [(int(a["image_id"]), int(a["id"]), _clean(a.get("caption"))) for a in data["annotations"]]
+            image_list = [(int(im["id"]), str(im["file_name"])) for im in data["images"]]
+            raw = [(int(a["image_id"]), int(a["id"]), a.get("caption")) for a in data["annotations"]]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CocoError(
                 f"{self.annotations_path} is not a COCO captions file ({type(e).__name__}: {e}); it may be "
                 f"truncated: {self._fix()}"
             ) from e
+        images = self._unique_images(image_list)
+        # a caption is one string (or null): a list or an object would be prompted as its repr
+        odd = [(ann_id, text) for _, ann_id, text in raw if text is not None and not isinstance(text, str)]
+        if odd:
+            ann_id, text = odd[0]
+            raise CocoError(
+                f"{self.annotations_path}: annotation id {ann_id} has a caption of type {type(text).__name__} "
+                f"({_short(text)}){f' (and {len(odd) - 1} more)' if len(odd) > 1 else ''}; a COCO caption is one "
+                "string per annotation: give each caption its own annotation (with its own id) or use the "
+                f"official file. {self._fix()}"
+            )
+        anns = [(image_id, ann_id, _clean(text)) for image_id, ann_id, text in raw]
         unknown = sorted({i for i, _, _ in anns if i not in images})
         if unknown:
             raise CocoError(
@@ -133,6 +154,26 @@ class CocoCaptions:
                 f"{self._fix()}"
             )
         self.annotations_sha256 = sha256_file(self.annotations_path)
+
+    def _unique_images(self, image_list: list[tuple[int, str]]) -> dict[int, str]:
+        """The image list as id -> file name; an id listed twice is refused (a dict would keep the last)."""
+        images: dict[int, str] = {}
+        dupes: list[int] = []
+        for image_id, name in image_list:
+            if image_id in images:
+                dupes.append(image_id)
+            images[image_id] = name
+        if dupes:
+            first, others = dupes[0], len(set(dupes)) - 1
+            names = sorted({name for i, name in image_list if i == first})
+            count = sum(i == first for i, _ in image_list)
+            more = f"; {others} more ids repeat" if others else ""
+            raise CocoError(
+                f"{self.annotations_path}: image id {first} is listed {count} times (files "
+                f"{', '.join(names)}){more}; an image id must be listed once: remove the repeated entries or "
+                f"use the official file. {self._fix()}"
+            )
+        return images
 
     # -- captions ----------------------------------------------------------------------------------------
     @property
@@ -194,6 +235,11 @@ class CocoCaptions:
     def reference_files(self, size: int = 0, seed: int = 0) -> list[Path]:
         """All image files of the split sorted by id (``size`` > 0: a seeded subset, kept in id order)."""
         ids = sorted(self.images)
+        if size > len(ids):
+            raise CocoError(
+                f"--reference-size {size} is more than the {len(ids)} images of {self.split} "
+                f"({self.annotations_path}); use --reference-size {len(ids)} or less (0: all of them)"
+            )
         if size and size < len(ids):
             keep = np.sort(np.random.default_rng([seed, 1]).permutation(len(ids))[:size])
             ids = [ids[int(i)] for i in keep]

@@ -16,6 +16,9 @@ import torch
 from ..store import ImageStore
 from .sources import DataSource, Prompt, ReferenceBatches
 
+# The embedded splits are drawn record by record without end; glidebench gives them this size, above the largest
+# protocol's reference set (MS-COCO val2014's 40,504 images).
+MAX_REFERENCE_SIZE = 50_000
 ATTRIBUTE_COLUMNS = ("colour_acc", "shape_acc", "size_acc", "background_acc", "object_acc", "position_acc")
 WARNING = "embedded caption-image set, not MS-COCO: not comparable with the paper's numbers"
 _RULES = {
@@ -73,6 +76,9 @@ class EmbeddedSource(DataSource):
                 f"embedded split {split!r} does not exist; use one of {sorted(DEFAULT_SPLIT_SIZES)}"
             )
         r = int(opts["reference_size"]) or DEFAULT_SPLIT_SIZES[split]
+        if r > MAX_REFERENCE_SIZE:  # refused before a record is drawn (each costs about 1 kB and 5 ms)
+            raise ValueError(f"--reference-size {r} is more than the embedded {split} split holds ({MAX_REFERENCE_SIZE}"
+                             f" records); use --reference-size {MAX_REFERENCE_SIZE} or less (0: its {DEFAULT_SPLIT_SIZES[split]})")  # fmt: skip
         n, seed, mode = int(opts["num_samples"]), int(opts["seed"]), opts["captions"]
         style = opts.get("caption_style", "exact")
         if style not in CAPTION_STYLES:

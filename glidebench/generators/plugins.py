@@ -154,6 +154,15 @@ def check_generator(obj: Any, spec: str) -> Any:
     return obj
 
 
+def declares_deterministic(generator: Any) -> bool:
+    """False when a generator says its images do not follow from (prompt, seed, setting) alone: its
+    ``Capabilities(deterministic=False)``, or an attribute ``deterministic = False`` on the generator."""
+    capabilities = getattr(generator, "capabilities", None)
+    return bool(getattr(capabilities, "deterministic", True)) and bool(
+        getattr(generator, "deterministic", True)
+    )
+
+
 def load_generator(spec: str, kwargs: dict[str, Any] | None = None) -> Any:
     """The generator named by ``spec`` (see the module docstring), built with ``kwargs``."""
     return build_generator(spec, kwargs)[0]

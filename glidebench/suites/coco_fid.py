@@ -43,7 +43,17 @@ from .featurepass import feature_pass
 from .measure import measure, write_outputs
 from .options import RunOptions, RunPlan, first_line, resolve_plan
 from .progress import progress_of, run_progress
-from .rundir import Dist, IncompleteRun, RunDirError, RunLock, RunLog, init_run_dir, missing_counts
+from .rundir import (
+    Dist,
+    IncompleteRun,
+    RunDirError,
+    RunLock,
+    RunLog,
+    check_reference_set,
+    init_run_dir,
+    missing_counts,
+    record_sampling_session,
+)
 from .threads import use_threads
 
 __all__ = ["IncompleteRun", "RunDirError", "RunOptions", "execute", "make_inception", "run"]
@@ -64,17 +74,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_inception(source: str, device: torch.device, resize: str = "tf-bilinear"):
-    """The Inception feature extractor of a run (a module-level factory, so tests can swap in a cheap one)."""
+def make_inception(source: str, device: torch.device, resize: str = "tf-bilinear", spatial: bool = False):
+    """The Inception feature extractor of a run (a module-level factory, so tests can swap in a cheap one);
+    ``spatial``: also sFID's spatial features."""
     from ..features import InceptionExtractor
 
-    return InceptionExtractor(source, device=device, resize=resize)
+    return InceptionExtractor(source, device=device, resize=resize, spatial=spatial)
 
 
 def run_inception(plan: RunPlan) -> object:
-    """The run's Inception extractor on ``plan.device`` (``make_inception``, so tests swap in a cheap one)."""
+    """The run's Inception extractor on ``plan.device`` (``make_inception``, so tests swap in a cheap one),
+    with sFID's spatial features when the spec's ``sfid`` is on (only the options that differ are passed)."""
     resize = {"resize": plan.spec.fid_resize} if plan.spec.fid_resize != "tf-bilinear" else {}
-    return make_inception(plan.spec.inception, plan.device, **resize)
+    spatial = {"spatial": True} if plan.spec.sfid else {}
+    return make_inception(plan.spec.inception, plan.device, **resize, **spatial)
 
 
 def execute(options: RunOptions, contract: Any = None) -> Path | None:
@@ -99,6 +112,7 @@ def execute(options: RunOptions, contract: Any = None) -> Path | None:
             return None
         init_stage(plan, dist)
         plan.source.validate(options.progress)
+        check_reference_set(plan.run_dir, plan.source, plan.spec.resolution, plan.reference_stats)
         with RunLock(plan.run_dir, plan.worker) as lock, run_progress(plan, log, dist.rank) as log:
             if lock.previous:
                 log(f"  note: took over the lock of a process that did not finish ({lock.previous})")
@@ -187,6 +201,8 @@ def generate_stage(plan: RunPlan, log: RunLog) -> None:
         clean_leftovers(run_dir, spec, s, worker)
     if plan.options.merge or not any(missing_counts(run_dir, spec, worker).values()):
         return
+    for note in record_sampling_session(run_dir, spec, worker, plan.generator, plan.device.type):
+        log.main(f"  note: {note}")
     try:
         for s in spec.settings:
             progress_of(log).begin("generate", s.setting_id)

@@ -13,6 +13,12 @@ in batches, after generation and before the metrics:
   extracts nothing again. Caption (text) embeddings are not cached: the metrics stage computes them.
 
 Each set's line in the run log says whether its file was computed or found, how many rows, and the seconds.
+
+sFID (:func:`spatial_features`, the spec's ``sfid``): the run's Inception also gives its spatial features
+(``spatial``, 2023-d, :mod:`glidebench.metrics.sfid`) with ``--sfid``, and by itself when ``--reference-stats``
+is an ADM batch that brings sFID's statistics (``mu_s`` / ``sigma_s``). They come from the same Inception pass
+and are stored in feature files of their own (the extractor's fingerprint says ``spatial``), the reference
+set's too. ``sfid`` is part of the run's identity, so ``--sfid`` makes a new run directory (docs/reproducing.md).
 """
 
 from __future__ import annotations
@@ -27,7 +33,22 @@ from .options import RunPlan
 from .progress import progress_of
 from .rundir import RunLog
 
-__all__ = ["FeaturePass", "feature_pass"]
+__all__ = ["FeaturePass", "feature_pass", "spatial_features"]
+
+
+def spatial_features(options: Any, stats: Any, notes: list[str]) -> bool:
+    """Whether the run's Inception gives sFID's spatial features: ``--sfid``, or on by itself (with a note)
+    when the ``--reference-stats`` file is an ADM batch with ``mu_s`` / ``sigma_s``; ``--sfid`` with a statistics
+    file that has none is refused (there is nothing to measure sFID against)."""
+    adm = stats is not None and getattr(stats, "mu_s", None) is not None
+    if options.sfid and stats is not None and not adm:
+        raise ValueError(
+            f"--sfid: {stats.path} has no mu_s / sigma_s (sFID's reference statistics); give an ADM batch "
+            "(`glidebench prepare coco --export-adm`), reference images, or leave out --sfid"
+        )
+    if adm and not options.sfid:
+        notes.append("sFID measured too: the ADM batch of --reference-stats brings its mu_s / sigma_s")
+    return bool(options.sfid or adm)
 
 
 @dataclass
@@ -58,8 +79,9 @@ def _one(
     if not cached:
         done.computed.append(key)
     rows = next(iter(feats.values()))
+    spatial = f" + {feats['spatial'].shape[1]} spatial" if "spatial" in feats else ""
     log.main(
-        f"  features {key}: {rows.shape[0]} x {rows.shape[1]} {'found in the cache' if cached else 'computed'} "
+        f"  features {key}: {rows.shape[0]} x {rows.shape[1]}{spatial} {'found in the cache' if cached else 'computed'} "
         f"({extractor.name}, {time.monotonic() - t0:.1f} s) -> {path.name}"
     )
     return feats

@@ -238,7 +238,9 @@ def _measure_setting(
             "interrupted process)"
         )
     log.main(
-        f"  [{s.setting_id}] FID {metrics['fid']:.2f}  KID {metrics['kid_mean']:.4f}  P {metrics['precision']:.3f}  "
+        f"  [{s.setting_id}] FID {metrics['fid']:.2f}  "
+        + (f"sFID {metrics['sfid']:.2f}  " if "sfid" in metrics else "")
+        + f"KID {metrics['kid_mean']:.4f}  P {metrics['precision']:.3f}  "
         f"R {metrics['recall']:.3f}  CLIP {metrics['clip_score']:.2f}{plan.source.metric_summary(metrics)}  "
         f"({time.monotonic() - t_s:.1f} s)"
     )
@@ -260,6 +262,7 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
     """provenance.json, results.csv/json and results.md (each atomic), printed, then the report."""
     from ..provenance import build_provenance
     from ..results import write_markdown, write_results
+    from .rundir import sampling_sessions
 
     spec, extractor, embedder = plan.spec, m.extractor, m.embedder
     sampling = run_sampling(plan.generator, spec, plan.device.type)
@@ -276,6 +279,11 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
         "clip_score_2p5: CLIPScore (Hessel et al. 2021), 2.5 x mean max(cos, 0); captions longer than the text "
         "context are truncated (clip_truncated counts them)",
         "fid_resize": spec.fid_resize,
+        **(
+            {"sfid": "FID of Inception's mixed_6/conv[:7] features (2023-d, HWC), the ADM evaluator's sFID"}
+            if spec.sfid
+            else {}
+        ),
         "fid_reference": plan.reference_stats.record()
         if plan.reference_stats is not None
         else "reference images",
@@ -296,7 +304,7 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
     provenance = build_provenance(
         started, t0, time.monotonic(), plan.device, checkpoints, plan.source.record, feature_record,
         extra={"spec_fingerprint": spec.fingerprint, "model_cards": plan.models.cards, "notes": plan.notes,
-               "sampling": sampling.record(),
+               "sampling": sampling.record(), "sampling_sessions": sampling_sessions(plan.run_dir),
                "chunking": f"chunks of {spec.batch_size} indices, each always sampled whole"},
     )  # fmt: skip
     atomic_write_json(plan.run_dir / "provenance.json", provenance)

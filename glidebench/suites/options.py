@@ -101,6 +101,7 @@ class RunOptions:
     reference_protocol: str | None = None  # RESIZE:PX that made a statistics file without a sidecar
     kid_seed: int | None = None  # KID's subset seed (None: the run's seed; 2020: torch-fidelity's)
     fid_resize: str | None = None  # tf-bilinear (default) | clean
+    sfid: bool = False  # sFID too (Inception's spatial features); on by itself against an ADM batch
     clip_score_model: str | None = None  # ARCH:PRETRAINED of open_clip
     log_to: str | None = None  # tensorboard | wandb
     stage_threads: Any = None  # threads.StageThreads, the CLI's; None: torch's count is left as it is
@@ -359,13 +360,13 @@ def _attention(o: RunOptions, opts: dict[str, Any]) -> str:
 def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
     """Resolve ``o`` into a :class:`RunPlan` (reads the data's captions and plans the models; loads no
     weights and writes nothing)."""
+    from .. import comparable
     from .. import models as M
     from ..data.coco import resolve_root
     from ..data.coco_source import check_options
+    from .featurepass import spatial_features
 
     suite = load_suite(o.suite)
-    from .. import comparable
-
     comparable.check_options(o)
     coco_root = resolve_root(o.coco_root)
     data = "coco" if o.captions_file and not o.data else data_kind(o.data, coco_root)
@@ -415,6 +416,7 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         attention=attention, fast=o.fast, caption_style=opts["caption_style"],
         **spec_fields(opts, o),  # K images per caption and the interval method
         **comparable.spec_fields(o, stats),  # a statistics file's declared protocol, KID's seed
+        sfid=spatial_features(o, stats, notes),  # --sfid, or an ADM batch's mu_s / sigma_s
     )  # fmt: skip
     source.prompts = extra_prompts(source.prompts, spec.seed, spec.samples_per_prompt, spec.diversity_prompts)
     check_supported(generator, spec.settings, spec.dtype, device.type, sampling_options(spec, device.type))

@@ -176,3 +176,110 @@ class RunLock:
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+# -- sampling sessions: who sampled the images, with how many threads, from which kind of generator --------------
+def _sessions_dir(run_dir: Path) -> Path:
+    return run_dir / "sessions"
+
+
+def sampling_sessions(run_dir: Path) -> list[dict[str, Any]]:
+    """Every sampling session of a run, all workers', oldest first (provenance.json's ``sampling_sessions``)."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(_sessions_dir(run_dir).glob("worker-*.json")):
+        try:
+            records = read_json(path)
+        except (OSError, ValueError):
+            continue  # a record of a record: never a reason to stop a run
+        if isinstance(records, list):
+            out.extend(r for r in records if isinstance(r, dict))
+    return sorted(out, key=lambda r: str(r.get("started", "")))
+
+
+def record_sampling_session(
+    run_dir: Path, spec: RunSpec, worker: Worker, generator: Any, device: str
+) -> list[str]:
+    """Record this process's sampling session (``RUN_DIR/sessions/worker-<i>-of-<n>.json``: start, worker, device,
+    CPU threads, generator, whether it declares itself deterministic) and return the notes a resume or a shard
+    needs: a generator that declares ``deterministic=False`` (its images then come from several unrelated
+    sampling sessions), and CPU thread counts other than the earlier sessions' (CPU kernels round differently
+    at other counts, so images are bit-identical only at equal thread counts). Call it under the worker's lock."""
+    import torch
+
+    from ..generators.plugins import declares_deterministic
+    from ..provenance import now_iso
+
+    earlier = sampling_sessions(run_dir)
+    threads = torch.get_num_threads()
+    deterministic = declares_deterministic(generator)
+    name = str(getattr(generator, "name", "?"))
+    session = {
+        "started": now_iso(), "worker": f"{worker.index}/{worker.count}", "device": device, "threads": threads,
+        "generator": name, "deterministic": deterministic,
+    }  # fmt: skip
+    path = _sessions_dir(run_dir) / f"worker-{worker.index}-of-{worker.count}.json"
+    mine = [r for r in earlier if r.get("worker") == session["worker"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, [*mine, session])
+    notes = []
+    have = spec.total_samples * len(spec.settings) - sum(missing_counts(run_dir, spec).values())
+    if not deterministic and (have or worker.count > 1):
+        by = "the other workers" if worker.count > 1 else "earlier runs"
+        notes.append(
+            f"generator {name} declares deterministic=False: its images do not follow from (caption, seed, setting) "
+            f"alone, so this run mixes images of this process and of {by}, and no rerun reproduces them "
+            "(recorded in provenance.json's sampling_sessions)"
+        )
+    cpu = [r.get("threads") for r in earlier if r.get("device") == device == "cpu"]
+    other = sorted({n for n in cpu if isinstance(n, int)} - {threads})
+    if other and have:
+        notes.append(
+            f"the images already in this run were sampled with {'/'.join(map(str, other))} CPU threads, this "
+            f"process samples with {threads}: CPU kernels round differently at other thread counts (a uint8 level "
+            f"now and then), so images are bit-identical to an uninterrupted run only at equal counts; "
+            f"--threads {other[0]} keeps them so (recorded in provenance.json's sampling_sessions)"
+        )
+    return notes
+
+
+def check_reference_set(run_dir: Path, source: Any, resolution: int, stats: Any = None) -> None:
+    """Refuse to measure a finished run again against another reference set under the same fingerprint (the
+    spec names the data and its size, not each reference image's bytes), before any work. Records the current
+    reference fingerprint in the data record (provenance.json's ``data.reference_fingerprint``)."""
+    if stats is not None:
+        return  # a statistics file: its SHA-256 is in the spec
+    current = source.reference_fingerprint(resolution)
+    source.record["reference_fingerprint"] = current
+    prov_path = run_dir / "provenance.json"
+    if not (run_dir / "results.csv").is_file() or not prov_path.is_file():
+        return
+    try:
+        prov = read_json(prov_path)
+    except (OSError, ValueError):
+        return
+    recorded = (prov.get("data") or {}).get("reference_fingerprint")
+    fix = (
+        f"Restore the reference images, or move the finished results (results.*, provenance.json) out of {run_dir} "
+        "to measure against the current ones"
+    )
+    if recorded is None:  # written before the record: the name of its cached reference features tells
+        import hashlib
+
+        fx = prov.get("feature_extractor") or {}
+        name, fingerprint = (fx.get("files") or {}).get("reference"), fx.get("inception_fingerprint")
+        if not (isinstance(name, str) and isinstance(fingerprint, str)):
+            return
+        key = hashlib.sha256(f"{fingerprint}\n{current}".encode()).hexdigest()[:24]
+        if name.endswith(f"-{key}.npz"):
+            return
+        raise RunDirError(
+            f"{run_dir} holds results measured against the reference features {name}, which these reference "
+            "images do not give: a reference image changed since (same names, other bytes), or the run's "
+            f"Inception did. {fix}"
+        )
+    if recorded != current:
+        raise RunDirError(
+            f"{run_dir} holds results measured against other reference images (reference fingerprint "
+            f"{str(recorded)[:16]}, now {current[:16]}): a reference image changed since (same names, other "
+            f"bytes). {fix}"
+        )

@@ -82,9 +82,8 @@ def stage_threads(
 def pairwise_threads(threads: StageThreads | None, busy: float | None = None) -> int | None:
     """Threads of one setting's pass over pairwise tiles: ``threads.pairwise`` when --threads or
     OMP_NUM_THREADS fixed it, else one per CPU that ``busy`` (other runnable tasks now: :func:`runnable`)
-    leaves free, at least 1 and at most ``threads.cap``. Two threads ran the pass 1.7-1.9x faster than one
-    on the idle 2-core machine and about 2x slower beside three busy processes (docs/performance.md,
-    "Threads"). None (a library caller's count is left as it is) when ``threads`` is None."""
+    leaves free, at least 1 and at most ``threads.cap``. Two threads ran the pass 1.8x faster than one on
+    the idle 2-core machine and 1.4x slower at a load of 3-6 (docs/performance.md, "Threads"). None (a library caller's count is left as it is) when ``threads`` is None."""
     if threads is None:
         return None
     if threads.pairwise is not None:

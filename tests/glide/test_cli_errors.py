@@ -82,7 +82,7 @@ def test_a_sampling_error_of_an_official_checkpoint_says_how_to_download_it_agai
 def test_a_truncated_cached_file_is_not_recorded_and_the_right_copy_then_samples(
     tmp_path, monkeypatch, capsys
 ):
-    """Issue 22: a truncated base.pt failed to load but had its SHA-256 recorded, so the right file copied in
+    """A truncated base.pt failed to load but had its SHA-256 recorded, so the right file copied in
     afterwards was refused as "changed or corrupt"."""
     monkeypatch.setenv("GLIDE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(checkpoints, "preset", lambda name, use_fp16=False: tiny_config())

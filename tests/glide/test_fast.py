@@ -1,6 +1,6 @@
 """The fast inference path (glide.fast) against the official code's outputs and the official-numerics path.
 
-Tolerances (issue 24): per forward <= 1e-5 in fp32 on the golden configurations; 10-step classifier-free
+Tolerances: per forward <= 1e-5 in fp32 on the golden configurations; 10-step classifier-free
 trajectories <= 1e-4. The golden values are glide-text2im's own outputs (tests/data), so these tests bound the
 fast path against an independent reference, not against itself.
 """
@@ -105,30 +105,57 @@ def test_classifier_free_trajectory_within_1e4(fast_base, golden):
         assert maxdiff(out["sample"], expected[k]) < 1e-4, f"step {k}"
 
 
+# Bounds of the free-running pipeline comparison below, from the measured envelope with a stated factor
+# (benchmarks/tolerance_envelope.py, 2026-12-07, 2-core CPU under load, torch threads 1 and 2, seeds 3-5, 10-12
+# and 20-22). Benign differences, worst over all: fast vs official max 7.1e-3, 99.9th percentile 1.1e-3, mean
+# 2.5e-5; the official path alone, one caption at a time vs one batch, the same (7.1e-3, 1.1e-3, 2.5e-5); the
+# official path at 2 threads vs 1, 4.5e-3, 7.7e-4, 2.2e-5. So a bound set from the envelope of the machine the
+# test runs on (3x single-vs-batch, as before) moved with the machine: 3.2e-3 on one busy machine, where the
+# fast path's max was 5.7e-3. The bounds are ~4x the worst benign value; the smallest bug tried (GroupNorm eps
+# x10; output weights x1.001; guidance scale x1.01) gives max >= 7.3e-2, 99.9th >= 2.1e-2, mean >= 7.5e-4.
+PIPELINE_BOUNDS = {"max": 3e-2, "p999": 5e-3, "mean": 1e-4}
+
+
+def _diff_stats(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    d = (a.double() - b.double()).abs().flatten()
+    return {"max": d.max().item(), "p999": d.quantile(0.999).item(), "mean": d.mean().item()}
+
+
+def _within(stats: dict[str, float]) -> bool:
+    return all(stats[k] <= bound for k, bound in PIPELINE_BOUNDS.items())
+
+
 def test_pipeline_fast_matches_official_and_reuses_text_encodings(golden, golden_meta, gpt2_dir):
     """The golden base model through the whole pipeline (10 ancestral steps, s = 3), official vs fast.
 
-    Free-running, this random-weight model amplifies rounding at a few pixels: the official path alone moved
-    by up to 4.0e-3 (mean 1.6e-5) between sampling these three prompts as one batch and one by one. That
-    envelope is measured here and the fast path is held within 3x of it; the 1e-4 trajectory bound is the
-    golden test above."""
+    Free-running, this random-weight model amplifies rounding at a few pixels (the per-forward difference is
+    <= 1e-5; one pixel of 36,864 moves by up to 7e-3), and by how much depends on the machine's kernels and
+    thread count. The fast path is held within fixed bounds on the max, the 99.9th percentile and the mean
+    (PIPELINE_BOUNDS); the official path's own batch-vs-one-by-one difference must lie within them too, and a
+    1 % guidance-scale error must not. The 1e-4 trajectory bound is the golden test above."""
     prompts, seeds = ["a corgi", "an oil painting of a fox", "a red cube"], [3, 4, 5]
     official = GlidePipeline(build(golden, golden_meta, gpt2_dir, "sd/"))
     ref = official.sample_base(prompts, seeds, "cfg", 3.0, "ancestral", "10")
     one = torch.cat(
         [official.sample_base([p], [s], "cfg", 3.0, "ancestral", "10") for p, s in zip(prompts, seeds)]
     )
-    envelope_max, envelope_mean = max(maxdiff(one, ref), 1e-4), max((one - ref).abs().mean().item(), 1e-6)
+    envelope = _diff_stats(one, ref)
+    assert _within(envelope), (
+        f"the official path alone moved by {envelope}: the bounds do not fit this machine"
+    )
     fast = GlidePipeline(copy.deepcopy(official.base), fast=FastPath(rows_per_call=2))
     assert isinstance(fast.forward_of(fast.base), FastForward)
     calls = []
     encode = fast.base.get_text_emb
     fast.base.get_text_emb = lambda *a: calls.append(1) or encode(*a)
     got = fast.sample_base(prompts, seeds, "cfg", 3.0, "ancestral", "10")
-    assert maxdiff(got, ref) <= 3 * envelope_max and (got - ref).abs().mean() <= 3 * envelope_mean
+    stats = _diff_stats(got, ref)
+    assert _within(stats), f"fast vs official {stats}, bounds {PIPELINE_BOUNDS} (official alone: {envelope})"
     assert len(calls) == 2  # conditional + unconditional
-    again = fast.sample_base(prompts, seeds, "cfg", 5.0, "ancestral", "10")  # another setting, same captions
-    assert len(calls) == 2 and not torch.equal(again, got)
+    again = fast.sample_base(prompts, seeds, "cfg", 3.03, "ancestral", "10")  # another setting, same captions
+    assert len(calls) == 2
+    off = _diff_stats(again, ref)  # a 1 % error in the guidance scale: outside every bound
+    assert all(off[k] > 2 * bound for k, bound in PIPELINE_BOUNDS.items()), off
     assert fast.last_evals_per_image["base"] == official.last_evals_per_image["base"] == 20
     assert fast.fast_notes == [] and official.fast_notes == []
 

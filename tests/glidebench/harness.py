@@ -3,7 +3,8 @@
 - ``build_tiny_models(dir)``: 8 px base, 8->16 upsampler, noised CLIP and evaluator CLIP, saved in the formats
   the registry reads (save_model / save_clip) with cards;
 - ``PixelFeatures`` + ``install_test_extractor()``: a cheap, deterministic stand-in for Inception (pooled
-  pixels), so end-to-end runs take seconds; the real Inception path has its own test in test_cli;
+  pixels), so end-to-end runs take seconds (``SpatialPixelFeatures`` when a run asks for sFID's spatial
+  features); the real Inception path has its own test in test_cli;
 - ``base_args``, ``harness_env``, ``subprocess_env``, ``write_runner``: the command lines and environments of
   end-to-end runs, in-process and in subprocesses;
 - ``only_run_dir``, ``image_bytes``: reading a finished run back.
@@ -103,6 +104,23 @@ class PixelFeatures:
         }
 
 
+class SpatialPixelFeatures(PixelFeatures):
+    """The pixel stand-in with sFID's 'spatial' output (2 x 2 pooled pixels, 12-d) and a fingerprint of its own
+    (as Inception's with ``spatial=True``: its own feature cache, the network's fingerprint kept for sidecars)."""
+
+    network_fingerprint = PixelFeatures.fingerprint
+    fingerprint = PixelFeatures.fingerprint + ":spatial"
+
+    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255.0, 2).flatten(1)
+        return super().__call__(images) | {"spatial": pooled.numpy().astype(np.float32)}
+
+
+def stand_in_inception(source: str, device: object, spatial: bool = False) -> PixelFeatures:
+    """The stand-in ``make_inception``: the pixel features, with spatial ones when the run asks for sFID."""
+    return SpatialPixelFeatures() if spatial else PixelFeatures()
+
+
 class CountingFeatures(PixelFeatures):
     """PixelFeatures that appends each batch's size to ``log`` (how many images it was asked to embed)."""
 
@@ -117,7 +135,7 @@ class CountingFeatures(PixelFeatures):
 def install_test_extractor() -> None:
     import glidebench.suites.coco_fid as C
 
-    C.make_inception = lambda source, device: PixelFeatures()
+    C.make_inception = stand_in_inception
 
 
 # Run in a subprocess: the same CLI with the cheap extractor (for SIGKILL and torchrun tests).
@@ -152,14 +170,15 @@ def harness_env(monkeypatch: pytest.MonkeyPatch, models: Path, cache: Path) -> N
 def install_test_extractor_mp(monkeypatch: pytest.MonkeyPatch) -> None:
     import glidebench.suites.coco_fid as C
 
-    monkeypatch.setattr(C, "make_inception", lambda source, device: PixelFeatures())
+    monkeypatch.setattr(C, "make_inception", stand_in_inception)
 
 
 def install_prepare_extractor(monkeypatch: pytest.MonkeyPatch) -> None:
     """``prepare`` builds its extractor directly (a run's is ``make_inception``): the stand-in there too."""
     import glidebench.features as F
 
-    monkeypatch.setattr(F, "InceptionExtractor", lambda source, device, resize="tf-bilinear": PixelFeatures())
+    monkeypatch.setattr(F, "InceptionExtractor", lambda source, device, resize="tf-bilinear", spatial=False:
+                        stand_in_inception(source, device, spatial))  # fmt: skip
     monkeypatch.setattr(F, "resolve_inception_source", lambda source: PixelFeatures.source)
 
 

@@ -1,4 +1,4 @@
-"""Intra-caption diversity (issue 20): the pairwise distances equal a direct computation on hand-built
+"""Intra-caption diversity: the pairwise distances equal a direct computation on hand-built
 embeddings, and the Vendi score meets its closed forms (identical -> 1, orthogonal -> K, two orthogonal
 clusters of sizes a and b -> exp of the binary entropy of a / K)."""
 

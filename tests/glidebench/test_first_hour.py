@@ -1,4 +1,4 @@
-"""A researcher's first hour (issue 30): the installed console script finds a plug-in in the current directory
+"""A researcher's first hour: the installed console script finds a plug-in in the current directory
 and says where it looked when it does not; a plug-in's identity is canonical (its factory's defaults filled
 in); what a generator cannot do is refused at plan time, leaving no run folder; each suite's `run --help` lists
 its own options; `ls` is complete, correct and loads no torch; folder mode logs copied files as copied."""

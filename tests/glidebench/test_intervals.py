@@ -1,6 +1,6 @@
-"""Bootstrap intervals and paired differences (issue 20): each replicate function agrees with the metric it
+"""Bootstrap intervals and paired differences: each replicate function agrees with the metric it
 resamples on the full sample, intervals cover a known FID, a paired difference resolves a real shift and
-not a null one, the precision/recall warning on small sets (issue 22 item 11), and an end-to-end run with K
+not a null one, the precision/recall warning on small sets, and an end-to-end run with K
 images per caption writes intervals, differences and diversity without changing the protocol's images or
 metrics."""
 
@@ -189,7 +189,7 @@ def test_diversity_groups_are_the_first_m_prompts_and_their_extra_indices() -> N
 
 
 def test_small_sets_warn_about_precision_recall() -> None:
-    """16 references gave P = 1.000, R = 0.000 with no warning; now the row says why (issue 22, item 11)."""
+    """16 references gave P = 1.000, R = 0.000 with no warning; now the row says why."""
     rng = np.random.default_rng(7)
     gen, ref = {"pool3": rng.normal(size=(100, 8))}, {"pool3": rng.normal(size=(16, 8))}
     with warnings.catch_warnings():

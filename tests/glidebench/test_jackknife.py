@@ -147,7 +147,7 @@ def _width_and_coverage(n: int, draws: int, d: int = 32, seed: int = 0) -> dict[
 
 @pytest.mark.slow
 def test_interval_width_matches_the_true_spread_and_covers() -> None:
-    """Issue 29: width, not only coverage. On Gaussian features (d = 32) at N = 1,000 (300 independent draws)
+    """Width, not only coverage. On Gaussian features (d = 32) at N = 1,000 (300 independent draws)
     and 5,000 (40 draws), for FID, KID, precision and recall: the implied SD (half-width / the method's t
     quantile) is 0.75-1.33x the SD of the estimate over the draws, and the intervals cover the estimator's
     expectation at their size in 90-98 % of the 340 draws (pooled: 40 draws alone cannot tell 95 % from 98 %).

@@ -86,11 +86,16 @@ def test_every_field_is_covered_by_the_fingerprint_test() -> None:
     covered = {"weights", "model_label", "random_init", "data_id", "captions", "num_samples", "reference_size",
                "seed", "settings", "steps", "sampler", "batch_size", "dtype", "device_type", "resolution",
                "inception", "prc_k", "cfg_interval", "attention", "caption_style"}  # fmt: skip
-    covered |= {"fid_resize", "reference_stats"}  # issue 21: covered by test_tracking's fingerprint test
-    covered |= {"samples_per_prompt", "diversity_prompts", "bootstrap_resamples"}  # issue 20
-    covered |= {"fast"}  # issue 24
+    covered |= {"fid_resize", "reference_stats"}  # covered by test_tracking's fingerprint test
+    covered |= {
+        "samples_per_prompt",
+        "diversity_prompts",
+        "bootstrap_resamples",
+    }  # the K-images-per-caption fields
+    covered |= {"fast"}  # the fast inference path
     covered |= {"intervals"}
     covered |= {"reference_protocol", "kid_seed"}  # covered by test_statfiles's fingerprint test
+    covered |= {"sfid"}  # covered by test_sfid_run's fingerprint test
     # The rest are constants of one suite/run kind or derived from the covered ones.
     rest = {"suite", "suite_version", "model", "data", "split", "base_resolution", "up_sampler", "up_steps",
             "upsample_temp", "kid_subset_size", "spec_version"}  # fmt: skip
@@ -239,7 +244,7 @@ def test_caption_style_is_validated_and_absent_from_older_specs() -> None:
 
 
 def test_extra_draws_and_resamples_at_their_defaults_keep_the_fingerprint() -> None:
-    """Issue 20's fields are left out of the canonical JSON at their defaults (existing runs keep their
+    """The diversity and interval fields are left out of the canonical JSON at their defaults (existing runs keep their
     directories); K images for M captions add M (K - 1) indices after num_samples."""
     a = make_spec()
     assert (

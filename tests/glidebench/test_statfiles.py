@@ -19,7 +19,7 @@ from glidebench.metrics import kid_from_features, precision_recall
 from glidebench.refstats import ReferenceStatsError, load_stats, parse_protocol, stats_setting_metrics
 from glidebench.statfiles import export_adm, export_features
 
-from .harness import PixelFeatures, base_args, only_run_dir
+from .harness import PixelFeatures, base_args, install_prepare_extractor, only_run_dir
 from .test_coco import make_coco
 
 
@@ -310,23 +310,9 @@ def test_kid_seed_and_declared_protocol_are_in_the_spec_only_when_given() -> Non
         comparable.check_options(RunOptions(reference_stats="a.npz", reference_protocol="tf-bilinear"))
 
 
-class SpatialPixelFeatures(PixelFeatures):
-    """The pixel stand-in with a 'spatial' output (2 x 2 pooled pixels) and the spatial fingerprint suffix."""
-
-    network_fingerprint = PixelFeatures.fingerprint
-    fingerprint = PixelFeatures.fingerprint + ":spatial"
-
-    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        pooled = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255.0, 2).flatten(1)
-        return super().__call__(images) | {"spatial": pooled.numpy().astype(np.float32)}
-
-
+@pytest.mark.filterwarnings("ignore:Matrix is singular:scipy.linalg.LinAlgWarning")  # sFID of 8 images, 12-d
 def test_prepare_exports_an_adm_batch_and_features_and_a_run_uses_them(env: Path, monkeypatch) -> None:
-    import glidebench.features as F
-
-    monkeypatch.setattr(F, "InceptionExtractor", lambda source, device, resize="tf-bilinear", spatial=False:
-                        SpatialPixelFeatures() if spatial else PixelFeatures())  # fmt: skip
-    monkeypatch.setattr(F, "resolve_inception_source", lambda source: PixelFeatures.source)
+    install_prepare_extractor(monkeypatch)  # spatial features too, for the ADM batch's mu_s / sigma_s
     root = make_coco(env / "coco")
     adm, feats = env / "coco-8px-adm.npz", env / "coco-8px-feats.npz"
     args = ["prepare", "coco", "--coco-root", str(root), "--resolution", "8"]
@@ -352,9 +338,20 @@ def test_prepare_exports_an_adm_batch_and_features_and_a_run_uses_them(env: Path
     assert main(base_args(env / "images", *common, "--reference-size", "0")) == 0
     from_images = json.loads((only_run_dir(env / "images") / "results.json").read_text())[0]
     assert main(base_args(env / "adm", *common, "--reference-stats", str(adm))) == 0
-    assert json.loads((only_run_dir(env / "adm") / "results.json").read_text())[0]["fid"] == pytest.approx(
-        from_images["fid"], rel=1e-9
+    adm_row = json.loads((only_run_dir(env / "adm") / "results.json").read_text())[0]
+    assert adm_row["fid"] == pytest.approx(from_images["fid"], rel=1e-9)
+    # the ADM batch brings mu_s / sigma_s: sFID is measured without --sfid, as the evaluator's formula gives it
+    assert json.loads((only_run_dir(env / "adm") / "spec.json").read_text())["sfid"] is True
+    gen_spatial = next(
+        f["spatial"]
+        for f in map(np.load, (only_run_dir(env / "adm") / "features").glob("*.npz"))
+        if "spatial" in f
     )
+    with np.load(adm) as data:
+        theirs = AdmFIDStatistics(data["mu_s"], data["sigma_s"])
+    mine = adm_compute_statistics(gen_spatial.astype(np.float64))
+    assert adm_row["sfid"] == pytest.approx(mine.frechet_distance(theirs), rel=1e-6)
+    assert "sFID not measured" not in adm_row["warnings"]
     assert main(base_args(env / "feats", *common, "--reference-stats", str(feats), "--kid-seed", "2020")) == 0
     run = only_run_dir(env / "feats")
     row = json.loads((run / "results.json").read_text())[0]

@@ -1,6 +1,7 @@
-"""Issue 33's findings, each held by a test: run directories a generator's name cannot move, a report that
-never deletes or overwrites what it did not write, FID refused on a non-PSD sigma, 16-bit images scaled by
-their real range, and one-line errors for truncated or mistyped statistics, caches and report inputs."""
+"""Hostile inputs, each held by a test (docs/reliability.md): run directories a generator's name cannot move,
+a report that never deletes or overwrites what it did not write, FID refused on a non-PSD sigma, 16-bit
+images scaled by their real range, and one-line errors for truncated or mistyped statistics, caches and
+report inputs."""
 
 from __future__ import annotations
 
