@@ -13,10 +13,10 @@ $PY -m glidebench report "$run_dir" --out reports/example --title "glidebench: d
 cp "$run_dir"/results.csv "$run_dir"/spec.json "$run_dir"/provenance.json reports/example/
 echo "wrote reports/example/ from $run_dir"
 
-# the same protocol with the example plug-in as a second model (--sampler/--steps only label its run's records:
-# the plug-in samples with its own sampler=ddim,steps=25)
+# the same protocol with the example plug-in as a second model (it samples with its own sampler=ddim,steps=25;
+# GLIDE's --sampler/--steps are refused with it)
 $PY -m glidebench run coco-fid --generator examples.glide_sampler_plugin:make \
-  --generator-args sampler=ddim,steps=25 --sampler ddim --steps 25 --out "$out" --no-report
+  --generator-args sampler=ddim,steps=25 --out "$out" --no-report
 plugin_dir=$(ls -d "$out"/coco-fid/*-ddim25-*/ | head -n 1)
 rm -rf reports/compare-plugin
 $PY -m glidebench report "$run_dir" "$plugin_dir" --out reports/compare-plugin \

@@ -10,11 +10,15 @@ run-directory contract: ``spec.json``, ``prompts.json``, ``images/<setting_id>/<
 - ``report.md`` with the PNG plots and grids beside it;
 - ``results.csv``: the results of all runs, unrounded, with a ``run`` column.
 
-Modules, by job: ``loading`` (``RunData``, ``load_run``), ``context`` (``build_context``: overview, warnings,
-results table, paper comparison, throughput, provenance), ``figures`` (Figure 6 and metrics against scale),
-``sampling_cost`` (FID against model evaluations), ``figstyle`` (the look all plots share), ``grids``
-(sample grids), ``paper`` (the paper's reference numbers), ``html`` and ``markdown`` (rendering through the
-jinja2 templates in ``templates/``). Columns and number formats are ``glidebench.schema``'s.
+Modules, by job: ``loading`` (``RunData``, ``load_run``), ``context`` (``build_context``: overview, results,
+paper comparison, throughput, provenance), ``notes`` ("Read this first", once for all runs; checkpoints apart
+from a generator's arguments), ``tables`` (the compact main table, caption agreement with its counts),
+``figures`` (Figure 6 and metrics against scale), ``sampling_cost`` (FID against model evaluations),
+``uncertainty`` (paired differences, diversity against fidelity), ``figstyle`` (the look all plots share: a
+colour per model, a marker per guidance kind, 95 % intervals as error bars), ``grids`` and ``compare`` (sample
+grids, models side by side, protocol differences), ``paper`` (the paper's reference numbers), ``html`` and
+``markdown`` (rendering through the jinja2 templates in ``templates/``). Columns and number formats are
+``glidebench.schema``'s.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ This module owns what a report over several runs adds when the runs hold differe
   setting), so the models' images of one caption and seed sit next to each other.
 
 Runs of one model (two samplers, two step counts) get none of the grouping and no side-by-side grid: the
-report shows them as before. Figures name the model per curve (``figstyle.varying_fields``).
+report shows them as before. Figures give each model its own colour (``figstyle.varying_fields``,
+``figstyle.Styler``). Grid headings are written whole (``grids.wrap_full``) and rows are numbered by the
+caption's index in prompts.json.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +31,7 @@ from PIL import Image, ImageDraw
 
 from ..spec import PROTOCOL_FIELDS, RunSpec
 from .figstyle import KIND_NAMES, Writer
-from .grids import _cell_size, _fit, _font, _shorten, common_indices
+from .grids import _cell_size, _fit, _font, common_indices, row_label_width, wrap_full
 from .loading import RunData
 
 # Each protocol field in one group of differences, as a reader names them (a test checks every field is here).
@@ -228,21 +231,25 @@ def group_by_model(combined: pd.DataFrame, shown: list[str]) -> tuple[pd.DataFra
     return combined, ["model"] + [c for c in shown if c != "model"]
 
 
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int, lines: int = 2) -> list[str]:
-    """``text`` in at most ``lines`` lines of ``width`` pixels, broken after '-' or ' ' where possible."""
-    out: list[str] = []
-    rest = text
-    while rest and len(out) < lines - 1 and draw.textlength(rest, font=font) > width:
-        cut = 0
-        for i, ch in enumerate(rest):
-            if ch in "- " and draw.textlength(rest[: i + 1], font=font) <= width:
-                cut = i + 1
-        if cut == 0:
-            break
-        out.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    out.append(_shorten(draw, rest, font, width))
-    return out
+def _widest_word(draw: ImageDraw.ImageDraw, text: str, font: Any) -> float:
+    return max(draw.textlength(w, font=font) for w in re.split(r"(?<=[- ])", text) if w.strip())
+
+
+def _layout(draw: Any, groups: Sequence[tuple[str, int]], cell: int, x0: int, font: Any) -> tuple[list, list]:
+    """(x of each column, (x0, x1) of each group): a group is at least as wide as its label's widest word,
+    its columns centred in it, so the heading wraps whole words and is never cut."""
+    pad, gap = 4, 10
+    xs: list[int] = []
+    spans: list[tuple[int, int]] = []
+    x = x0
+    for label, n in groups:
+        tiles = n * (cell + pad) - pad
+        width = max(tiles, int(_widest_word(draw, label, font)) + 2)
+        first = x + (width - tiles) // 2
+        xs += [first + k * (cell + pad) for k in range(n)]
+        spans.append((x, x + width))
+        x += width + pad + gap
+    return xs, spans
 
 
 def tile_side_by_side(
@@ -252,35 +259,31 @@ def tile_side_by_side(
     row_labels: Sequence[str],
 ) -> bytes:
     """Tile images (rows x columns, None: an empty cell) under a two-level header: ``groups`` = (setting
-    label, number of columns) spanning their columns, ``names`` (the model of each column) below."""
+    label, number of columns) spanning their columns, ``names`` (the model of each column) below; both in
+    full, wrapped over as many lines as they need."""
     first = next((p for row in cells for p in row if p is not None), None)
     native = Image.open(first).width if first is not None else 64
     cell = _cell_size(native)
-    pad, gap, side = 4, 10, 28
     font, small = _font(12), _font(10)
-    head = 18 + 2 * 12 + 6
-    xs: list[int] = []
-    x = side + pad
-    for _, n in groups:
-        for _ in range(n):
-            xs.append(x)
-            x += cell + pad
-        x += gap
-    width = x - gap + pad
-    height = head + len(cells) * (cell + pad) + pad
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad, side = 4, row_label_width(probe, row_labels, font)
+    xs, spans = _layout(probe, groups, cell, side + pad, font)
+    heads = [wrap_full(probe, label, font, x1 - x0) for (label, _), (x0, x1) in zip(groups, spans)]
+    named = [wrap_full(probe, name, small, cell) for name in names]
+    top = 4 + 14 * max(len(h) for h in heads)
+    head = top + 4 + 12 * max(len(n) for n in named) + 6
+    width, height = spans[-1][1] + pad, head + len(cells) * (cell + pad) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    j = 0
-    for label, n in groups:
-        x0, x1 = xs[j], xs[j + n - 1] + cell
-        text = _shorten(draw, label, font, x1 - x0)
-        draw.text((x0 + (x1 - x0 - draw.textlength(text, font=font)) / 2, 2), text, fill=(0, 0, 0), font=font)
-        draw.line([x0, 17, x1 - 1, 17], fill=(120, 120, 120))
-        j += n
-    for j, name in enumerate(names):
-        for k, line in enumerate(_wrap(draw, name, small, cell)):
+    for lines, (x0, x1) in zip(heads, spans):
+        for k, text in enumerate(lines):
+            tw = draw.textlength(text, font=font)
+            draw.text((x0 + (x1 - x0 - tw) / 2, 2 + 14 * k), text, fill=(0, 0, 0), font=font)
+        draw.line([x0, top, x1 - 1, top], fill=(120, 120, 120))
+    for j, lines in enumerate(named):
+        for k, line in enumerate(lines):
             tw = draw.textlength(line, font=small)
-            draw.text((xs[j] + (cell - tw) / 2, 20 + 12 * k), line, fill=(40, 40, 40), font=small)
+            draw.text((xs[j] + (cell - tw) / 2, top + 3 + 12 * k), line, fill=(40, 40, 40), font=small)
     for i, row in enumerate(cells):
         y0 = head + i * (cell + pad)
         draw.text((4, y0 + cell / 2 - 7), row_labels[i], fill=(0, 0, 0), font=font)
@@ -330,10 +333,10 @@ def side_by_side(runs: Sequence[RunData], write: Writer, max_rows: int = 8) -> d
         [(d / f"{i:06d}.png") if (d / f"{i:06d}.png").exists() else None for d, _ in columns] for i in rows
     ]
     names = [n for _, n in columns]
-    png = tile_side_by_side(cells, groups, names, [str(n + 1) for n in range(len(rows))])
+    png = tile_side_by_side(cells, groups, names, [str(i) for i in rows])
     captions = [r.captions for r in runs]
     out_rows = []
-    for n, i in enumerate(rows):
+    for i in rows:
         texts = [c.get(i) for c in captions]
         known = [t for t in texts if t is not None]
         if len(set(known)) <= 1:
@@ -341,7 +344,7 @@ def side_by_side(runs: Sequence[RunData], write: Writer, max_rows: int = 8) -> d
         else:
             caption = "; ".join(f"{r.label}: {t}" for r, t in zip(runs, texts) if t is not None)
             caption = "captions differ between the runs: " + caption
-        out_rows.append({"n": n + 1, "label": f"[{i}]", "caption": caption})
+        out_rows.append({"label": str(i), "caption": caption})  # the caption's index, as on the grid
     labels, j = [], 0
     for g, k in groups:
         labels += [f"{g}: {names[j + m]}" for m in range(k)]

@@ -1,8 +1,9 @@
 """The report's content: everything the templates show, built from loaded runs (``build_context``).
 
 This module owns the report's sections apart from the figures: the overview of what was evaluated and
-how, the plain-words warnings a reader must see first, the results table (columns and cells as
-``glidebench.schema`` defines them), the comparison with the paper (numbers from ``paper``), throughput and
+how, the results (the compact table, caption agreement and the full table from ``tables``; columns and cells as
+``glidebench.schema`` defines them; the warnings a reader must see first from ``notes``), the comparison with
+the paper (numbers from ``paper``; its notes on the released GLIDE only for GLIDE runs), throughput and
 provenance. Figures and sample grids are written beside the report through ``_Files`` (``figures`` and
 ``grids`` draw them).
 """
@@ -19,9 +20,8 @@ import pandas as pd
 
 from ..schema import MISSING, REPORT_COLUMNS, RESULT_COLUMNS, TEXT_COLUMNS, format_table, to_float
 from ..store import atomic_write_bytes, ensure_under
-from . import compare, paper
+from . import compare, notes, paper, tables
 from . import uncertainty as unc
-from .figstyle import MIN_FID_SAMPLES
 from .figures import make_plots
 from .grids import make_grids
 from .loading import RunData
@@ -84,8 +84,19 @@ def _overview(runs: Sequence[RunData]) -> pd.DataFrame:
         put("Suite", lab, str(run.spec.get("suite", "not recorded")))
         put("Spec fingerprint", lab, str(run.spec.get("fingerprint", "not recorded")))
         put("Model", lab, ", ".join(run.models) or "not recorded")
-        ckpts = prov.get("checkpoints") or {}
-        put("Checkpoints (SHA-256)", lab, "; ".join(f"{k}: {v}" for k, v in ckpts.items()) or "none recorded")
+        ckpts, generator = notes.split_checkpoints(run)
+        if ckpts or run.is_glide:  # another generator that hashes no weights has its own row below
+            put(
+                "Checkpoints (SHA-256)",
+                lab,
+                "; ".join(f"{k}: {v}" for k, v in ckpts.items()) or "none recorded",
+            )
+        if generator or not run.is_glide:
+            put(
+                "Generator and its arguments",
+                lab,
+                "; ".join(f"{k}: {v}" for k, v in generator.items()) or "-",
+            )
         put("Data", lab, _data_words(run))
         data = prov.get("data")
         put(
@@ -117,52 +128,6 @@ def _overview(runs: Sequence[RunData]) -> pd.DataFrame:
     out = pd.DataFrame.from_dict(table, orient="index").fillna("")
     out.index.name = "" if len(runs) > 1 else "fact"
     return out.reset_index()
-
-
-def _warnings(run: RunData) -> list[str]:
-    """Plain-words warnings: things a reader must know before trusting any number of this run."""
-    out: list[str] = []
-    kind = run.data_kind
-    if kind == "embedded":
-        out.append(
-            "This run used the embedded toy set (simple rendered shapes with generated captions), not MS-COCO. "
-            "Its FID, precision and recall are measured against those shapes and cannot be compared with the "
-            "paper's or any COCO number."
-        )
-    elif kind == "unknown":
-        out.append("The run does not record where its captions and reference images came from.")
-    if run.random_model:
-        out.append(
-            "The model has random weights: the samples are noise, and the metrics only show that the "
-            "harness runs end to end."
-        )
-    elif not (run.provenance.get("checkpoints") or {}):
-        out.append(
-            "No checkpoint hashes are recorded, so the weights behind these numbers cannot be identified."
-        )
-    ns = run.results["n_samples"]
-    small = run.results[ns < MIN_FID_SAMPLES]
-    if len(small):
-        out.append(
-            f"{len(small)} of {len(run.results)} settings have fewer than {MIN_FID_SAMPLES} samples (as few as "
-            f"{int(small['n_samples'].min()):,}). With 2048-dimensional Inception features the covariance is "
-            "then singular: FID, KID and precision/recall are smoke-test numbers, not measurements."
-        )
-    if ns.isna().any():
-        out.append("Some settings do not record how many samples they used.")
-    for name in run.missing:
-        out.append(
-            f"{name} is missing from the run directory; the parts of the report that need it are empty."
-        )
-    per_warning: dict[str, list[str]] = {}
-    for sid, text in zip(run.results["setting_id"], run.results["warnings"]):
-        for w in (t.strip() for t in str(text).split(";")):
-            if w:
-                per_warning.setdefault(w, []).append(sid)
-    for w, sids in per_warning.items():
-        where = "all settings" if len(sids) == len(run.results) else "settings " + ", ".join(sids)
-        out.append(f"Harness warning ({where}): {w}")
-    return out
 
 
 def _slug(text: str) -> str:
@@ -204,7 +169,7 @@ def _throughput(run: RunData) -> dict | None:
 def _provenance(run: RunData) -> dict:
     prov = run.provenance
     versions = prov.get("versions") or {}
-    ckpts = prov.get("checkpoints") or {}
+    ckpts, generator = notes.split_checkpoints(run)
     return {
         "label": run.label,
         "facts": pd.DataFrame(
@@ -227,6 +192,7 @@ def _provenance(run: RunData) -> dict:
         if versions
         else None,
         "checkpoints": pd.DataFrame(list(ckpts.items()), columns=["checkpoint", "sha256"]) if ckpts else None,
+        "generator": pd.DataFrame(list(generator.items()), columns=["item", "value"]) if generator else None,
         "spec": json.dumps(run.spec, indent=2, sort_keys=True, default=str) if run.spec else "",
         "spec_note": _spec_note(run),
         "missing": list(run.missing),
@@ -244,70 +210,92 @@ def _spec_note(run: RunData) -> str:
     )
 
 
-def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> dict[str, Any]:
-    """Everything the templates show, with plots and grids written into ``out_dir``."""
-    multi = len(runs) > 1
-    frames = [r.results.assign(run=r.label) for r in runs]
-    combined = pd.concat(frames, ignore_index=True)
-    combined = combined[["run"] + [c for c in combined.columns if c != "run"]]
+def _shown_columns(combined: pd.DataFrame, multi: bool) -> tuple[list[str], list[str]]:
+    """(the full table's columns, the contract's columns not measured in any setting)."""
     present = [c for c in combined.columns if c in TEXT_COLUMNS or c == "run" or combined[c].notna().any()]
     not_measured = [c for c in RESULT_COLUMNS if c not in present]
     shown = [c for c in REPORT_COLUMNS if c in present and (multi or c != "run")]
-    shown += [
-        c for c in present if c not in REPORT_COLUMNS and c != "warnings"
-    ]  # columns beyond the contract
+    shown += [c for c in present if c not in REPORT_COLUMNS and c != "warnings"]  # beyond the contract
     if "kid_mean_lo" in shown:  # KID's interval is the uncertainty shown; kid_std stays in results.csv
         shown.remove("kid_std")
+    return shown, not_measured
+
+
+def _results(runs: Sequence[RunData], shown_df: pd.DataFrame, shown: list[str]) -> dict[str, Any]:
+    """The results section: the compact table, caption agreement with its counts, the full table."""
+    styles = {r.label: r.caption_style for r in runs}
+    full = format_table(shown_df[shown], intervals=True)  # an interval prints in its metric's cell
+    return {
+        "summary_table": tables.summary_table(shown_df),
+        "attribute_table": tables.attribute_table(shown_df, styles),
+        "attribute_notes": tables.attribute_notes(shown_df, styles),
+        "results_table": full,
+        "full_table_note": tables.full_table_note(list(full.columns)),
+        "has_intervals": any(str(c).endswith("_lo") for c in shown_df.columns),
+        "interval_note": _interval_note(runs),
+        "differences": unc.differences_table(runs),
+        "diversity_findings": unc.diversity_findings(runs),
+    }
+
+
+def _paper(runs: Sequence[RunData]) -> dict[str, Any]:
+    """The paper section; its notes on the released GLIDE apply only when a run is a GLIDE run."""
+    ours = [
+        paper.OurRun(
+            label=r.label, results=r.results, data_kind=r.data_kind, models=r.models,
+            clip_model=(r.provenance.get("feature_extractor") or {}).get("clip"), random_model=r.random_model,
+            glide=r.is_glide,
+        )
+        for r in runs
+    ]  # fmt: skip
+    elo = pd.DataFrame(
+        [(w, f"{a:.1f}", f"{b:.1f}") for w, a, b in paper.ELO],
+        columns=["setting (256x256)", "photorealism Elo", "caption match Elo"],
+    )
+    return {
+        "source": paper.SOURCE,
+        "comparison": paper.comparison_table(ours),
+        "table2": paper.table2_with_ours(ours),
+        "elo": elo,
+        "findings": paper.FIGURE6_FINDINGS,
+        "caveats": [{"label": o.label, "items": paper.caveats(o)} for o in ours],
+        "glide": notes.glide_notes_apply(runs),
+        "released": paper.RELEASED_MODEL,
+        "notebook": paper.NOTEBOOK_SETTINGS,
+    }
+
+
+def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> dict[str, Any]:
+    """Everything the templates show, with plots and grids written into ``out_dir``."""
+    multi = len(runs) > 1
+    combined = pd.concat([r.results.assign(run=r.label) for r in runs], ignore_index=True)
+    combined = combined[["run"] + [c for c in combined.columns if c != "run"]]
+    shown, not_measured = _shown_columns(combined, multi)
     combined, shown = compare.group_by_model(combined, shown)  # several models: grouped, model first
+    shown_df = tables.without_small_intervals(combined)  # what tables print and plots draw
     files = _Files(out_dir)
-    made, skipped = make_plots(combined, files.write)
-    div_made, div_skipped = unc.diversity_plots(combined, files.write)  # beside Figure 6's
+    made, skipped = make_plots(shown_df, files.write)
+    div_made, div_skipped = unc.diversity_plots(shown_df, files.write)  # beside Figure 6's
     made, skipped = made[:2] + div_made + made[2:], skipped + div_skipped
     grid_sets, grid_notes = make_grids(runs, files.write, multi)
     side = compare.side_by_side(runs, files.write)
     grid_sets = ([side] if side else []) + grid_sets
-    ours = [
-        paper.OurRun(
-            label=r.label,
-            results=r.results,
-            data_kind=r.data_kind,
-            models=r.models,
-            clip_model=(r.provenance.get("feature_extractor") or {}).get("clip"),
-            random_model=r.random_model,
-        )
-        for r in runs
-    ]
     return {
         "title": title or "glidebench report: " + ", ".join(r.label for r in runs),
         "multi": multi,
-        "runs": [{"label": r.label, "warnings": _warnings(r)} for r in runs],
+        "runs": [{"label": r.label} for r in runs],
+        "warnings": notes.merged_warnings(runs),  # "Read this first", once for the whole report
         "protocol": compare.protocol_warnings(runs),  # how the runs' protocols differ (empty: they do not)
         "overview": _overview(runs),
-        "combined": combined,
-        "results_table": format_table(combined[shown], intervals=True),
-        "has_intervals": any(str(c).endswith("_lo") for c in combined.columns),
-        "interval_note": _interval_note(runs),
-        "differences": unc.differences_table(runs),
-        "diversity_findings": unc.diversity_findings(runs),
+        "combined": combined,  # results.csv: unrounded, every interval kept
+        **_results(runs, shown_df, shown),
         "not_measured": not_measured,
         "missing": MISSING,
         "plots": made,
         "plots_skipped": skipped,
         "grid_sets": grid_sets,
         "grid_notes": grid_notes,
-        "paper": {
-            "source": paper.SOURCE,
-            "comparison": paper.comparison_table(ours),
-            "table2": paper.table2_with_ours(ours),
-            "elo": pd.DataFrame(
-                [(w, f"{a:.1f}", f"{b:.1f}") for w, a, b in paper.ELO],
-                columns=["setting (256x256)", "photorealism Elo", "caption match Elo"],
-            ),
-            "findings": paper.FIGURE6_FINDINGS,
-            "caveats": [{"label": o.label, "items": paper.caveats(o)} for o in ours],
-            "released": paper.RELEASED_MODEL,
-            "notebook": paper.NOTEBOOK_SETTINGS,
-        },
+        "paper": _paper(runs),
         "throughput": [t for t in (_throughput(r) for r in runs) if t is not None],
         "provenance": [_provenance(r) for r in runs],
         "written": files.used,  # the PNGs written (the report's manifest lists them)

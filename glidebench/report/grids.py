@@ -8,6 +8,7 @@ columns: unguided, then increasing scale) and from ``inpaint/``.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,27 +44,61 @@ def _fit(img: Image.Image, cell: int) -> Image.Image:
     return img.resize((cell, cell), Image.Resampling.NEAREST if up else Image.Resampling.LANCZOS)
 
 
+def wrap_full(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> list[str]:
+    """``text`` in as many lines of at most ``width`` pixels as it needs, broken after '-' or ' ' where
+    possible, inside a word only where one word is wider than ``width``: every character is kept."""
+    tokens = [t for t in re.split(r"(?<=[- ])", text) if t]
+    lines: list[str] = []
+    line = ""
+    for tok in tokens:
+        if draw.textlength((line + tok).rstrip(), font=font) <= width:
+            line += tok
+            continue
+        if line:
+            lines.append(line.rstrip())
+            line = ""
+        while len(tok) > 1 and draw.textlength(tok.rstrip(), font=font) > width:
+            k = 1
+            while k < len(tok) and draw.textlength(tok[: k + 1], font=font) <= width:
+                k += 1
+            lines.append(tok[:k])
+            tok = tok[k:]
+        line = tok
+    if line.strip() or not lines:
+        lines.append(line.rstrip())
+    return lines
+
+
+def row_label_width(draw: ImageDraw.ImageDraw, labels: Sequence[str], font: Any) -> int:
+    """The left margin that holds every row label whole."""
+    return int(max([draw.textlength(lab, font=font) for lab in labels] + [16.0])) + 10
+
+
 def tile_grid(
     cells: Sequence[Sequence[Path | None]], col_labels: Sequence[str], row_labels: Sequence[str]
 ) -> bytes:
-    """Tile images (rows x columns; None draws an empty cell) under column labels, beside row labels."""
+    """Tile images (rows x columns; None draws an empty cell) under column labels (wrapped, never cut),
+    beside row labels."""
     if not cells or not cells[0]:
         raise ValueError("tile_grid needs at least one row and one column")
     first = next((p for row in cells for p in row if p is not None), None)
     native = Image.open(first).width if first is not None else 64
     cell = _cell_size(native)
-    pad, head, side = 4, 22, 28
-    ncols = len(cells[0])
     font = _font(12)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [wrap_full(probe, lab, font, cell) for lab in col_labels]
+    pad, side = 4, row_label_width(probe, row_labels, font)
+    head = 8 + 14 * max([len(w) for w in wrapped] + [1])
+    ncols = len(cells[0])
     width = side + ncols * (cell + pad) + pad
     height = head + len(cells) * (cell + pad) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for j, lab in enumerate(col_labels):
+    for j, lines in enumerate(wrapped):
         x0 = side + pad + j * (cell + pad)
-        text = _shorten(draw, lab, font, cell)
-        tw = draw.textlength(text, font=font)
-        draw.text((x0 + (cell - tw) / 2, 4), text, fill=(0, 0, 0), font=font)
+        for k, text in enumerate(lines):
+            tw = draw.textlength(text, font=font)
+            draw.text((x0 + (cell - tw) / 2, 4 + 14 * k), text, fill=(0, 0, 0), font=font)
     for i, row in enumerate(cells):
         y0 = head + i * (cell + pad)
         draw.text((4, y0 + cell / 2 - 7), row_labels[i], fill=(0, 0, 0), font=font)
@@ -198,7 +233,7 @@ def make_grids(
                 cells = [
                     [run.path / "images" / sid / f"{i:06d}.png" for sid in cols["setting_id"]] for i in rows
                 ]
-                png = tile_grid(cells, labels, [str(n + 1) for n in range(len(rows))])
+                png = tile_grid(cells, labels, [str(i) for i in rows])
                 stem = "-".join(["grid", *([run.label] if multi else []), *([words] if words else []), kind])
                 grids.append(
                     {"file": write(stem, png), "title": KIND_NAMES.get(kind, kind), "columns": labels}
@@ -209,11 +244,10 @@ def make_grids(
                     "grids": grids,
                     "rows": [
                         {
-                            "n": n + 1,
-                            "label": f"[{i}]",
+                            "label": str(i),  # the caption's index, as on the grid's rows
                             "caption": str(captions.get(i, {}).get("caption", "(caption not recorded)")),
                         }
-                        for n, i in enumerate(rows)
+                        for i in rows
                     ],
                 }
             )
@@ -232,9 +266,7 @@ def make_grids(
                             "columns": cols,
                         }
                     ],
-                    "rows": [
-                        {"n": n + 1, "label": "", "caption": f"example {s}"} for n, s in enumerate(stems)
-                    ],
+                    "rows": [{"label": str(n + 1), "caption": f"example {s}"} for n, s in enumerate(stems)],
                 }
             )
     return sets, notes

@@ -59,6 +59,18 @@ class RunData:
         return tuple(sorted({v for v in vals if v}))
 
     @property
+    def is_glide(self) -> bool:
+        """True unless the run says another generator made its images (``model: plugin`` in spec.json): the
+        paper's GLIDE notes and GLIDE's checkpoints apply to GLIDE runs only."""
+        return self.spec.get("model") != "plugin"
+
+    @property
+    def caption_style(self) -> str:
+        """'exact', 'short' or '' (not recorded), from spec.json, else provenance.json's data record."""
+        style = self.spec.get("caption_style") or (self.provenance.get("data") or {}).get("caption_style")
+        return str(style or "")
+
+    @property
     def random_model(self) -> bool:
         """True when the run says its model has random weights (model name, spec or checkpoint record)."""
         if any("random" in m.lower() for m in self.models):
@@ -193,6 +205,7 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
         for key, value in (settings.get(sid) or {}).items():
             if key in results.columns and is_blank(results.at[i, key]):
                 results.at[i, key] = value if key in TEXT_COLUMNS else to_float(value)
+    _own_sampler(results, spec, provenance)
     return RunData(
         path=run_dir,
         label=label or run_dir.name,
@@ -204,6 +217,17 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
         throughput=throughput,
         missing=tuple(missing),
     )
+
+
+def _own_sampler(results: pd.DataFrame, spec: Any, provenance: dict[str, Any]) -> None:
+    """A run of another generator (``model: plugin``) is labelled by its own sampler and steps, as its
+    provenance.json's ``sampling`` record gives them (older results recorded GLIDE's spec defaults there)."""
+    sampling = provenance.get("sampling")
+    if not (isinstance(spec, dict) and spec.get("model") == "plugin" and isinstance(sampling, dict)):
+        return
+    if sampling.get("sampler"):
+        results["sampler"] = str(sampling["sampler"])
+        results["steps"] = str(sampling.get("steps") or "")
 
 
 def unique_labels(paths: Sequence[Path]) -> list[str]:

@@ -105,6 +105,7 @@ class OurRun:
     models: tuple[str, ...]
     clip_model: str | None = None
     random_model: bool = False
+    glide: bool = True  # a GLIDE run (the notes on the released GLIDE apply), not another generator's
 
     def __post_init__(self) -> None:
         if self.data_kind not in ("MS-COCO", "embedded", "unknown"):
@@ -271,7 +272,9 @@ def caveats(run: OurRun) -> list[str]:
             f"resolution {', '.join(str(r) for r in sorted(res))} px: Table 2 is at 256 px "
             f"(Figure 6 is at {FIGURE6_RESOLUTION} px)"
         )
-    if not any("3.5" in m for m in run.models):
+    if not run.glide:
+        out.append("a different model from the paper's GLIDE 3.5B (another generator made these images)")
+    elif not any("3.5" in m for m in run.models):
         out.append(f"a different model from the paper's 3.5B one; {RELEASED_MODEL}")
     clip = (run.clip_model or "").lower().replace("-", "").replace("/", "")
     if run.clip_model and "vitb16" not in clip:

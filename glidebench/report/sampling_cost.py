@@ -1,9 +1,11 @@
 """The report's sampling-cost plot: FID (or KID) against model evaluations per image.
 
 This module owns how runs of different samplers and step counts (the nfe suite writes one run per entry)
-become curves: one curve per sampler, step spacing and guidance interval, each guidance kind at its best
-scale among those run with every sampler of the group; points are labelled by step count. The look is
-``figstyle``'s.
+become curves: one curve per model, sampler, step spacing and guidance interval, each guidance kind at its best
+scale among those run with every sampler of the group; points are labelled by step count and carry their 95 %
+intervals. Colour tells the (model, sampler) curves apart, marker and line style the guidance kinds; the
+legend names the model whenever the report holds several. The sampler is the one the results record (the
+generator's own description, ``loading`` fills it from provenance.json's ``sampling`` record where needed).
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from matplotlib import rc_context
 from matplotlib.ticker import ScalarFormatter
 
 from .figstyle import (
-    CURVE_COLOURS,
     KIND_NAMES,
-    MARKERS,
     MIN_FID_SAMPLES,
     RC,
     Styler,
     figure_png,
     has,
+    interval_err,
     legend_below,
     new_figure,
     varying_fields,
@@ -57,75 +58,76 @@ def _names_the_sweep_entry(data: pd.DataFrame, field: str) -> bool:
     return bool((values.groupby(entry).nunique() == 1).all()) and values.nunique() == entry.nunique()
 
 
-def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
-    """FID against model evaluations per image (KID when FID is missing or a setting has fewer than 2,048
-    samples), one curve per sampler and guidance kind at that kind's best scale; points labelled by step
-    count. None unless several samplers or step counts were run."""
-    pairs = df[["sampler", "steps"]].astype(str).drop_duplicates()
-    # below 2,048 samples FID is biased and unstable (the results carry that warning): draw KID there instead
+def _curve_names(data: pd.DataFrame) -> pd.Series:
+    """A curve per sampler, step spacing and guidance interval: "quadN" (time-quadratic) runs are not points of
+    the "N" curve, and guidance in a limited interval is its own curve."""
+    spacing = data["steps"].astype(str).str.startswith("quad").map({True: " (quadratic spacing)", False: ""})
+    curve = data["sampler"].astype(str) + spacing
+    if "cfg_interval" in data.columns:
+        iv = data["cfg_interval"].fillna("").astype(str)
+        curve = curve + iv.map(lambda v: f", guidance at t {v}" if v else "")
+    return curve
+
+
+def _cost_axes(ax, data: pd.DataFrame, metric: str) -> None:
+    ax.set_xscale("log")
+    values = pd.to_numeric(data[metric], errors="coerce")
+    if bool((values > 0).all()) and values.max() > 10 * values.min():  # a log axis keeps the best apart
+        ax.set_yscale("log")
+    ticks: list[float] = []
+    for v in sorted({float(v) for v in data["evals_per_image"]}):
+        if not ticks or math.log10(v / ticks[-1]) >= 0.06:  # 24 and 25 would print over each other
+            ticks.append(v)
+    if len(ticks) <= 8:
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter("")
+    ax.margins(x=0.08, y=0.08)
+    ax.set_xlabel("model evaluations per image (both halves of a classifier-free batch count)")
+    label = "FID" if metric == "fid" else "KID"
+    ax.set_ylabel(f"{label} (lower is better)")
+    ax.set_title(f"{label} against sampling cost (at each kind's best scale)")
+
+
+def _cost_metric(df: pd.DataFrame) -> str | None:
+    """FID, or KID when FID is missing or a setting has fewer than 2,048 samples (FID is then biased and
+    unstable: the results carry that warning)."""
     few = has(df, "n_samples") and pd.to_numeric(df["n_samples"], errors="coerce").min() < MIN_FID_SAMPLES
     if has(df, "kid_mean") and (few or not has(df, "fid")):
-        metric = "kid_mean"
-    else:
-        metric = "fid" if has(df, "fid") else None
+        return "kid_mean"
+    return "fid" if has(df, "fid") else None
+
+
+def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
+    """FID against model evaluations per image (KID below 2,048 samples), one curve per model, sampler and
+    guidance kind at that kind's best scale, with 95 % intervals; points labelled by step count. None unless
+    several samplers or step counts were run."""
+    pairs = df[["sampler", "steps"]].astype(str).drop_duplicates()
+    metric = _cost_metric(df)
     if len(pairs) < 2 or metric is None or not has(df, "evals_per_image"):
         return None
     data = df[pd.to_numeric(df[metric], errors="coerce").notna() & df["evals_per_image"].notna()]
     fields = [f for f in varying_fields(data) if f not in ("sampler", "steps", "cfg_interval")]
-    fields = [f for f in fields if not _names_the_sweep_entry(data, f)]
+    # a run per sweep entry (the nfe suite) names no curve of its own; a model always does (the legend says it)
+    fields = [f for f in fields if f == "model" or not _names_the_sweep_entry(data, f)]
     data = best_scales(data, metric, fields)
-    # one curve per sampler and step spacing: "quadN" (time-quadratic) runs are not points of the "N" curve
-    spacing = data["steps"].astype(str).str.startswith("quad").map({True: " (quadratic spacing)", False: ""})
-    curve = data["sampler"].astype(str) + spacing
-    if "cfg_interval" in data.columns:  # guidance in a limited interval: its own curve
-        iv = data["cfg_interval"].fillna("").astype(str)
-        curve = curve + iv.map(lambda v: f", guidance at t {v}" if v else "")
-    data = data.assign(_curve=curve)
-    samplers = sorted(data["_curve"].unique())
-    styler = Styler(data, fields)
-    one_kind = data["guidance"].nunique() == 1
+    data = data.assign(_curve=_curve_names(data))
+    styler = Styler(data, [*fields, "_curve"])  # a colour per model and sampler curve
     with rc_context(RC):
         fig = new_figure(6.4, 4.3)
         ax = fig.add_subplot()
         for key, sub in data.groupby(["guidance", *fields, "_curve"], sort=True):
             kind, *rest, sampler = (str(k) for k in key)
             sub = sub.sort_values("evals_per_image", kind="stable")
-            j = samplers.index(sampler)
-            st = styler.style(kind, tuple(rest))
-            if one_kind:  # one guidance kind: colour tells the curves apart (else it tells the kinds apart)
-                st["color"] = CURVE_COLOURS[j % len(CURVE_COLOURS)]
-            name = f"{sampler}, {KIND_NAMES.get(kind, kind)}"
+            st = styler.style(kind, (*rest, sampler))
+            name = ", ".join([*rest, sampler, KIND_NAMES.get(kind, kind)])
             name += "" if kind == "none" else f" {float(sub['scale'].iloc[0]):g}"
-            name += "".join(f", {v}" for v in rest)
-            ax.plot(
-                sub["evals_per_image"].to_numpy(float),
-                sub[metric].to_numpy(float),
-                label=name,
-                color=st["color"],
-                marker=MARKERS[(j // len(CURVE_COLOURS) + j) % len(MARKERS)]
-                if one_kind
-                else MARKERS[j % len(MARKERS)],
-                linestyle=st["linestyle"],
-            )
+            ax.errorbar(
+                sub["evals_per_image"].to_numpy(float), sub[metric].to_numpy(float),
+                yerr=interval_err(sub, metric), label=name, capsize=2, **st,
+            )  # fmt: skip
             for xe, ye, steps in zip(sub["evals_per_image"], sub[metric], sub["steps"]):
                 ax.annotate(str(steps), (xe, ye), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xscale("log")
-        values = pd.to_numeric(data[metric], errors="coerce")
-        wide = bool((values > 0).all()) and values.max() > 10 * values.min()
-        if wide:  # a log axis keeps the best entries apart
-            ax.set_yscale("log")
-        ticks = []
-        for v in sorted({float(v) for v in data["evals_per_image"]}):
-            if not ticks or math.log10(v / ticks[-1]) >= 0.06:  # 24 and 25 would print over each other
-                ticks.append(v)
-        if len(ticks) <= 8:
-            ax.set_xticks(ticks)
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter("")
-        ax.margins(x=0.08, y=0.08)
-        ax.set_xlabel("model evaluations per image (both halves of a classifier-free batch count)")
-        label = "FID" if metric == "fid" else "KID"
-        ax.set_ylabel(f"{label} (lower is better)")
-        ax.set_title(f"{label} against sampling cost (at each kind's best scale)")
-        legend_below(fig, ax, fontsize=7)
+        _cost_axes(ax, data, metric)
+        legend_below(fig, styler.legend(), fontsize=7)
         return figure_png(fig), metric

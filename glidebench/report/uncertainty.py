@@ -12,12 +12,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib import rc_context
 
 from ..schema import format_value
-from .figstyle import RC, Plot, Styler, Writer, figure_png, has, kind_groups, legend_below, new_figure
+from .figstyle import (
+    RC,
+    Plot,
+    Styler,
+    Writer,
+    figure_png,
+    has,
+    interval_err,
+    kind_groups,
+    legend_below,
+    new_figure,
+    series_label,
+    varying_fields,
+)
 from .loading import RunData
 
 # the columns of differences.csv the report reads (the run-directory contract, docs/uncertainty.md)
@@ -97,21 +109,15 @@ def diversity_findings(runs: Sequence[RunData]) -> list[str]:
 
 def _errorbar(ax: Any, sub: pd.DataFrame, x: str, y: str, style: dict, label: str) -> None:
     xs, ys = sub[x].to_numpy(float), sub[y].to_numpy(float)
-
-    def err(col: str, v: np.ndarray) -> np.ndarray | None:
-        if f"{col}_lo" not in sub or f"{col}_hi" not in sub:
-            return None
-        lo, hi = sub[f"{col}_lo"].to_numpy(float), sub[f"{col}_hi"].to_numpy(float)
-        return np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0))
-
-    ax.errorbar(xs, ys, xerr=err(x, xs), yerr=err(y, ys), capsize=2, label=label, **style)
+    ax.errorbar(xs, ys, xerr=interval_err(sub, x), yerr=interval_err(sub, y), capsize=2, label=label, **style)
     for xi, yi, s in zip(xs, ys, sub["scale"].to_numpy(float)):
         ax.annotate(f"{s:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
 
 
 def diversity_plot(df: pd.DataFrame) -> bytes | None:
     """Intra-caption diversity (Vendi score of CLIP and of pool3 embeddings) against CLIP score and FID, one
-    curve per guidance kind, points labelled by scale, 95 % intervals as error bars; None without data."""
+    curve per model and guidance kind, points labelled by scale, 95 % intervals as error bars; None without
+    data."""
     panels = [
         (x, y, xl, yl)
         for x, y, xl, yl in (
@@ -122,6 +128,8 @@ def diversity_plot(df: pd.DataFrame) -> bytes | None:
     ]
     if not panels:
         return None
+    fields = varying_fields(df)
+    styler = Styler(df, fields)
     with rc_context(RC):
         fig = new_figure(6.4 * len(panels), 4.3)
         axes = fig.subplots(1, len(panels), squeeze=False).ravel()
@@ -129,20 +137,14 @@ def diversity_plot(df: pd.DataFrame) -> bytes | None:
             data = df[
                 pd.to_numeric(df[x], errors="coerce").notna() & pd.to_numeric(df[y], errors="coerce").notna()
             ]
-            styler = Styler(data, [])
-            for kind, combo, sub in kind_groups(data, []):
-                st = styler.style(kind, combo)
-                style = {
-                    "color": st.get("color"),
-                    "marker": st.get("marker", "o"),
-                    "linestyle": st.get("linestyle"),
-                }
-                _errorbar(ax, sub.sort_values("scale"), x, y, {k: v for k, v in style.items() if v}, kind)
+            for kind, combo, sub in kind_groups(data, fields):
+                style = styler.style(kind, combo) | ({"linestyle": "none"} if kind == "none" else {})
+                _errorbar(ax, sub, x, y, style, series_label(kind, fields, combo))
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
             ax.margins(x=0.1, y=0.1)
         fig.suptitle("Diversity vs fidelity per caption (points labelled by guidance scale)")
-        legend_below(fig, axes[0])
+        legend_below(fig, styler.legend())
         return figure_png(fig)
 
 

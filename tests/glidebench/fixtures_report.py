@@ -62,6 +62,23 @@ def _metrics(kind: str, s: float, offset: float, steps: int) -> dict[str, float]
     }
 
 
+INTERVAL_METRICS = ("fid", "kid_mean", "precision", "recall", "clip_score")
+
+
+def _add_intervals(row: dict, intervals: bool, attributes: tuple[int, int] | None, s: float) -> None:
+    """Interval columns (and attribute accuracies with their caption counts) for one fixture row."""
+    if attributes is not None:
+        row["colour_acc"], row["shape_acc"] = 0.4 + 0.05 * s, 0.5 + 0.04 * s
+        row["position_acc"] = 1.0
+        row["n_single_object"], row["n_multi_object"] = attributes
+    if not intervals:
+        return
+    names = INTERVAL_METRICS + (("colour_acc", "shape_acc", "position_acc") if attributes else ())
+    for m in names:
+        v = row[m]
+        row[f"{m}_lo"], row[f"{m}_hi"] = v - 0.05 * abs(v) - 1e-6, v + 0.05 * abs(v) + 1e-6
+
+
 def write_run_dir(
     root: Path,
     name: str = "run",
@@ -81,10 +98,15 @@ def write_run_dir(
     results_json_only: bool = False,
     omit: Sequence[str] = (),
     warnings: str = "fewer than 2048 samples: FID is a smoke test",
+    intervals: bool = False,
+    attributes: tuple[int, int] | None = None,
 ) -> Path:
     """Write a finished run directory ``root/name`` and return it.
 
     ``omit`` names contract parts to leave out (``"prompts.json"``, ``"provenance.json"``, ``"images"``, ...).
+    ``intervals``: add the ``<metric>_lo`` / ``<metric>_hi`` columns (a 95 % interval of +-5 % around each
+    metric); ``attributes`` = (one-object, multi-object caption counts): add the attribute accuracies with
+    their intervals and the ``n_single_object`` / ``n_multi_object`` counts.
     """
     run = root / name
     run.mkdir(parents=True)
@@ -125,6 +147,7 @@ def write_run_dir(
                     "warnings": warnings,
                 }
             )
+            _add_intervals(rows[-1], intervals, attributes, s)
     if "images" not in omit:
         for si, sid in enumerate(settings):
             d = run / "images" / sid
@@ -169,7 +192,7 @@ def write_run_dir(
             (run / fname).write_text(json.dumps(data, indent=1, allow_nan=True))
     if not results_json_only and "results.csv" not in omit:
         with open(run / "results.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             for r in rows:
                 w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
@@ -181,3 +204,55 @@ def write_run_dir(
                 tile = np.full((size, size, 3), (250 - 40 * j, 30 + 100 * i, 90), np.uint8)
                 Image.fromarray(tile).save(d / f"{i:06d}.png")
     return run
+
+
+def _segments(collections) -> int:
+    """Error bars actually drawn: finite segments of non-zero length."""
+    n = 0
+    for col in collections:
+        for seg in col.get_segments():
+            seg = np.asarray(seg, float)
+            n += bool(np.isfinite(seg).all() and np.ptp(seg, axis=0).max() > 0)
+    return n
+
+
+def figure_record(fig) -> dict:
+    """What a drawn figure shows: its legend labels and, per visible axes, its title and every error-bar
+    container (label, colour, marker, line style, and how many y and x interval bars it drew)."""
+    from matplotlib.colors import to_hex
+
+    axes = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        curves = []
+        for c in ax.containers:
+            if not hasattr(c, "has_yerr"):
+                continue
+            line, _caps, bars = c.lines
+            ybars = _segments(bars[-1:]) if c.has_yerr else 0
+            xbars = _segments(bars[:1]) if c.has_xerr else 0
+            curves.append({
+                "label": c.get_label(), "colour": to_hex(line.get_color()), "marker": line.get_marker(),
+                "linestyle": line.get_linestyle(), "ybars": ybars, "xbars": xbars,
+            })  # fmt: skip
+        axes.append({"title": ax.get_title(), "xlabel": ax.get_xlabel(), "curves": curves})
+    labels = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    title = fig._suptitle.get_text() if fig._suptitle is not None else axes[0]["title"]
+    return {"labels": labels, "axes": axes, "title": title}
+
+
+def spy_figures(monkeypatch) -> list[dict]:
+    """Record every figure the report draws (figures, sampling_cost, uncertainty) as ``figure_record``."""
+    from glidebench.report import figures, sampling_cost, uncertainty
+
+    seen: list[dict] = []
+    for mod in (figures, sampling_cost, uncertainty):
+        real = mod.figure_png
+
+        def spy(fig, real=real):
+            seen.append(figure_record(fig))
+            return real(fig)
+
+        monkeypatch.setattr(mod, "figure_png", spy)
+    return seen

@@ -23,9 +23,9 @@ from glidebench.report import paper as paper_mod
 from glidebench.report.markdown import md_code, md_escape, md_table
 
 try:  # tests/glidebench is a plain directory today; keep working if it becomes a package
-    from .fixtures_report import tile_colour, write_run_dir
+    from .fixtures_report import CAPTIONS, tile_colour, write_run_dir
 except ImportError:
-    from fixtures_report import tile_colour, write_run_dir
+    from fixtures_report import CAPTIONS, tile_colour, write_run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 XSS_CAPTIONS = (
@@ -175,7 +175,7 @@ def test_structure_tables_plots_grids_provenance(single):
 def test_results_table_equals_results_csv(single):
     run, index, page = single
     csv_rows = read_csv_rows(run / "results.csv")
-    table = page.tables["results"]
+    table = page.tables["results-all"]
     assert "fid" in table[0] and "clip_score" in table[0] and "run" not in table[0]
     assert "clip_score_clamped" not in table[0]  # empty in every row: listed as not measured instead
     assert "Not measured in any setting: clip_score_clamped" in page.plain
@@ -227,10 +227,10 @@ def test_grids_hold_the_right_images(single):
                     assert n >= 16 * 16, f"{sid} image {i} missing from the {kind} grid"
                 else:
                     assert n == 0, f"{sid} image {i} wrongly in the {kind} grid"
-    captions = page.elements("ol")
-    assert captions
-    items = [t for t in page.plain.splitlines() if t.strip().startswith("[")]
-    assert any("a small red circle on a grey background" in t for t in items)
+    lists = [a for a in page.elements("ul") if a.get("class") == "captions"]
+    assert lists and not page.elements("ol")  # one numbering: the caption index, no list numbers beside it
+    items = [t.strip() for t in page.plain.splitlines() if re.match(r"\s*\d+ a ", t)]
+    assert items[:8] == [f"{i} {c}" for i, c in enumerate(CAPTIONS)]
 
 
 def test_paper_section(single):
@@ -325,7 +325,7 @@ def test_multi_run_comparison(tmp_path):
     )
     index = render_report([a, b], tmp_path / "out")
     page = Page(index.read_text(encoding="utf-8"))
-    table = page.tables["results"]
+    table = page.tables["results-all"]
     assert table[0][:2] == ["model", "run"]  # two models: grouped by model (test_report_compare.py)
     labels = sorted({r[1] for r in table[1:]})
     assert labels == ["a/run", "b/run"]  # same directory name: disambiguated by the parent
@@ -366,7 +366,7 @@ def test_missing_optional_files(tmp_path):
     assert "does not record where its captions" in plain
     # results came from results.json; the table still matches it
     rows = pd.read_json(run / "results.json")
-    table = page.tables["results"]
+    table = page.tables["results-all"]
     fid_col = table[0].index("fid")
     np.testing.assert_allclose([float(r[fid_col]) for r in table[1:]], rows["fid"].to_numpy(), atol=0.005)
 
@@ -385,7 +385,7 @@ def test_all_metrics_missing_and_inpaint(tmp_path):
     inpaint = [a for a in page.elements("img") if str(a["alt"]).startswith("Inpainting examples")]
     assert len(inpaint) == 1
     assert str(inpaint[0]["alt"]).endswith("source, mask, result")
-    table = page.tables["results"]
+    table = page.tables["results-all"]
     assert "fid" not in table[0]
 
 
@@ -418,7 +418,7 @@ def test_clear_errors(tmp_path):
 
 def test_unguided_without_scale_and_stale_files(tmp_path):
     """An unguided row with no scale (null) renders; a folder of someone else's files needs force and keeps
-    them, look-alike names included (issue 33; dropping the report's own stale PNGs: test_reliability_33)."""
+    them, look-alike names included (dropping the report's own stale PNGs: test_reliability_probes)."""
     run = write_run_dir(
         tmp_path, "r", unguided=True, samplers=(("ddim", "10"), ("ddim", "25")), throughput=False
     )
@@ -440,9 +440,13 @@ def test_unguided_without_scale_and_stale_files(tmp_path):
     assert any("unguided" in s for s in alts)
     assert (out / "grid-old-cfg.png").read_bytes() == b"stale" and (out / "photo.png").exists()
     unguided = [
-        r for r in page.tables["results"][1:] if r[page.tables["results"][0].index("guidance")] == "none"
+        r
+        for r in page.tables["results-all"][1:]
+        if r[page.tables["results-all"][0].index("guidance")] == "none"
     ]
-    assert len(unguided) == 2 and all(r[page.tables["results"][0].index("scale")] == "—" for r in unguided)
+    assert len(unguided) == 2 and all(
+        r[page.tables["results-all"][0].index("scale")] == "—" for r in unguided
+    )
 
 
 def test_random_model_warning(tmp_path):
@@ -510,7 +514,7 @@ def test_copy_of_run_dir_renders_the_same_numbers(single, tmp_path):
     moved = tmp_path / "run-a"
     shutil.copytree(run, moved)
     again = Page(render_report([moved], tmp_path / "out").read_text(encoding="utf-8"))
-    assert again.tables["results"] == page.tables["results"]
+    assert again.tables["results-all"] == page.tables["results-all"]
 
 
 def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler():
@@ -540,18 +544,18 @@ def test_fid_vs_evals_joins_one_run_per_sweep_entry_into_one_curve_per_sampler()
     from matplotlib.axes import Axes
 
     seen = []
-    real_plot = Axes.plot
+    real_plot = Axes.errorbar
 
     def spy(self, x, y, *args, **kwargs):
         seen.append((kwargs.get("label"), list(x)))
         return real_plot(self, x, y, *args, **kwargs)
 
-    with unittest.mock.patch.object(Axes, "plot", spy):
+    with unittest.mock.patch.object(Axes, "errorbar", spy):
         assert sampling_cost.fid_vs_evals(df) is not None
     assert sorted(len(x) for _, x in seen) == [2, 2], seen  # two curves of two points, not four points
     seen.clear()
     quad = pd.DataFrame(rows[:2]).assign(steps=["quad10", "quad25"], run=["run-4", "run-5"], fid=[80.0, 65.0])
-    with unittest.mock.patch.object(Axes, "plot", spy):
+    with unittest.mock.patch.object(Axes, "errorbar", spy):
         assert sampling_cost.fid_vs_evals(pd.concat([df, quad], ignore_index=True)) is not None
     labels = sorted(label for label, _ in seen)
     small = df.assign(n_samples=100, kid_mean=[0.04, 0.03, 0.02, 0.01])
@@ -597,7 +601,7 @@ def test_a_guidance_interval_is_part_of_the_sweep_entry() -> None:
 
 
 def test_intervals_differences_and_diversity_are_shown(tmp_path):
-    """Issue 20: a run with `<metric>_lo/_hi`, diversity columns and differences.csv shows `value [lo, hi]` in
+    """A run with `<metric>_lo/_hi`, diversity columns and differences.csv shows `value [lo, hi]` in
     both tables (kid_std no longer shown), marks each difference resolved or not, says whether diversity falls,
     and draws the diversity-vs-fidelity plot."""
     from glidebench.results import write_differences
@@ -621,7 +625,7 @@ def test_intervals_differences_and_diversity_are_shown(tmp_path):
     write_differences(run, rows)
     index = render_report([run], tmp_path / "out")
     page = Page(index.read_text(encoding="utf-8"))
-    table = page.tables["results"]
+    table = page.tables["results-all"]
     fid = df.loc[0, "fid"]
     cell = table[1][table[0].index("fid")]
     assert cell == f"{fid:.2f} [{fid - 1:.2f}, {fid + 2:.2f}]"

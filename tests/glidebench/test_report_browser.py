@@ -22,9 +22,9 @@ from PIL import Image
 from glidebench.report import render_report
 
 try:  # tests/glidebench is a plain directory today; keep working if it becomes a package
-    from .fixtures_report import write_run_dir
+    from .fixtures_report import spy_figures, write_run_dir
 except ImportError:
-    from fixtures_report import write_run_dir
+    from fixtures_report import spy_figures, write_run_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,16 @@ window.addEventListener("load", function () {
                    .map(function (i) { return i.alt || i.src.slice(0, 60); });
   var out = document.createElement("pre");
   out.id = "__glidebench_probe";
-  out.textContent = JSON.stringify({images: imgs.length, broken: broken, errors: __errs});
+  var tables = {};
+  Array.prototype.forEach.call(document.querySelectorAll("table[id]"), function (t) {
+    var r = t.getBoundingClientRect();
+    var shown = t.checkVisibility ? t.checkVisibility() : r.width > 0 && r.height > 0;
+    var room = t.closest("section") ? t.closest("section").clientWidth : document.body.clientWidth;
+    tables[t.id] = {width: Math.round(r.width), room: room, shown: shown,
+                    folded: !!t.closest("details:not([open])")};
+  });
+  out.textContent = JSON.stringify({images: imgs.length, broken: broken, errors: __errs,
+    scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth, tables: tables});
   document.body.appendChild(out);
 });
 </script>"""
@@ -83,15 +92,16 @@ def chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, check=False)
 
 
-def probe(page: Path, tmp: Path) -> tuple[dict, list[str]]:
+def probe(page: Path, tmp: Path, *extra: str) -> tuple[dict, list[str]]:
     """Load a probed copy of ``page`` (same folder, so relative links resolve alike); return what the probe
-    saw and the console lines Chromium logged."""
+    saw (images, load and console errors, the page's and each table's width) and the console lines Chromium
+    logged."""
     html = page.read_text(encoding="utf-8")
     assert "<head>" in html
     probed = page.with_name(f"__probe_{page.name}")
     probed.write_text(html.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
     try:
-        res = chromium(probed, tmp / "profile-probe", "--dump-dom", "--virtual-time-budget=5000")
+        res = chromium(probed, tmp / "profile-probe", *extra, "--dump-dom", "--virtual-time-budget=5000")
     finally:
         probed.unlink()
     m = re.search(r'<pre id="__glidebench_probe">(.*?)</pre>', res.stdout, re.S)
@@ -156,3 +166,61 @@ def test_report_in_headless_chromium(tmp_path):
     tmp_copy = keep.with_name(".report.png.tmp")
     shutil.copyfile(shot, tmp_copy)
     os.replace(tmp_copy, keep)
+
+
+def _near(px: np.ndarray, hex_colour: str, tol: int = 24) -> int:
+    rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(px.astype(int) - rgb).max(axis=-1) <= tol).sum())
+
+
+def test_multi_model_report_in_headless_chromium(tmp_path, monkeypatch):
+    """Two models: every metric plot has one legend entry per model and draws interval bars, the page embeds
+    each of those figures, fits a 1280 px window (the full table folded), and the screenshot (kept in the
+    test's tmp dir) shows both models' colours."""
+    from glidebench.report.figstyle import CURVE_COLOURS
+
+    figs = spy_figures(monkeypatch)
+    runs = []
+    models = ("embedded-short-glide-base", "embedded-short-ddim25-plugin")  # long names, as real runs have
+    for name, model, samplers in (
+        ("glide", models[0], (("ddim", "25"),)),
+        ("other", models[1], (("plms", "50"),)),
+    ):
+        runs.append(write_run_dir(
+            tmp_path / name, name, model=model, samplers=samplers, unguided=True, intervals=True,
+            attributes=(51, 12), fid_offset=3.0 if name == "other" else 0.0,
+        ))  # fmt: skip
+    index = render_report(runs, tmp_path / "report")
+    assert len(figs) == 5  # 3 Pareto plots, metrics against scale, KID against model evaluations
+    for fig in figs:
+        for model in models:
+            assert sum(lab.startswith(model) for lab in fig["labels"]) == 1, (fig["title"], fig["labels"])
+        for ax in fig["axes"]:
+            if "Inception score" in ax["title"]:
+                continue  # no interval for IS
+            guided = [c for c in ax["curves"] if not c["label"].startswith("unguided")]
+            assert guided and all(c["ybars"] > 0 for c in guided), (fig["title"], ax["title"])
+    imgs = re.findall(
+        r'<img src="data:image/png;base64,[^"]*" alt="([^"]*)"', index.read_text(encoding="utf-8")
+    )
+    for title in ("CLIP score vs FID", "Precision vs recall", "FID vs Inception score",
+                  "Metrics against guidance scale", "KID against model evaluations per image"):  # fmt: skip
+        assert sum(a == title for a in imgs) == 1, (title, imgs)
+
+    seen, console = probe(index, tmp_path, "--window-size=1280,2000")
+    assert seen["broken"] == [] and seen["errors"] == [] and console == []
+    assert seen["scrollWidth"] <= seen["innerWidth"] == 1280, seen  # no horizontal scrolling
+    for table in ("results", "attributes", "overview"):  # within the page's text column: nothing to scroll
+        t = seen["tables"][table]
+        assert t["shown"] and t["width"] <= t["room"], (table, t)
+    assert seen["tables"]["results-all"]["folded"] and not seen["tables"]["results-all"]["shown"]  # folded
+
+    shot = tmp_path / "screenshot.png"
+    res = chromium(
+        index, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,9000", "--hide-scrollbars",
+        "--virtual-time-budget=5000",
+    )  # fmt: skip
+    assert shot.exists(), f"no screenshot (rc={res.returncode}): {res.stderr[-2000:]}"
+    with Image.open(shot) as im:
+        px = np.asarray(im.convert("RGB"))
+    assert _near(px, CURVE_COLOURS[0]) > 500 and _near(px, CURVE_COLOURS[1]) > 500  # both models drawn

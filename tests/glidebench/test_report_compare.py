@@ -14,12 +14,11 @@ import pytest
 from PIL import Image
 
 from glidebench.report import compare, render_report
-from glidebench.report import figures as figures_mod
 from glidebench.report.figstyle import varying_fields
 from glidebench.report.loading import RunData, load_run
 from glidebench.spec import PROTOCOL_FIELDS, RunSpec, Setting
 
-from .fixtures_report import CAPTIONS, tile_colour, write_run_dir
+from .fixtures_report import CAPTIONS, spy_figures, tile_colour, write_run_dir
 from .harness import base_args, harness_env, image_bytes
 
 KINDS, SCALES = ("cfg", "clip"), (1.0, 2.0, 4.0)
@@ -81,24 +80,14 @@ class _Table(HTMLParser):
 
 
 def results_table(index: Path) -> pd.DataFrame:
-    rows = _Table(index.read_text(encoding="utf-8"), "results").rows
+    rows = _Table(index.read_text(encoding="utf-8"), "results-all").rows
     return pd.DataFrame(rows[1:], columns=rows[0])
 
 
 @pytest.fixture
 def figures_seen(monkeypatch) -> list[dict]:
-    """The legend labels and line count of every figure figures.py draws."""
-    seen: list[dict] = []
-    real = figures_mod.figure_png
-
-    def spy(fig):
-        labels = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
-        lines = sum(len(ax.get_lines()) for ax in fig.axes if ax.get_visible())
-        seen.append({"labels": labels, "lines": lines, "title": fig.axes[0].get_title()})
-        return real(fig)
-
-    monkeypatch.setattr(figures_mod, "figure_png", spy)
-    return seen
+    """Every figure the report draws (``fixtures_report.figure_record``)."""
+    return spy_figures(monkeypatch)
 
 
 def test_two_models_one_protocol(tmp_path: Path, figures_seen: list[dict]) -> None:
@@ -129,15 +118,17 @@ def test_two_models_one_protocol(tmp_path: Path, figures_seen: list[dict]) -> No
     assert list(zip(table["model"], table["guidance"], table["scale"].astype(float))) == want
     assert "| model | run | setting\\_id |" in md
 
-    # every Figure-6 plot and the metrics-vs-scale panel: one curve per (model, guidance kind), legend by model
-    curves = {
-        f"{k} ({m})" for k in ("classifier-free", "CLIP guidance") for m in ("glide-base", "plugin-ddim25")
-    }
-    assert len(figures_seen) == 4  # CLIP score vs FID, precision vs recall, FID vs IS, metrics vs scale
-    for fig in figures_seen:
-        assert set(fig["labels"]) == curves, fig["title"]
-    pareto = [f for f in figures_seen if f["title"].endswith("(points labelled by guidance scale)")]
-    assert len(pareto) == 3 and all(f["lines"] == 4 for f in pareto)
+    # every Figure-6 plot and the metrics-vs-scale panel: one curve per (model, guidance kind); the legend
+    # names each model once (its colour), then each guidance kind once (its marker and line style)
+    figs = [f for f in figures_seen if not f["title"].startswith("KID against")]
+    assert len(figs) == 4  # CLIP score vs FID, precision vs recall, FID vs IS, metrics vs scale
+    for fig in figs:
+        assert fig["labels"] == ["glide-base", "plugin-ddim25", "classifier-free", "CLIP guidance"], fig[
+            "title"
+        ]
+        for ax in fig["axes"]:
+            assert len(ax["curves"]) == 4, ax["title"]
+            assert_colour_per_model_marker_per_kind(ax["curves"], ("glide-base", "plugin-ddim25"))
 
     # the side-by-side grid: each row holds run a's then run b's tile for every setting, in setting order
     grid = np.asarray(Image.open(out / "grid-models-side-by-side.png").convert("RGB"))
@@ -150,6 +141,23 @@ def test_two_models_one_protocol(tmp_path: Path, figures_seen: list[dict]) -> No
         assert _row_found(grid, expected), f"row {i}: tiles not side by side in setting order"
     assert "Models side by side" in html and "&lt;script&gt;alert(1)&lt;/script&gt; a red circle" in html
     assert "<script>alert" not in html
+
+
+def assert_colour_per_model_marker_per_kind(curves: list[dict], models: tuple[str, ...]) -> None:
+    """Each curve's colour is its model's (one colour per model, all different), its marker and line style
+    its guidance kind's (the same for every model)."""
+    colour: dict[str, str] = {}
+    look: dict[str, tuple] = {}
+    for c in curves:
+        kind, model = c["label"].split(" (", 1)
+        model = model.rstrip(")")
+        assert model in models, c["label"]
+        assert colour.setdefault(model, c["colour"]) == c["colour"], c["label"]
+        assert look.setdefault(kind, (c["marker"], c["linestyle"])) == (c["marker"], c["linestyle"]), c[
+            "label"
+        ]
+    assert len(set(colour.values())) == len(colour) == len(models)
+    assert len(set(look.values())) == len(look)
 
 
 def _row_found(grid: np.ndarray, expected: list[tuple[int, int, int]]) -> bool:
@@ -240,8 +248,8 @@ def test_same_model_runs_keep_the_per_run_report(tmp_path: Path, figures_seen: l
     assert results_table(index).columns[0] == "run"
     assert not (tmp_path / "out" / "grid-models-side-by-side.png").exists()
     assert {lab for f in figures_seen for lab in f["labels"]} == {
-        f"{k} ({r})" for k in ("classifier-free", "CLIP guidance") for r in ("ddim", "plms")
-    }
+        "ddim", "plms", "classifier-free", "CLIP guidance"
+    }  # fmt: skip
 
 
 def test_legend_names_the_run_too_when_two_runs_share_a_model() -> None:
