@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_interval_width.py --n 1000 --d 64 --draws 200
     .venv/bin/python benchmarks/bench_interval_width.py --n 5000 --d 64 --draws 60 --methods jackknife
     .venv/bin/python benchmarks/bench_interval_width.py --n 1000 --d 2048 --draws 30 --json out.json
+    .venv/bin/python benchmarks/bench_interval_width.py --n 30000 --d 64 --draws 200 --methods jackknife --metrics fid
 
 Each draw is an independent pair of sets (n "generated" rows from N(0.15, diag(scale^2)), 1.35 n "reference"
 rows from N(0, I)), put through exactly what the metrics stage does for one setting
@@ -25,14 +26,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 METRICS = ("fid", "kid_mean", "precision", "recall", "clip_score")
 
 
-def run(n: int, d: int, draws: int, method: str, resamples: int, seed: int) -> dict:
+def run(
+    n: int,
+    d: int,
+    draws: int,
+    method: str,
+    resamples: int,
+    seed: int,
+    partial: str | None = None,
+    metrics: tuple[str, ...] = METRICS,
+) -> dict:
+    """The rows of one method; with ``partial``, the summary of the draws done so far is written there (JSON,
+    atomically) after every draw, so a long run that is stopped still leaves its figures."""
     from scipy.stats import norm
 
     from glidebench.metrics import jackknife as J
@@ -46,11 +60,11 @@ def run(n: int, d: int, draws: int, method: str, resamples: int, seed: int) -> d
         quantile = J.t_quantile(design.confidence, int(design.gen_labels.max()))
     else:
         quantile = float(norm.ppf(0.5 + design.confidence / 2))
-    est: dict[str, list[float]] = {k: [] for k in METRICS}
-    half: dict[str, list[float]] = {k: [] for k in METRICS}
-    lohi: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
+    est: dict[str, list[float]] = {k: [] for k in metrics}
+    half: dict[str, list[float]] = {k: [] for k in metrics}
+    lohi: dict[str, list[tuple[float, float]]] = {k: [] for k in metrics}
     seconds = []
-    for _ in range(draws):
+    for _ in tqdm(range(draws), desc=f"{method} n={n} d={d}", unit="draw"):
         x = (rng.normal(size=(n, d)) * scale + 0.15).astype(np.float32)
         y = rng.normal(size=(m, d)).astype(np.float32)
         img, txt = rng.normal(size=(n, 16)), rng.normal(size=(n, 16))
@@ -58,20 +72,37 @@ def run(n: int, d: int, draws: int, method: str, resamples: int, seed: int) -> d
         txt[:, 0] += 1.0  # a CLIP score stand-in: cosines of correlated pairs
         draws_ = Draws.make(n, m, 0, resamples, seed, method=method)  # fresh reference cache per draw
         t0 = time.perf_counter()
-        cols, reps = setting_uncertainty(draws_, {"pool3": x}, {"pool3": y}, n, 3, (img, txt), {}, [])
+        if metrics == ("fid",):  # FID alone: the jackknife of the harness without the pairwise pass
+            rep = J.fid_jackknife(x, y, design.gen_labels, design.ref_labels)
+            lo_hi = J.jackknife_interval(rep) if method == "jackknife" else (float("nan"),) * 2
+            cols, reps = {"fid_lo": lo_hi[0], "fid_hi": lo_hi[1]}, {"fid": rep}
+        else:
+            cols, reps = setting_uncertainty(draws_, {"pool3": x}, {"pool3": y}, n, 3, (img, txt), {}, [])
         seconds.append(time.perf_counter() - t0)
-        for k in METRICS:
+        for k in metrics:
             lo, hi = cols[f"{k}_lo"], cols[f"{k}_hi"]
             est[k].append(float(reps[k][0]))
             half[k].append((hi - lo) / 2)
             lohi[k].append((lo, hi))
-    out = {"n": n, "n_reference": m, "d": d, "draws": draws, "method": method,
+        if partial is not None and len(seconds) > 1:
+            tmp = partial + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(
+                    summarise(n, m, d, method, resamples, design, quantile, seconds, est, half, lohi), f
+                )
+            os.replace(tmp, partial)
+    return summarise(n, m, d, method, resamples, design, quantile, seconds, est, half, lohi)
+
+
+def summarise(n, m, d, method, resamples, design, quantile, seconds, est, half, lohi) -> dict:
+    """Per metric: the true SD over the draws, the interval's implied SD over it, and the coverage."""
+    out = {"n": n, "n_reference": m, "d": d, "draws": len(seconds), "method": method,
            "resamples": resamples if method == "bootstrap" else int(design.gen_labels.max()) + 1,
            "seconds_per_draw": float(np.mean(seconds)), "metrics": {}}  # fmt: skip
-    for k in METRICS:
+    for k in est:
         e, h = np.array(est[k]), np.array(half[k])
         target = float(e.mean())
-        true_sd = float(e.std(ddof=1))
+        true_sd = float(e.std(ddof=1)) if len(e) > 1 else float("nan")
         implied = float(np.sqrt(np.nanmean((h / quantile) ** 2)))
         cover = float(np.mean([lo <= target <= hi for lo, hi in lohi[k]]))
         out["metrics"][k] = {"mean": target, "true_sd": true_sd, "interval_sd_ratio": implied / true_sd,
@@ -105,8 +136,17 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=200, help="bootstrap resamples")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the rows as JSON to this file")
+    ap.add_argument(
+        "--metrics", default=",".join(METRICS), help="fid alone skips the pairwise pass (cheap at 30k)"
+    )
+    ap.add_argument(
+        "--partial", help="after every draw, write the summary of the draws so far here (JSON, one method)"
+    )
     a = ap.parse_args()
-    rows = [run(a.n, a.d, a.draws, m, a.resamples, a.seed) for m in a.methods.split(",")]
+    rows = [
+        run(a.n, a.d, a.draws, m, a.resamples, a.seed, a.partial, tuple(a.metrics.split(",")))
+        for m in a.methods.split(",")
+    ]
     print(markdown(rows))
     if a.json:
         with open(a.json, "w") as f:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate reports/example/: the report of the default embedded run (`python -m glidebench run coco-fid`),
 # and reports/compare-plugin/: that run beside the same protocol sampled by the example plug-in
-# (examples/glide_sampler_plugin.py: the embedded GLIDE with DDIM, 25 steps).
+# (examples/glide_sampler_plugin.py: the embedded GLIDE with DDIM, 25 steps) and scored from a folder
+# (the default run's images enlarged to 48 px, one file per line of `glidebench prompts`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -18,7 +19,24 @@ echo "wrote reports/example/ from $run_dir"
 $PY -m glidebench run coco-fid --generator examples.glide_sampler_plugin:make \
   --generator-args sampler=ddim,steps=25 --out "$out" --no-report
 plugin_dir=$(ls -d "$out"/coco-fid/*-ddim25-*/ | head -n 1)
+# images made elsewhere: the default run's images at 48 px, scored against the protocol's prompts file
+$PY -m glidebench prompts coco-fid --out "$out/prompts.jsonl"
+$PY - "$run_dir" "$out" <<'EOF'
+import json, sys
+from pathlib import Path
+from PIL import Image
+
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+for line in open(out / "prompts.jsonl"):
+    p = json.loads(line)
+    im = Image.open(run / "images" / p["setting"] / f"{p['index']:06d}.png").convert("RGB")
+    dest = out / "folder-48px" / p["file"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    im.resize((48, 48), Image.BICUBIC).save(dest)
+EOF
+$PY -m glidebench run coco-fid --prompts "$out/prompts.jsonl" --images "$out/folder-48px" --out "$out" --no-report
+folder_dir=$(ls -d "$out"/coco-fid/folder-48px-*/ | head -n 1)
 rm -rf reports/compare-plugin
-$PY -m glidebench report "$run_dir" "$plugin_dir" --out reports/compare-plugin \
-  --title "Embedded GLIDE: DPM-Solver++(2M) SDE quad20 vs DDIM 25 (plug-in)"
-echo "wrote reports/compare-plugin/ from $run_dir and $plugin_dir"
+$PY -m glidebench report "$run_dir" "$plugin_dir" "$folder_dir" --out reports/compare-plugin \
+  --title "Embedded GLIDE: DPM-Solver++(2M) SDE quad20 vs DDIM 25 (plug-in) vs its images at 48 px (folder)"
+echo "wrote reports/compare-plugin/ from $run_dir, $plugin_dir and $folder_dir"

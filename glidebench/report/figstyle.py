@@ -101,10 +101,19 @@ def series_label(kind: str, fields: Sequence[str], values: Sequence[object]) -> 
 class Styler:
     """Colour by model (the combination of the varying fields), marker and line style by guidance kind."""
 
-    def __init__(self, df: pd.DataFrame, fields: Sequence[str]) -> None:
+    def __init__(self, df: pd.DataFrame, fields: Sequence[str], palette: pd.DataFrame | None = None) -> None:
+        """``palette``: the rows whose models share out the colours (default ``df``). A plot that leaves some
+        runs out (the cost plot: no evaluation count for a folder of images) passes every row, so each model
+        keeps the colour it has in the report's other plots; its legend names only the models in ``df``."""
         self.fields = tuple(fields)
         combos = sorted({tuple(str(r[f]) for f in fields) for _, r in df.iterrows()})
-        self.combo_index = {c: i for i, c in enumerate(combos)}
+        every = (
+            combos
+            if palette is None
+            else sorted({tuple(str(r[f]) for f in fields) for _, r in palette.iterrows()})
+        )
+        index = {c: i for i, c in enumerate(every)}
+        self.combo_index = {c: index[c] for c in combos}
         self.kinds = sorted({str(k) for k in df["guidance"]}, key=lambda k: (k not in KIND_MARKERS, k))
         extra = [k for k in self.kinds if k not in KIND_MARKERS]
         self.kind_marker = dict(KIND_MARKERS) | {k: EXTRA_MARKERS[i % 5] for i, k in enumerate(extra)}

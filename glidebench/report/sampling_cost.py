@@ -106,13 +106,16 @@ def fid_vs_evals(df: pd.DataFrame) -> tuple[bytes, str] | None:
     metric = _cost_metric(df)
     if len(pairs) < 2 or metric is None or not has(df, "evals_per_image"):
         return None
-    data = df[pd.to_numeric(df[metric], errors="coerce").notna() & df["evals_per_image"].notna()]
+    measured = df[pd.to_numeric(df[metric], errors="coerce").notna()]
+    data = measured[measured["evals_per_image"].notna()]
     fields = [f for f in varying_fields(data) if f not in ("sampler", "steps", "cfg_interval")]
     # a run per sweep entry (the nfe suite) names no curve of its own; a model always does (the legend says it)
     fields = [f for f in fields if f == "model" or not _names_the_sweep_entry(data, f)]
     data = best_scales(data, metric, fields)
     data = data.assign(_curve=_curve_names(data))
-    styler = Styler(data, [*fields, "_curve"])  # a colour per model and sampler curve
+    # a colour per model and sampler curve, shared out over every run (those without an evaluation count too)
+    palette = measured.assign(_curve=_curve_names(measured))
+    styler = Styler(data, [*fields, "_curve"], palette=palette)
     with rc_context(RC):
         fig = new_figure(6.4, 4.3)
         ax = fig.add_subplot()
