@@ -239,6 +239,7 @@ def _floats(path: Path, data: Any, names: tuple[str, ...]) -> list[np.ndarray]:
 def _read_npz(path: Path, keys: list[str]) -> dict[str, Any]:
     """The arrays of the .npz ``path`` that glidebench uses (see the module docstring), checked."""
     from . import statfiles as F
+    from .metrics.fid import feature_statistics
 
     fmt = F.npz_format(keys)
     out: dict[str, Any] = {"file_format": fmt or "an .npz of unknown layout"}
@@ -255,7 +256,7 @@ def _read_npz(path: Path, keys: list[str]) -> dict[str, Any]:
             if feats.ndim != 2 or len(feats) < 2:
                 raise _fail(path, f"{key} has shape {feats.shape}, not [N >= 2, D] features")
             out["features"] = feats
-            out["mu"], out["sigma"] = F.adm_statistics(feats)
+            out["mu"], out["sigma"] = feature_statistics(feats)
             return out
         out["mu"], out["sigma"] = _floats(path, data, ("mu", "sigma"))
         if fmt == F.ADM_FORMAT:

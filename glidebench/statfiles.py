@@ -79,15 +79,6 @@ def npz_format(keys: Iterable[str]) -> str | None:
     return None
 
 
-def adm_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) as the ADM evaluator's ``compute_statistics``: the mean and ``np.cov(rowvar=False)``,
-    float64."""
-    from .metrics.fid import feature_statistics
-
-    mu, sigma = feature_statistics(feats)
-    return mu.astype(np.float64), sigma.astype(np.float64)
-
-
 def _write_member(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
     with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
         np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
@@ -138,6 +129,7 @@ def export_adm(
     arrays, ``count`` images in all, stored NHWC), and the statistics of ``pool3`` [count, 2048] and ``spatial``
     [count, 2023] (both None: a sample batch, images only, whose statistics the evaluator computes itself); the
     sidecar ``path`` with .json. Returns both paths."""
+    from .metrics.fid import feature_statistics
     from .refstats import ReferenceStatsError, sidecar_path
     from .store import atomic_path, atomic_write_json
 
@@ -152,8 +144,8 @@ def export_adm(
             raise ReferenceStatsError(
                 f"--export-adm {path}: {count} images but {len(pool3)} pool3 and {len(spatial)} spatial feature rows"
             )
-        moments["mu"], moments["sigma"] = adm_statistics(pool3)
-        moments["mu_s"], moments["sigma_s"] = adm_statistics(spatial)
+        moments["mu"], moments["sigma"] = feature_statistics(pool3)  # the evaluator's mean and np.cov
+        moments["mu_s"], moments["sigma_s"] = feature_statistics(spatial)
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         shape = _write_images(zf, image_batches, count, path)
         for name, arr in moments.items():

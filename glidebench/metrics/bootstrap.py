@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .fid import ArrayLike, as_feature_matrix, trace_sqrt_product
+from .pairs import across, within
 
 CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 1000
@@ -254,7 +255,6 @@ def _membership(
     real: torch.Tensor, fake: torch.Tensor, k: int, block: int = 2048
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-set memberships (fake i inside the real manifold, real j inside the fake one), in tiles."""
-    from .pairs import across, within
 
     both = across(fake, real, within(fake, k, tile=block), within(real, k, tile=block), tile=block)
     return both.x_in_y, both.y_in_x
