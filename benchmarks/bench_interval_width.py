@@ -7,7 +7,7 @@
 
 Each draw is an independent pair of sets (n "generated" rows from N(0.15, diag(scale^2)), 1.35 n "reference"
 rows from N(0, I)), put through exactly what the metrics stage does for one setting
-(``glidebench.uncertainty.Draws.make`` + ``setting_uncertainty``). Over the draws it reports, per metric and
+(``glidebench.runner.uncertainty.Draws.make`` + ``setting_uncertainty``). Over the draws it reports, per metric and
 interval method:
 
 - ``true SD``: the standard deviation of the estimate (replicate 0, the number a run reports) over the draws;
@@ -50,7 +50,7 @@ def run(
     from scipy.stats import norm
 
     from glidebench.metrics import jackknife as J
-    from glidebench.uncertainty import Draws, setting_uncertainty
+    from glidebench.runner.uncertainty import Draws, setting_uncertainty
 
     rng = np.random.default_rng([seed, n, d])
     scale = np.linspace(0.8, 1.2, d)

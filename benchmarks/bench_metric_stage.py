@@ -9,7 +9,7 @@ samples) the features are written by one process as the harness caches them (Inc
 float32, Gaussian; a stand-in evaluator CLIP: random 512-d image embeddings per setting and caption
 embeddings), and measured by another that loads them memory-mapped (copy-on-write ``np.load(mmap_mode="c")``,
 what ``glidebench.features.cached_features`` returns) and runs the metric stage as
-``glidebench.suites.measure`` does: ``Draws.make`` once, then per setting ``uncertainty.setting_uncertainty``
+``glidebench.runner.measure`` does: ``Draws.make`` once, then per setting ``uncertainty.setting_uncertainty``
 (the intervals, whose pass over the pairwise tiles also gives the point precision/recall;
 ``--skip-intervals`` leaves them out) and ``results.setting_metrics`` (FID, KID, IS-less point metrics,
 precision/recall unless the intervals gave them, CLIP score) with the run's reference cache. Two settings are
@@ -73,8 +73,8 @@ def measure(
     import torch
 
     torch.set_num_threads(threads)
-    from glidebench.results import setting_metrics
-    from glidebench.uncertainty import Draws, point_precision_recall, setting_uncertainty
+    from glidebench.runner.results import setting_metrics
+    from glidebench.runner.uncertainty import Draws, point_precision_recall, setting_uncertainty
 
     def load(name: str) -> np.ndarray:
         return np.load(workdir / name, mmap_mode="c")

@@ -290,8 +290,8 @@ def _add_prompts(sub: argparse._SubParsersAction, suites: Sequence[SuiteDef]) ->
 
 
 def _cmd_prompts(args: argparse.Namespace) -> int:
-    from .suites.options import RunOptions
-    from .suites.prompts import write_prompts
+    from .runner.options import RunOptions
+    from .runner.prompts import write_prompts
 
     path = write_prompts(RunOptions.from_args(args), Path(args.out))
     print(f"prompts: {path}")
@@ -363,6 +363,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "--force", action="store_true",
         help="write into a folder holding files the report did not write (they are kept, never deleted)",
     )  # fmt: skip
+    p.add_argument(
+        "--single-file", action="store_true",
+        help="write one self-contained index.html (figures embedded) and results.csv, no PNGs or report.md; "
+        "default: index.html and report.md linking the PNGs beside them",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_report)
 
 
@@ -387,7 +392,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .checks import run_checks
+    from .suites.checks import run_checks
 
     configure_threads(args.threads)
     return run_checks(args)
@@ -467,7 +472,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if getattr(args, "features_only", False):
             raise ValueError("--features-only applies to the generate-and-measure suites, not throughput")
         return _cmd_throughput(args)
-    from .suites import threads as T
+    from .runner import threads as T
 
     # per stage: sampling on the CPUs the load leaves free, the metric stage on one (docs/performance.md)
     args.stage_threads = T.stage_threads(args.threads, env_threads, default, T.cpus(), T.load1())
@@ -480,7 +485,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def configure_threads(threads: int | None) -> int:
     """CPU threads for torch and (when numpy is not imported yet) BLAS: ``threads``, else ``OMP_NUM_THREADS``
     when set (torchrun sets 1 per rank), else torch's own default (one per physical core); returns the count.
-    ``run`` then sets each stage's count (:mod:`glidebench.suites.threads`); the other commands keep this one."""
+    ``run`` then sets each stage's count (:mod:`glidebench.runner.threads`); the other commands keep this one."""
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
@@ -595,7 +600,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     import torch
 
     from .data.coco import CocoCaptions, CocoError, reference_batches, resolve_root, validate_images
-    from .results import cache_root, features_for
+    from .features import cache_root, features_for
 
     root = resolve_root(args.coco_root)
     if root is None:
@@ -644,7 +649,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import render_report
 
     out = args.out or (args.run_dirs[0] / "report" if len(args.run_dirs) == 1 else Path("reports") / "latest")
-    index = render_report(list(args.run_dirs), out, title=args.title, force=args.force)
+    index = render_report(
+        list(args.run_dirs), out, title=args.title, force=args.force, single_file=args.single_file
+    )
     print(f"report: {index}")
     return 0
 
@@ -656,9 +663,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .data.coco import CocoError
     from .generators import GeneratorError
     from .models import ModelUnavailable
-    from .results import MetricsError
+    from .runner.results import MetricsError
+    from .runner.stages import IncompleteRun, RunDirError
     from .suites import SuiteError
-    from .suites.coco_fid import IncompleteRun, RunDirError
 
     return (
         CheckpointError, SamplingError, CocoError, GeneratorError, ModelUnavailable, MetricsError, SuiteError, IncompleteRun,

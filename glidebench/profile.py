@@ -22,6 +22,10 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from glide.fast import FastPath, accelerate
+from glide.nn import set_attention_impl
+from glide.tokenizer import vocab_size
+
 from .store import atomic_path
 
 # Dense peak FLOP/s (no sparsity) by device-name substring and dtype, from the vendors' data sheets.
@@ -110,7 +114,6 @@ class Case:
 
 def prepare_model(model: torch.nn.Module, case: Case, device: torch.device) -> torch.nn.Module:
     """Apply a case's dtype / attention / memory format to ``model`` (in place) and move it to ``device``."""
-    from glide.nn import set_attention_impl
 
     if case.dtype == "fp16":
         if device.type != "cuda":
@@ -219,3 +222,92 @@ def export_trace(call: Callable[[], Any], path: str | Path, device: torch.device
     with atomic_path(path) as tmp:
         prof.export_chrome_trace(str(tmp))
     return path
+
+
+# -- one evaluation of a model at a case (the throughput suite and a run's --profile) -----------------------
+def bind_unet(model: torch.nn.Module, case: Case, device: torch.device, low_res_size: int | None = None):
+    """(call, images per call): one evaluation of ``model`` (already in the case's dtype / attention / memory
+    format, on ``device``) at the case's batch, on fixed random inputs. The base model runs the classifier-free
+    batch [cond | uncond] (2B rows); the upsampler B rows with a ``low_res_size`` input (default a quarter)."""
+
+    g = torch.Generator().manual_seed(0)
+    cfg, b = model.config, case.batch_size
+    n = 2 * b if case.model == "base" else b
+    s = cfg.image_size
+    x = torch.randn(n, 3, s, s, generator=g).to(device)
+    if case.channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    t = torch.full((n,), 500, dtype=torch.long, device=device)
+    tokens = torch.randint(0, vocab_size(cfg.tokenizer), (n, cfg.text_ctx), generator=g).to(device)
+    mask = torch.ones(n, cfg.text_ctx, dtype=torch.bool, device=device)
+    kwargs: dict[str, Any] = {"tokens": tokens, "mask": mask}
+    if case.model == "upsample":
+        r = low_res_size or s // 4
+        kwargs["low_res"] = torch.randn(n, 3, r, r, generator=g).to(device)
+    fwd = maybe_compile(model, case)
+    call = lambda: fwd(x, t, **kwargs)  # noqa: E731
+    if case.cuda_graph:
+        with autocast_for(case, device):
+            call = capture_cuda_graph(call, device)
+    return call, b
+
+
+def bind_clip_step(clip: torch.nn.Module, case: Case, device: torch.device):
+    """(call, images per call): one CLIP-guidance step of ``clip`` (forward + backward through the image
+    encoder) at the case's batch."""
+    g = torch.Generator().manual_seed(0)
+    b = case.batch_size
+    s = clip.config.image_size
+    x = torch.randn(b, 3, s, s, generator=g).to(device)
+    t = torch.full((b,), 500, dtype=torch.long, device=device)
+    cond_fn = clip.cond_fn(["a photo of a corgi"] * b, 3.0)
+
+    def step():
+        with torch.enable_grad():
+            return cond_fn(x, t)
+
+    return step, b
+
+
+def profile_run_models(
+    base: torch.nn.Module,
+    upsampler: torch.nn.Module | None,
+    clip: torch.nn.Module | None,
+    batch_size: int,
+    dtype: str,
+    attention: str,
+    device: torch.device,
+    base_resolution: int | None = None,
+    warmup: int = 1,
+    repeats: int = 3,
+    fast: bool = False,
+) -> list[dict[str, Any]]:
+    """A real run's ``--profile``: one evaluation of each of its generators, on their own weights, at the run's
+    chunk size, dtype, attention and device (FLOPs counted on the einsum path, as the suite does); ``fast``:
+    the UNets through glide.fast's forward, as a ``--fast`` run samples them."""
+
+    device = torch.device(device)
+    jobs: list[tuple[Case, torch.nn.Module, Any]] = [(Case("base", batch_size, dtype, attention), base, None)]
+    if upsampler is not None:
+        jobs.append((Case("upsample", batch_size, dtype, attention), upsampler, base_resolution))
+    if clip is not None:  # the noised CLIP stays fp32 beside an fp16 model, as in the official code
+        jobs.append(
+            (Case("clip-step", batch_size, "fp32" if dtype == "fp16" else dtype, attention), clip, None)
+        )
+    rows = []
+    for case, model, low_res in jobs:
+
+        def bind(case=case, model=model, low_res=low_res):
+            if case.model == "clip-step":
+                return bind_clip_step(model, case, device)
+            return bind_unet(model, case, device, low_res)
+
+        set_attention_impl(model, "einsum")
+        with torch.no_grad(), autocast_for(case, device):
+            flops = count_flops(bind()[0])
+        set_attention_impl(model, attention)
+        if fast and case.model != "clip-step":
+            model = accelerate(model, device, FastPath(attention=attention))
+        call, images = bind(model=model)
+        rows.append(profile_call(case, call, device, images, warmup, repeats, flops=flops) | {"fast": fast})
+    return rows

@@ -36,6 +36,22 @@ from typing import Any
 
 import numpy as np
 
+from glide.checkpoints import sha256_file
+
+from . import statfiles as F
+from .features import FID_RESIZE_MODES
+from .metrics import (
+    clip_score,
+    frechet_distance,
+    inception_score,
+    kid_from_features,
+    precision_recall,
+)
+from .metrics.fid import FID_MIN_SAMPLES, CovarianceError, check_covariance, feature_statistics
+from .metrics.sfid import sfid_from_statistics
+from .statfiles import ReferenceStatsError, coco_sidecar, recognise, resolution_path, sidecar_path
+from .store import atomic_path, atomic_write_json
+
 SIDECAR_VERSION = 1
 NOT_MEASURED_NOTE = (
     "KID and precision/recall not measured: the reference is a statistics file (--reference-stats), which holds "
@@ -43,16 +59,11 @@ NOT_MEASURED_NOTE = (
 )
 
 
-class ReferenceStatsError(ValueError):
-    """A reference statistics file cannot be used; the message names the file, the problem and the fix."""
-
-
 PROTOCOL_FORM = "--reference-protocol RESIZE:PX (RESIZE tf-bilinear or clean, PX the evaluation resolution)"
 
 
 def parse_protocol(text: str) -> dict[str, Any]:
     """``"tf-bilinear:256"`` -> {"fid_resize": "tf-bilinear", "resolution": 256}; errors name the option."""
-    from .features import FID_RESIZE_MODES
 
     resize, _, px = str(text).strip().partition(":")
     if resize not in FID_RESIZE_MODES or not px.isdigit() or int(px) < 1:
@@ -65,16 +76,9 @@ def parse_protocol(text: str) -> dict[str, Any]:
     return {"fid_resize": resize, "resolution": int(px)}
 
 
-def sidecar_path(npz: str | Path) -> Path:
-    """``FILE.json`` beside ``FILE.npz``."""
-    return Path(npz).with_suffix(".json")
-
-
 def export_stats(path: str | Path, pool3: np.ndarray, sidecar: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``mu`` and ``sigma`` (float64) of ``pool3`` features [N, D] to ``path`` (.npz) and ``sidecar``
     (plus the count, the feature width and the format version) to ``path`` with .json. Returns both paths."""
-    from .metrics.fid import feature_statistics
-    from .store import atomic_path, atomic_write_json
 
     path = Path(path)
     if path.suffix != ".npz":
@@ -215,7 +219,6 @@ def _npy_shape(zf: zipfile.ZipFile, name: str) -> tuple[int, ...]:
 
 
 def _not_npz(path: Path, kind: str) -> ReferenceStatsError:
-    from . import statfiles as F
 
     what = {"torch": F.TORCH_FORMAT, "pickle": F.PICKLE_FORMAT}.get(kind, "not a zip archive of .npy arrays")
     return ReferenceStatsError(
@@ -238,8 +241,6 @@ def _floats(path: Path, data: Any, names: tuple[str, ...]) -> list[np.ndarray]:
 
 def _read_npz(path: Path, keys: list[str]) -> dict[str, Any]:
     """The arrays of the .npz ``path`` that glidebench uses (see the module docstring), checked."""
-    from . import statfiles as F
-    from .metrics.fid import feature_statistics
 
     fmt = F.npz_format(keys)
     out: dict[str, Any] = {"file_format": fmt or "an .npz of unknown layout"}
@@ -271,7 +272,6 @@ def _read_npz(path: Path, keys: list[str]) -> dict[str, Any]:
 
 
 def _check_moments(path: Path, mu: np.ndarray, sigma: np.ndarray, what: str) -> None:
-    from .metrics.fid import CovarianceError, check_covariance
 
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise _fail(path, f"{what[0]} has shape {mu.shape} and {what[1]} {sigma.shape}")
@@ -288,9 +288,6 @@ def _check_moments(path: Path, mu: np.ndarray, sigma: np.ndarray, what: str) -> 
 def load_stats(path: str | Path, declared: str | None = None) -> ReferenceStats:
     """Read and check ``path`` (and its sidecar when present); errors name the file and the fix. ``declared``:
     ``--reference-protocol RESIZE:PX``, required for a file without a sidecar (see the module docstring)."""
-    from glide.checkpoints import sha256_file
-
-    from .statfiles import recognise
 
     path = Path(path)
     if not path.is_file():
@@ -363,9 +360,7 @@ def stats_setting_metrics(
     gen: dict[str, np.ndarray], stats: ReferenceStats, clip_pair: tuple[np.ndarray, np.ndarray] | None = None
 ) -> tuple[dict[str, float], list[str]]:
     """One setting's metrics against reference statistics (see the module docstring). Returns (metrics,
-    warnings) with the keys of :func:`glidebench.results.setting_metrics`."""
-    from .metrics import clip_score, feature_statistics, frechet_distance, inception_score
-    from .metrics.fid import FID_MIN_SAMPLES
+    warnings) with the keys of :func:`glidebench.runner.results.setting_metrics`."""
 
     fake = gen["pool3"]
     if len(fake) < 2:
@@ -394,8 +389,6 @@ def stats_setting_metrics(
     if stats.features is not None:
         out |= _from_reference_features(fake, stats)
     if stats.mu_s is not None and "spatial" in gen:
-        from .metrics.sfid import sfid_from_statistics
-
         out["sfid"] = sfid_from_statistics(gen["spatial"], stats.mu_s, stats.sigma_s)
     elif stats.mu_s is not None:
         notes.append("sFID not measured: the run's Inception gave no spatial (mixed_6/conv) features")
@@ -414,7 +407,6 @@ def _from_reference_features(fake: np.ndarray, stats: ReferenceStats) -> dict[st
     """KID and precision/recall against the features a file brought (``pool3``, clean-fid's ``feats``), with
     the run's options (``stats.metric_options``: k, kid_subset_size, kid_seed; torch-fidelity's defaults
     otherwise: k = 3, subsets of 1000, seed 0)."""
-    from .metrics import kid_from_features, precision_recall
 
     real, opts = stats.features, stats.metric_options
     if real.shape[1] != fake.shape[1]:
@@ -440,31 +432,6 @@ def check_extractor(stats: ReferenceStats, extractor: Any) -> None:
         side.get("fid_resize", "tf-bilinear"),
         getattr(extractor, "network_fingerprint", getattr(extractor, "fingerprint", None)),
     )
-
-
-def coco_sidecar(coco: Any, resolution: int, extractor: Any, reference_fp: str) -> dict[str, Any]:
-    """The protocol record of a COCO reference set's files (statistics, ADM batch, features)."""
-    from .data.coco import PREPROCESS
-
-    return {
-        "dataset": "MS-COCO",
-        "split": coco.split,
-        "annotations_sha256": coco.annotations_sha256,
-        "crop": "center square crop",
-        "resize": f"PIL bicubic (antialiased) to {resolution} px ({PREPROCESS})",
-        "resolution": int(resolution),
-        "fid_resize": getattr(extractor, "resize", "tf-bilinear"),
-        "inception": extractor.name,
-        "inception_source": getattr(extractor, "source", None),
-        "inception_fingerprint": getattr(extractor, "network_fingerprint", extractor.fingerprint),
-        "reference_fingerprint": reference_fp,
-    }
-
-
-def resolution_path(path: str | Path, resolution: int, per_resolution: bool) -> Path:
-    """``path``, or with ``-<res>px`` before .npz when several resolutions are exported."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}-{resolution}px.npz") if per_resolution else path
 
 
 def export_coco_stats(

@@ -1,6 +1,6 @@
 """The results schema: which columns a results table has and how each value is printed.
 
-This module owns the one definition that the results writer (``glidebench.results``: results.csv/json and
+This module owns the one definition that the results writer (``glidebench.runner.results``: results.csv/json and
 results.md) and the report (``glidebench.report``: index.html, report.md) share:
 
 - the columns of the run-directory contract, in order (``RESULT_COLUMNS``), and which of them hold text,
@@ -50,6 +50,32 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("setting_id", "guidance", "scale")
 TEXT_COLUMNS: tuple[str, ...] = ("setting_id", "model", "guidance", "sampler", "steps", "warnings")
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(c for c in RESULT_COLUMNS if c not in TEXT_COLUMNS)
 INTEGER_COLUMNS: tuple[str, ...] = ("resolution", "n_samples", "clip_truncated")
+
+# The embedded set's caption-agreement accuracies (per image: 1 hit, 0 miss, NaN not judged).
+ATTRIBUTE_COLUMNS: tuple[str, ...] = (
+    "colour_acc", "shape_acc", "size_acc", "background_acc", "object_acc", "position_acc",
+)  # fmt: skip
+# differences.csv (docs/uncertainty.md): one row per metric and pair of settings, and its metrics in order (those
+# both settings have).
+# the metrics of differences.csv, in order (those both settings have)
+DIFFERENCE_METRICS: tuple[str, ...] = (
+    *INTERVAL_METRICS, *ATTRIBUTE_COLUMNS,
+    *DIVERSITY_COLUMNS,
+)  # fmt: skip
+DIFFERENCE_COLUMNS: tuple[str, ...] = (
+    "metric", "setting_a", "setting_b", "comparison", "value_a", "value_b", "difference", "difference_lo",
+    "difference_hi", "resolved", "resamples",
+)  # fmt: skip
+# The columns of differences.csv that the report reads (runs before the paired values were written lack the rest).
+DIFFERENCES_READ: tuple[str, ...] = (
+    "metric", "setting_a", "setting_b", "comparison", "difference", "difference_lo", "difference_hi", "resolved",
+)  # fmt: skip
+# The interval methods' one-line descriptions under a results table.
+INTERVAL_NOTES = {
+    "jackknife": "95 % intervals: delete-one-block jackknife over captions and references (split samples for "
+    "precision and recall), centred on the estimate",
+    "bootstrap": "95 % bootstrap intervals over caption indices, centred on the estimate (too wide for FID)",
+}
 
 # results.md: one line per setting, the numbers a reader compares (columns a table lacks are left out).
 RESULTS_MD_COLUMNS: tuple[str, ...] = (

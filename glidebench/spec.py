@@ -13,7 +13,7 @@ What is deliberately NOT in the spec (it does not change a single pixel or numbe
 disk, the output root, the number of processes / the shard, progress bars. ``batch_size`` IS in the spec: it
 is the generation chunk size C, and CPU kernels may round differently for different batch sizes (a uint8 level
 at most), so a run is only byte-reproducible at the same C. Every chunk ``[k*C, (k+1)*C)`` is always sampled
-whole, whichever process or resume generates it (see :mod:`glidebench.generate`).
+whole, whichever process or resume generates it (see :mod:`glidebench.runner.generate`).
 
 Per-index seeds (docs/harness.md): sample ``i`` uses ``seed + i`` (one ``torch.Generator`` per row).
 """
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .keys import check_keys
+from .paths import ensure_under, slug_name
 
 SPEC_VERSION = 1
 GUIDANCE_KINDS = ("cfg", "clip", "none")
@@ -42,7 +43,10 @@ CAPTION_MODES = ("one-per-image", "random", "single-object", "file")  # single-o
 SEED_LIMIT = 2**32  # every seed is below it: numpy's (KID's subsets); the upsampler's is seed + 2**32
 FID_RESIZE_MODES = ("tf-bilinear", "clean")  # as glidebench.features.FID_RESIZE_MODES (torch-free here)
 CAPTION_STYLES = ("exact", "short")  # the embedded set's caption wording (short: parts left unsaid)
-INTERVAL_METHODS = ("jackknife", "bootstrap")  # as glidebench.uncertainty.METHODS (docs/uncertainty.md)
+INTERVAL_METHODS = (
+    "jackknife",
+    "bootstrap",
+)  # as glidebench.runner.uncertainty.METHODS (docs/uncertainty.md)
 MODEL_FAMILIES = ("embedded", "official", "plugin")  # plugin: any other generator (glidebench.generators)
 INCEPTION_SOURCES = ("auto", "torch-fidelity", "fid-helper")
 # The fields that define the evaluation protocol, whatever the model (RunSpec.protocol_fingerprint).
@@ -339,13 +343,11 @@ class RunSpec:
         """``<model>-<data>-<resolution>px-<fingerprint[:12]>``, the model part a plain, bounded slug of
         ``model_label`` (:func:`glidebench.paths.slug_name`: unchanged for ordinary names such as ``embedded``;
         a plug-in's ``/abs``, ``../x`` or ``org/model`` cannot move the run). The full label stays in spec.json."""
-        from .paths import slug_name
 
         return f"{slug_name(self.model_label)}-{slug_name(self.data)}-{self.resolution}px-{self.fingerprint[:12]}"
 
     def run_dir(self, out: str | Path) -> Path:
         """``OUT/<suite>/<run_name>``, checked to lie inside ``out``."""
-        from .paths import ensure_under, slug_name
 
         return ensure_under(out, Path(out) / slug_name(self.suite) / self.run_name)
 

@@ -16,17 +16,61 @@ Owns the file formats at the boundary with other FID tools (docs/reproducing.md 
 - :func:`export_features`: ``pool3`` (and ``logits``, ``spatial`` when present) [N, D] float32 with a sidecar, so
   that KID and precision/recall can be computed from files.
 
-Every file is written atomically (:func:`glidebench.store.atomic_path`): a failure leaves nothing.
+Every file is written atomically (:func:`glidebench.store.atomic_path`): a failure leaves nothing. The pieces
+that glidebench's own statistics files share with these (the error type, the sidecar's path and protocol record,
+per-resolution names) live here too, so that :mod:`glidebench.refstats` builds on this module and not the other
+way round.
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .data.coco import PREPROCESS, reference_batches
+from .features import load_npz_mapped
+from .metrics.fid import feature_statistics
+from .spec import RunSpec
+from .store import ImageStore, atomic_path, atomic_write_json
+
+
+class ReferenceStatsError(ValueError):
+    """A reference statistics file cannot be used; the message names the file, the problem and the fix."""
+
+
+def sidecar_path(npz: str | Path) -> Path:
+    """``FILE.json`` beside ``FILE.npz``."""
+    return Path(npz).with_suffix(".json")
+
+
+def resolution_path(path: str | Path, resolution: int, per_resolution: bool) -> Path:
+    """``path``, or with ``-<res>px`` before .npz when several resolutions are exported."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-{resolution}px.npz") if per_resolution else path
+
+
+def coco_sidecar(coco: Any, resolution: int, extractor: Any, reference_fp: str) -> dict[str, Any]:
+    """The protocol record of a COCO reference set's files (statistics, ADM batch, features)."""
+
+    return {
+        "dataset": "MS-COCO",
+        "split": coco.split,
+        "annotations_sha256": coco.annotations_sha256,
+        "crop": "center square crop",
+        "resize": f"PIL bicubic (antialiased) to {resolution} px ({PREPROCESS})",
+        "resolution": int(resolution),
+        "fid_resize": getattr(extractor, "resize", "tf-bilinear"),
+        "inception": extractor.name,
+        "inception_source": getattr(extractor, "source", None),
+        "inception_fingerprint": getattr(extractor, "network_fingerprint", extractor.fingerprint),
+        "reference_fingerprint": reference_fp,
+    }
+
 
 ADM_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 ADM_FORMAT = (
@@ -90,7 +134,6 @@ def _write_images(
     """Stream ``image_batches`` (uint8 [n, 3, H, W]) into ``arr_0.npy`` of ``zf`` as [count, H, W, 3]; returns
     the image shape (H, W, 3). Refuses another count, size or dtype (the caller's atomic write then leaves
     nothing)."""
-    from .refstats import ReferenceStatsError
 
     written, shape = 0, None
     with zf.open("arr_0.npy", "w", force_zip64=True) as f:
@@ -129,9 +172,6 @@ def export_adm(
     arrays, ``count`` images in all, stored NHWC), and the statistics of ``pool3`` [count, 2048] and ``spatial``
     [count, 2023] (both None: a sample batch, images only, whose statistics the evaluator computes itself); the
     sidecar ``path`` with .json. Returns both paths."""
-    from .metrics.fid import feature_statistics
-    from .refstats import ReferenceStatsError, sidecar_path
-    from .store import atomic_path, atomic_write_json
 
     path = Path(path)
     if path.suffix != ".npz":
@@ -175,8 +215,6 @@ def export_features(
 ) -> tuple[Path, Path]:
     """Write ``pool3`` (and ``logits``, ``spatial`` when in ``feats``) as float32 to ``path`` (.npz), and the
     sidecar. Returns both paths."""
-    from .refstats import ReferenceStatsError, sidecar_path
-    from .store import atomic_path, atomic_write_json
 
     path = Path(path)
     if path.suffix != ".npz":
@@ -200,7 +238,6 @@ def export_features(
 
 def check_export_adm(export_adm: Any, fid_resize: str) -> None:
     """Refuse ``--export-adm`` where the batch would mislead the ADM evaluator (before any work)."""
-    from .refstats import ReferenceStatsError
 
     if export_adm and fid_resize != "tf-bilinear":
         raise ReferenceStatsError(
@@ -220,8 +257,6 @@ def export_coco_files(
     per_resolution: bool,
 ) -> list[str]:
     """``prepare coco --export-adm`` / ``--export-features`` at ``resolution``; returns the lines to print."""
-    from .data.coco import reference_batches
-    from .refstats import coco_sidecar, resolution_path
 
     sidecar, lines = coco_sidecar(coco, resolution, extractor, fp), []
     if getattr(args, "export_adm", None):
@@ -243,12 +278,6 @@ def export_setting(run_dir: str | Path, setting_id: str, adm: str | None, featur
     sample batch (``--adm``: ``arr_0`` only, as the evaluator's sample batches) and its Inception features
     (``--features``: the run's cached ``pool3`` and the rest, first ``num_samples`` rows). Returns the lines to
     print."""
-    import json
-
-    from .features import load_npz_mapped
-    from .refstats import ReferenceStatsError
-    from .spec import RunSpec
-    from .store import ImageStore
 
     run_dir = Path(run_dir)
     try:

@@ -23,16 +23,19 @@ import json
 import math
 import os
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from glide.fileio import atomic_path as _atomic_path
 from glide.fileio import current_umask
 
+from .images_io import to_rgb_array
 from .paths import PathEscapeError as PathEscapeError  # re-exported: the store's path check
 from .paths import ensure_under as ensure_under
 
@@ -135,7 +138,6 @@ def read_checked(path: str | os.PathLike, load: Any, what: str, fix: str = "dele
     """``load(path)``, with a truncated or corrupt file (a zip without its directory, an array shorter than its
     header, bytes that are not the format) turned into one :class:`CorruptFileError` that names the file and
     the fix, instead of a traceback (``zipfile.BadZipFile`` is neither an OSError nor a ValueError)."""
-    import zipfile
 
     try:
         return load(path)
@@ -205,8 +207,6 @@ class ImageStore:
         """uint8 [H, W, 3]; an unreadable file is an error that says how to regenerate it."""
         p = self.path(index)
         try:
-            from .images_io import to_rgb_array
-
             with Image.open(p) as im:
                 return to_rgb_array(im, p)
         except FileNotFoundError:
@@ -220,7 +220,6 @@ class ImageStore:
 
     def batches(self, indices: Sequence[int], batch_size: int = 64) -> Iterator[torch.Tensor]:
         """uint8 NCHW tensors of ``indices``, ``batch_size`` at a time (never all images in memory)."""
-        import torch  # here: the report reads run directories without loading torch
 
         for lo in range(0, len(indices), batch_size):
             arrays = [self.read(i) for i in indices[lo : lo + batch_size]]

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .provenance import package_versions as versions_of
+from .store import atomic_write_json
 
 LOGGERS = ("tensorboard", "wandb")
 METRIC_KEYS = (
@@ -50,7 +54,6 @@ def check_log_to(value: str | None) -> None:
 
 def package_versions(names: Sequence[str] = _PACKAGES) -> dict[str, str | None]:
     """Installed versions of ``names`` (None for one that is not installed)."""
-    from .provenance import package_versions as versions_of
 
     return versions_of(names)
 
@@ -103,7 +106,6 @@ def config_block(plan: Any, feature_record: dict[str, Any]) -> dict[str, Any]:
 
 def write_config(plan: Any, rows: Sequence[dict[str, Any]], feature_record: dict[str, Any]) -> dict[str, Any]:
     """RUN_DIR/results_config.json (atomic): the config block, the flat metrics and the fingerprints."""
-    from .store import atomic_write_json
 
     doc = {
         "config": config_block(plan, feature_record),
@@ -117,7 +119,6 @@ def write_config(plan: Any, rows: Sequence[dict[str, Any]], feature_record: dict
 
 def log_to_tensorboard(log_dir: Path, doc: dict[str, Any]) -> Path:
     """Scalars ``setting/metric`` at step 0 and the config as a text summary, in ``log_dir``."""
-    import json
 
     from torch.utils.tensorboard import SummaryWriter
 

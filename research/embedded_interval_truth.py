@@ -19,8 +19,8 @@ the protocol's. Here every replicate draws all three afresh and independently:
 Images come from the run's own generator (``resolve_plan`` of ``coco-fid`` with ``--cfg 1,4 --clip ''``: the
 embedded short-caption family, DPM-Solver++(2M) SDE, quad20, 32 px, fp32, chunks of 50), features from the
 run's Inception extractor (``make_inception``) and evaluator CLIP (``load_eval_clip``), metrics from
-:func:`glidebench.results.setting_metrics`, intervals from :class:`glidebench.uncertainty.Draws` and
-:func:`glidebench.uncertainty.setting_uncertainty` (jackknife, and the bootstrap at 200 resamples). Nothing is
+:func:`glidebench.runner.results.setting_metrics`, intervals from :class:`glidebench.runner.uncertainty.Draws` and
+:func:`glidebench.runner.uncertainty.setting_uncertainty` (jackknife, and the bootstrap at 200 resamples). Nothing is
 reimplemented.
 
 Per replicate ``OUT/rep-XX.npz`` (images, features, estimates, replicates); a rerun skips finished replicates.
@@ -51,8 +51,9 @@ SETTINGS = ("cfg-1", "cfg-4")
 
 def make_plan():
     """The default run's plan restricted to classifier-free 1 and 4 (generator, spec, models, device)."""
-    from glidebench.suites.options import RunOptions, resolve_plan
-    from glidebench.suites.rundir import Dist
+    from glidebench.runner.options import RunOptions
+    from glidebench.runner.plan import resolve_plan
+    from glidebench.runner.rundir import Dist
 
     return resolve_plan(RunOptions(cfg="1,4", clip="", out="/tmp/embedded_interval_truth"), Dist.from_env())
 
@@ -100,8 +101,8 @@ def features(extractor, images: np.ndarray, batch: int = 8) -> dict[str, np.ndar
 
 def generate(plan, setting, captions: list[str], seeds: list[int]) -> np.ndarray:
     """uint8 [N, H, W, 3] images of ``setting`` from the run's generator, in the run's chunks."""
-    from glidebench.generate import sampling_options
     from glidebench.generators import as_uint8_images
+    from glidebench.runner.generate import sampling_options
 
     options = sampling_options(plan.spec, str(plan.device), False)
     parts = []
@@ -117,7 +118,7 @@ def implied_sd(draws, reps: np.ndarray, metric: str) -> float:
     """Half-width of the (unclipped) interval over its quantile: t_{G-1} (jackknife), t_{S(q-1)} (split
     samples), 1.96 (bootstrap)."""
     from glidebench.metrics import jackknife as J
-    from glidebench.uncertainty import SPLIT_METRICS
+    from glidebench.runner.uncertainty import SPLIT_METRICS
 
     lo, hi = draws.interval(reps, metric)
     half = (hi - lo) / 2.0
@@ -131,8 +132,8 @@ def implied_sd(draws, reps: np.ndarray, metric: str) -> float:
 
 def run_replicate(r: int, plan, tools: dict, records: Records, pool: str) -> dict:
     from glidebench.data.embedded_source import embedded_reference_image
-    from glidebench.results import setting_metrics
-    from glidebench.uncertainty import Draws, setting_uncertainty
+    from glidebench.runner.results import setting_metrics
+    from glidebench.runner.uncertainty import Draws, setting_uncertainty
 
     res = plan.spec.resolution
     partial = OUT / f"rep-{r:02d}.partial.npz"
@@ -306,7 +307,7 @@ def coupled_table(pool: str) -> str:
     """The intervals recomputed from the saved features with the captions coupled to their reference images
     (``Draws.make(..., coupling=picks)``: what the harness does since the data sources report the coupling),
     against the same true spread; markdown."""
-    from glidebench.uncertainty import Draws, setting_uncertainty
+    from glidebench.runner.uncertainty import Draws, setting_uncertainty
 
     files = sorted(OUT.glob("rep-[0-9][0-9].npz"))
     est: dict = {}
@@ -371,7 +372,7 @@ def main() -> None:
 
     tune_cpu_allocator()
     from glidebench import models as M
-    from glidebench.suites.coco_fid import make_inception
+    from glidebench.runner.stages import make_inception
 
     plan = make_plan()
     meta |= {"model": plan.models.label, "identities": dict(plan.models.identities), "sampler": plan.spec.sampler,

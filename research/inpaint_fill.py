@@ -53,10 +53,10 @@ from scipy.ndimage import binary_erosion, median_filter
 from glide.__main__ import EMBEDDED_DIR, _read_image
 from glide.checkpoints import load_model
 from glide.pipeline import GlidePipeline
-from glidebench.checks import box_mask
 from glidebench.data.attributes import attribute_accuracy
 from glidebench.data.embedded import EmbeddedCaptionSet, render, single_object
 from glidebench.store import atomic_write_json
+from glidebench.suites.checks import box_mask
 
 NOISY = 8.0  # grey levels of hole_hf above which a fill counts as noise
 FLAT = (40, 150, 150)  # teal: no background of the embedded set has it

@@ -5,7 +5,7 @@
 Classifier-free guidance at scale w aims at p(s) P(c | s)^w, and on the embedded set P(c | s) is known
 (``research.ideal_guidance``). This script draws those scenes for the default coco-fid run's 100
 scenes, renders them as the references are rendered, and measures them against the run's own reference set
-with the harness's metrics (``glidebench.results.setting_metrics``: Inception pool3, precision/recall k = 3 on
+with the harness's metrics (``glidebench.runner.results.setting_metrics``: Inception pool3, precision/recall k = 3 on
 a reference subset of the generated set's size, KID). It does so for three caption processes:
 
 - ``exact``: ``--caption-style exact``'s captions (every part stated: the target does not move);
@@ -32,7 +32,7 @@ import torch
 from glidebench.data.embedded import EmbeddedCaptionSet, EmbeddedConfig, parse_stated, sample_scene
 from glidebench.data.embedded_source import EmbeddedSource, embedded_reference_image, prompt_scenes
 from glidebench.features import InceptionExtractor
-from glidebench.results import setting_metrics
+from glidebench.runner.results import setting_metrics
 from glidebench.store import atomic_write_json
 from glidebench.suites import load_suite
 from research.ideal_guidance import (

@@ -31,8 +31,15 @@ from scipy.ndimage import gaussian_filter, median_filter
 from glidebench.data.embedded_source import EmbeddedSource, embedded_reference_image
 from glidebench.features import InceptionExtractor
 from glidebench.metrics.prc import precision_recall
-from glidebench.results import prc_reference_subset
 from glidebench.store import atomic_write_json
+
+
+def prc_reference_subset(real: np.ndarray, n_fake: int, seed: int) -> np.ndarray:
+    """The seeded equal-size reference subset that precision/recall used before version 5 of coco-fid (the
+    harness now uses the whole reference set; kept here for this comparison)."""
+    if len(real) <= n_fake:
+        return real
+    return real[np.sort(np.random.default_rng([seed, 2]).permutation(len(real))[:n_fake])]
 
 
 def _uint8(x: np.ndarray) -> np.ndarray:

@@ -3,6 +3,9 @@
 # and reports/compare-plugin/: that run beside the same protocol sampled by the example plug-in
 # (examples/glide_sampler_plugin.py: the embedded GLIDE with DDIM, 25 steps) and scored from a folder
 # (the default run's images enlarged to 48 px, one file per line of `glidebench prompts`).
+# Each report is a folder: index.html and report.md link the PNGs beside them (both committed in full).
+# Sampled images are byte-identical only at equal CPU thread counts: the default run's images committed on
+# 2026-12-03 were sampled with 2 torch threads (OMP_NUM_THREADS=2; 1 thread moves the last digits of the metrics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -32,9 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from glide.checkpoints import sha256_file
+from glide.fileio import atomic_write, save_safetensors
 from glidebench.data.embedded import (
     BACKGROUNDS,
     COLOURS,
@@ -184,8 +188,6 @@ class AttributeClassifier:
     @classmethod
     def load(cls, path: str | Path | None = None) -> AttributeClassifier:
         """Load weights (safetensors) and the json config beside them; default: the shipped classifier."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         weights = Path(path) if path is not None else default_weights_path()
         cfg_path = config_path_for(weights)
@@ -260,9 +262,6 @@ def _default_classifier() -> AttributeClassifier:
 
 def save_classifier(net: AttributeNet, config: dict[str, Any], path: Path) -> dict[str, Any]:
     """Save ``net`` to ``path`` (safetensors) and ``config`` (with the weights' sha256) beside it, atomically."""
-    import os
-
-    from glide.fileio import atomic_write, save_safetensors
 
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     digest = save_safetensors(state, path, metadata={"format": FORMAT, "dataset_version": DATASET_VERSION})

@@ -17,13 +17,17 @@ Owns reading, checking and using such a file:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .coco import _clean, reference_batches, validate_images
+from glide.checkpoints import sha256_file
+
+from ..features import cache_root
+from .coco import CocoCaptions, _clean, reference_batches, validate_images
 from .sources import DataSource, Prompt, ReferenceBatches
 
 FORMATS = (".csv", ".jsonl", ".txt")
@@ -53,7 +57,6 @@ def _image_id(path: Path, line: int, value: Any) -> int:
 
 def read_captions_file(path: str | Path) -> tuple[list[CaptionRow], str]:
     """The rows of ``path`` and the file's SHA-256 (see the module docstring for formats and checks)."""
-    from glide.checkpoints import sha256_file
 
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
@@ -225,7 +228,6 @@ class CaptionsFileSource(DataSource):
         }  # fmt: skip
 
     def _coco_references(self, root: Path, split: str) -> None:
-        from .coco import CocoCaptions
 
         self.coco = CocoCaptions(root, split)
         missing = [r for r in self.rows if r.image_id not in self.coco.images]
@@ -243,7 +245,6 @@ class CaptionsFileSource(DataSource):
         return f"captions file {self.path} ({len(self.prompts)} of its rows){where}"
 
     def validate(self, progress: bool = False) -> None:
-        from ..results import cache_root
 
         if self.files:
             self._digests = validate_images(self.files, cache_root() / "validated-images.txt", progress)
@@ -252,7 +253,6 @@ class CaptionsFileSource(DataSource):
         return lambda: reference_batches(self.files, resolution, batch)
 
     def reference_fingerprint(self, resolution: int) -> str:
-        import hashlib
 
         if self._digests is None:
             self.validate()

@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from glide.checkpoints import sha256_file
 
 from ..images_io import to_rgb, to_rgb_array
+from ..store import atomic_write_text
 
 SPLITS = ("val2014", "val2017")
 CAPTION_MODES = ("one-per-image", "random")
@@ -271,9 +273,6 @@ def validate_images(paths: Sequence[Path], manifest: Path | None = None, progres
     not yet in ``manifest`` (a list of digests of images that decoded before) is decoded in full with PIL, as
     :func:`load_reference_image` will. A missing, corrupt or truncated image is a :class:`CocoError` naming it,
     before any generation. New good digests are added to ``manifest`` (atomically)."""
-    from tqdm import tqdm
-
-    from ..store import atomic_write_text
 
     known = set(manifest.read_text().split()) if manifest is not None and manifest.is_file() else set()
     digests, bad, new = [], [], []

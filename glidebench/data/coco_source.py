@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..features import cache_root
 from .coco import CocoCaptions, CocoError, reference_batches, validate_images
 from .sources import DataSource, Prompt, ReferenceBatches
 
@@ -58,7 +59,6 @@ class CocoSource(DataSource):
 
     def validate(self, progress: bool = False) -> None:
         """Check that every reference image decodes (before any generation); their digests key the features."""
-        from ..results import cache_root
 
         self._digests = validate_images(self.files, cache_root() / "validated-images.txt", progress)
 

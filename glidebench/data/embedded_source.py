@@ -13,13 +13,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..schema import ATTRIBUTE_COLUMNS
+from ..spec import CAPTION_STYLES
 from ..store import ImageStore
+from .attributes import attribute_accuracy
+from .embedded import (
+    DATASET_VERSION,
+    DEFAULT_SPLIT_SIZES,
+    EmbeddedCaptionSet,
+    EmbeddedConfig,
+    render,
+    single_object,
+)
 from .sources import DataSource, Prompt, ReferenceBatches
 
 # The embedded splits are drawn record by record without end; glidebench gives them this size, above the largest
 # protocol's reference set (MS-COCO val2014's 40,504 images).
 MAX_REFERENCE_SIZE = 50_000
-ATTRIBUTE_COLUMNS = ("colour_acc", "shape_acc", "size_acc", "background_acc", "object_acc", "position_acc")
 WARNING = "embedded caption-image set, not MS-COCO: not comparable with the paper's numbers"
 _RULES = {
     "one-per-image": "the first reference_size records of the fixed split are the reference set; "
@@ -60,14 +70,6 @@ class EmbeddedSource(DataSource):
     warnings = (WARNING,)
 
     def __init__(self, opts: dict[str, Any]) -> None:
-        from ..spec import CAPTION_STYLES
-        from .embedded import (
-            DATASET_VERSION,
-            DEFAULT_SPLIT_SIZES,
-            EmbeddedCaptionSet,
-            EmbeddedConfig,
-            single_object,
-        )
 
         ds = EmbeddedCaptionSet()
         split = opts["split"]
@@ -142,8 +144,6 @@ class EmbeddedSource(DataSource):
 
     def setting_items(self, store: ImageStore, indices: list[int], batch: int) -> dict[str, Any]:
         """Per-image values of the accuracies of :meth:`setting_metrics` (their bootstrap intervals)."""
-        from ..uncertainty import attribute_items
-
         images = torch.cat(list(store.batches(indices, max(batch, 64)))).permute(0, 2, 3, 1).numpy()
         stated = self.captions[: len(indices)] if self.caption_style == "short" else None
         return attribute_items(images, self._scenes, stated)
@@ -158,7 +158,6 @@ class EmbeddedSource(DataSource):
 def embedded_reference_image(scene: Any, size: int, native: int) -> np.ndarray:
     """A reference image: ``scene`` rendered at the set's native size and box-downsampled to ``size`` (as in
     training), or rendered at ``size`` directly when that is not an integer downsampling."""
-    from .embedded import render
 
     if size <= native and native % size == 0:
         img = render(scene, native).astype(np.float64)
@@ -180,7 +179,6 @@ def embedded_attribute_metrics(
     :mod:`glidebench.data.attributes`): colour/shape/size/background/object accuracy over the one-object
     captions, position accuracy (every stated relation holds) over the others; NaN where there are none.
     ``captions`` (short captions): judge only what each caption states."""
-    from .attributes import attribute_accuracy
 
     images = torch.cat(list(store.batches(indices, max(batch, 64))))
     acc = attribute_accuracy(images.permute(0, 2, 3, 1).numpy(), scenes, captions=captions)  # uint8 NHWC
@@ -188,3 +186,17 @@ def embedded_attribute_metrics(
         "n_single_object": int(acc["n"]),
         "n_multi_object": int(acc["n_position"]),
     }
+
+
+def attribute_items(images: np.ndarray, scenes: list[Any], captions: list[str] | None) -> dict:
+    """Per-image values of the embedded set's accuracies (1 hit, 0 miss, NaN not judged): the accuracy of a
+    set of images is the mean of its judged values, so these resample like any per-caption mean."""
+
+    out = {k: np.full(len(scenes), np.nan) for k in ATTRIBUTE_COLUMNS}
+    for i in range(len(scenes)):
+        acc = attribute_accuracy(
+            images[i : i + 1], [scenes[i]], captions=None if captions is None else [captions[i]]
+        )
+        for k in ATTRIBUTE_COLUMNS:
+            out[k][i] = acc[k]
+    return out

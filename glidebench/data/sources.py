@@ -1,6 +1,6 @@
 """Data sources: where a generate-and-measure run's prompts and reference images come from.
 
-Owns the interface between the staged runner (:mod:`glidebench.suites.coco_fid`) and a dataset. A source is
+Owns the interface between the staged runner (:mod:`glidebench.runner.stages`) and a dataset. A source is
 opened once from the resolved options and then answers, without the runner knowing which dataset it is:
 
 - ``prompts``: one :class:`Prompt` per sample index (caption, seed = base seed + index, where it came from);

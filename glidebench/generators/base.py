@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+from ..images_io import to_rgb_array
 
 GUIDANCE_KINDS = ("cfg", "clip", "none")
 
@@ -230,8 +233,6 @@ def cfg_scale_refusal(name: str, scale: float, least: float) -> str:
 
 def _to_array(images: Any) -> np.ndarray:
     if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):  # PIL images
-        from ..images_io import to_rgb_array
-
         return np.stack([to_rgb_array(im) for im in images])
     if hasattr(images, "detach"):  # torch
         images = images.detach().cpu()
@@ -244,7 +245,6 @@ def _to_array(images: Any) -> np.ndarray:
 def resize_to(image: np.ndarray, size: int) -> np.ndarray:
     """The protocol's rule for bringing an image to ``size``: center crop to a square, then PIL bicubic with
     antialiasing (as the MS-COCO reference images are prepared)."""
-    from PIL import Image
 
     h, w = image.shape[:2]
     s = min(h, w)

@@ -16,15 +16,17 @@ images through a generator give identical results, bit for bit.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..images_io import to_rgb_array
-from .base import Capabilities, Generator, GeneratorError, SamplingDescription, SamplingOptions
+from .base import Capabilities, Generator, GeneratorError, SamplingDescription, SamplingOptions, resize_to
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _NAME = re.compile(r"^(\d+)$")
@@ -71,9 +73,6 @@ def scan_folder(directory: Path, n: int) -> tuple[dict[int, Path], list[str]]:
 def read_rgb(path: Path, data: bytes | None = None) -> tuple[np.ndarray, bool]:
     """uint8 [H, W, 3] and whether it was converted from another mode (``data``: the file's bytes, when already
     read); unreadable files name themselves."""
-    import io
-
-    from PIL import Image
 
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as im:
@@ -139,7 +138,6 @@ class FolderGenerator(Generator):
                 f"--images-setting {setting.setting_id}=DIR"
             )
         images = [read_rgb(files[s - self.base_seed])[0] for s in seeds]
-        from .base import resize_to
 
         if len({im.shape for im in images}) > 1:  # mixed sizes: bring each to the evaluation size here
             images = [resize_to(im, options.resolution) for im in images]

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..models import load_models
 from .base import GLIDE_OPTIONS, Capabilities, Generator, SamplingDescription, SamplingOptions
 
 CFG_MEANING = (
@@ -54,8 +55,6 @@ class GlideGenerator(Generator):
     def load(self) -> Any:
         """The loaded models (base, upsampler, noised CLIP), loading them on first use."""
         if self.loaded is None:
-            from ..models import load_models
-
             self.loaded = load_models(self.plan, self.device, self.dtype, self.attention)
             self._pipeline = self.loaded.pipeline(
                 self.device, self.dtype, fast=self.fast, attention=self.attention

@@ -16,6 +16,7 @@ says where it looked.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -202,7 +203,6 @@ def build_generator(spec: str, kwargs: dict[str, Any] | None = None) -> tuple[An
 
 def _diffusers_status() -> str:
     """Whether the diffusers adapter can run here (its packages are found without importing them)."""
-    import importlib.util
 
     missing = [m for m in ("diffusers", "transformers") if importlib.util.find_spec(m) is None]
     if missing:

@@ -8,6 +8,10 @@ from typing import Any, cast
 
 import torch
 
+from glide.fast import FastPath
+from glide.nn import set_attention_impl
+from glide.pipeline import GlidePipeline
+
 from .plan import ModelPlan
 from .registry import ModelUnavailable
 from .sources import EvalClipSource
@@ -24,8 +28,6 @@ class LoadedModels:
 
     def pipeline(self, device: torch.device, dtype: str, fast: bool = False, attention: str = "sdpa") -> Any:
         """A glide.pipeline.GlidePipeline over the loaded models (on glide's fast path when ``fast``)."""
-        from glide.fast import FastPath
-        from glide.pipeline import GlidePipeline
 
         path = FastPath(attention=attention) if fast else None
         return GlidePipeline(
@@ -38,7 +40,6 @@ def load_models(
 ) -> LoadedModels:
     """Load the generators of ``plan`` (base, upsampler, noised CLIP) onto ``device``, with the attention
     kernel ``attention`` ("einsum": the official numerics; "sdpa": PyTorch's fused kernel)."""
-    from glide.nn import set_attention_impl
 
     device = torch.device(device)
     fp16 = dtype == "fp16"

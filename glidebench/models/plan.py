@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glide.checkpoints import cached_path, how_to_get, is_cached
-from glide.config import ModelConfig
+from glide.checkpoints import cached_path, how_to_get, is_cached, verify
+from glide.config import ModelConfig, preset
 
 from .random_init import random_base_config, random_clip_config, random_upsample_config
 from .registry import (
@@ -222,7 +222,6 @@ def _plan_embedded(
 
 def _official_identity(name: str) -> str:
     """The SHA-256 recorded at download or first successful load (``NAME.sha256``), else computed now."""
-    from glide.checkpoints import verify
 
     path = cached_path(name)
     record = path.with_suffix(".sha256")
@@ -232,7 +231,6 @@ def _official_identity(name: str) -> str:
 
 
 def _plan_official(resolution: int | None, want_noised_clip: bool) -> ModelPlan:
-    from glide.config import preset
 
     roles = ["base"]
     if resolution is not None and resolution != 64:

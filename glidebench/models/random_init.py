@@ -14,13 +14,16 @@ from typing import Any
 
 import torch
 
+from glide.clip import ClipConfig, create_clip_model
 from glide.config import ModelConfig
+from glide.unet import create_model
+
+from ..data.embedded import vocabulary
 
 RANDOM_SEED = 0
 
 
 def _embedded_vocab() -> list[str]:
-    from ..data.embedded import vocabulary
 
     return vocabulary()
 
@@ -76,7 +79,6 @@ def _fill_zero_params(model: torch.nn.Module, seed: int, std: float = 0.02) -> N
 
 def random_unet(config: ModelConfig, seed: int = RANDOM_SEED) -> torch.nn.Module:
     """A seeded random-initialised UNet of ``config`` (deterministic, independent of the global RNG)."""
-    from glide.unet import create_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -87,7 +89,6 @@ def random_unet(config: ModelConfig, seed: int = RANDOM_SEED) -> torch.nn.Module
 
 def random_clip(config: dict[str, Any], seed: int = RANDOM_SEED) -> torch.nn.Module:
     """A seeded random-initialised noised CLIP of ``config`` (a glide.clip.ClipConfig dict), on the CPU."""
-    from glide.clip import ClipConfig, create_clip_model
 
     return create_clip_model(
         config=ClipConfig.from_dict(config), device="cpu", generator=torch.Generator().manual_seed(seed)

@@ -15,8 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from glide.checkpoints import CheckpointError, cached_path, is_cached, sha256_file
+from safetensors import safe_open
+
+from glide.checkpoints import CheckpointError, cached_path, config_from_metadata, is_cached, sha256_file
 from glide.config import ModelConfig
+
+from ..store import atomic_write_json
 
 ROLES = ("base", "upsample", "noised-clip", "eval-clip", "inpaint")
 CLIP_ROLES = ("noised-clip", "eval-clip")  # glide.train.export.save_clip files; the rest are UNets
@@ -127,7 +131,6 @@ def short_fallbacks(files: dict[str, EmbeddedFile]) -> list[str]:
 
 def write_card(model_file: str | os.PathLike, role: str, **info: Any) -> Path:
     """Write ``<stem>.json`` beside ``model_file`` with its role, file name and SHA-256 (atomic)."""
-    from ..store import atomic_write_json
 
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -145,11 +148,8 @@ def write_card(model_file: str | os.PathLike, role: str, **info: Any) -> Path:
 
 def config_of_file(path: Path) -> ModelConfig:
     """The ModelConfig stored in a safetensors file's metadata (cheap: the header only)."""
-    from glide.checkpoints import config_from_metadata
 
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
     except Exception as e:  # safetensors raises several types for bad headers

@@ -24,8 +24,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from glide.checkpoints import load_clip, load_model
 from glide.config import ModelConfig
 
+from ..features import ClipEmbedder, GlideClipEmbedder
 from .random_init import RANDOM_SEED, random_clip, random_identity, random_unet
 from .registry import CLIP_ROLES, OFFICIAL_EVAL_CLIP, EmbeddedFile, ModelUnavailable
 
@@ -94,17 +96,13 @@ class FileSource:
 
     def load(self, device: torch.device | str, fp16: bool = False) -> torch.nn.Module:
         if self.role in CLIP_ROLES:
-            from glide.checkpoints import load_clip
-
             _clip_in_fp32(self.role, fp16)
             return load_clip(str(self.path), device=torch.device(device))
-        from glide.checkpoints import load_model
 
         return load_model(self.path, device=torch.device(device), fp16=fp16)
 
     def embedder(self, device: torch.device | str) -> Any:
         """The CLIP-score embedder of an evaluator-CLIP file (a glide CLIP evaluated at t = 0)."""
-        from ..features import GlideClipEmbedder
 
         device = torch.device(device)
         name = self.path.name.removesuffix(".safetensors")  # embedded-clip-eval or embedded-clip-eval-short
@@ -131,11 +129,8 @@ class OfficialSource:
 
     def load(self, device: torch.device | str, fp16: bool = False) -> torch.nn.Module:
         if self.role in CLIP_ROLES:
-            from glide.checkpoints import load_clip
-
             _clip_in_fp32(self.role, fp16)
             return load_clip("official", device=torch.device(device))
-        from glide.checkpoints import load_model
 
         return load_model(self.names[0], device=torch.device(device), fp16=fp16)
 
@@ -198,7 +193,6 @@ class OpenClipSource:
     def load(self, device: torch.device | str, fp16: bool = False) -> Any:
         """The open_clip embedder (glidebench.features.ClipEmbedder); :class:`ModelUnavailable` when open_clip
         cannot load it (offline with nothing cached), with the fix."""
-        from ..features import ClipEmbedder
 
         _clip_in_fp32(self.role, fp16)
         try:

@@ -3,12 +3,17 @@
 This package owns the last stage of the pipeline: it reads one or several finished run directories (the
 run-directory contract: ``spec.json``, ``prompts.json``, ``images/<setting_id>/<index:06d>.png``,
 ``settings.json``, ``results.csv``/``results.json``, ``provenance.json`` and optionally ``throughput.json`` and
-``inpaint/``) and never reaches back into generation or metrics. ``render_report`` writes
+``inpaint/``) and never reaches back into generation or metrics. ``render_report`` writes a folder:
 
-- ``index.html``: one self-contained file (plots and grids embedded as base64 data URIs, inline CSS, no
-  script, nothing fetched from the network);
-- ``report.md`` with the PNG plots and grids beside it;
-- ``results.csv``: the results of all runs, unrounded, with a ``run`` column.
+- the PNG plots and sample grids, each stored once;
+- ``index.html``, which links those PNGs by file name (inline CSS, no script, nothing fetched from the
+  network), and ``report.md``, which links the same files;
+- ``results.csv``: the results of all runs, unrounded, with a ``run`` column;
+- ``.glidebench-report.json``: the manifest of the files it wrote.
+
+With ``single_file`` it writes one self-contained ``index.html`` instead (the PNGs embedded as base64
+``data:`` URIs, no PNG file and no ``report.md``, which needs them), with ``results.csv`` and the manifest.
+The folder suits committed and browsable reports and Markdown; the single file suits mail and CI artifacts.
 
 Modules, by job: ``loading`` (``RunData``, ``load_run``), ``context`` (``build_context``: overview, results,
 paper comparison, throughput, provenance), ``notes`` ("Read this first", once for all runs; checkpoints apart
@@ -38,7 +43,7 @@ __all__ = ["RunData", "load_run", "build_context", "render_report", "RESULT_COLU
 # Name prefixes of the PNGs a report writes (recognises a report folder written before manifests existed).
 OWN_PNG_PREFIXES = ("fig6-", "metrics-vs-scale", "fid-vs-evals", "kid-vs-evals", "grid-", "inpaint")
 MANIFEST = ".glidebench-report.json"  # in the report folder: the files the last render wrote
-_OWN_FILES = ("index.html", "report.md", "results.csv")
+_OWN_FILES = ("index.html", "report.md", "results.csv")  # what a folder report writes besides its PNGs
 _LEGACY_MARK = "A glidebench report of "  # report.md's second paragraph, before manifests
 
 
@@ -105,14 +110,21 @@ def check_report_folder(out_dir: Path, force: bool = False) -> set[str]:
     return listed or set()
 
 
-def render_report(run_dirs: list[Path], out_dir: Path, title: str | None = None, force: bool = False) -> Path:
+def render_report(
+    run_dirs: list[Path],
+    out_dir: Path,
+    title: str | None = None,
+    force: bool = False,
+    single_file: bool = False,
+) -> Path:
     """Render the comparison report of ``run_dirs`` into ``out_dir``; return the path of ``index.html``.
 
-    Writes ``index.html`` (self-contained), ``report.md``, the PNG plots and sample grids it links, the
-    combined ``results.csv`` and the manifest ``.glidebench-report.json`` (what it wrote). Rendering is
-    deterministic: the same runs give byte-identical files. A folder holding files the report did not write is
-    refused unless ``force`` (:func:`check_report_folder`); files an earlier render listed in its manifest and
-    this one does not write are removed, nothing else ever is.
+    Writes the PNG plots and sample grids, ``index.html`` and ``report.md`` (both linking those PNGs), the
+    combined ``results.csv`` and the manifest ``.glidebench-report.json`` (what it wrote). With
+    ``single_file``: ``index.html`` with the PNGs embedded as data URIs, ``results.csv`` and the manifest, and
+    no PNG or ``report.md``. Rendering is deterministic: the same runs give byte-identical files. A folder
+    holding files the report did not write is refused unless ``force`` (:func:`check_report_folder`); files an
+    earlier render listed in its manifest and this one does not write are removed, nothing else ever is.
     """
     if not run_dirs:
         raise ValueError("render_report needs at least one run directory")
@@ -121,13 +133,16 @@ def render_report(run_dirs: list[Path], out_dir: Path, title: str | None = None,
     out_dir = Path(out_dir)
     previous = check_report_folder(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = build_context(runs, out_dir, title)
+    ctx = build_context(runs, out_dir, title, single_file=single_file)
     combined = ctx["combined"]
     atomic_write_bytes(out_dir / "results.csv", combined.to_csv(index=False).encode())
-    atomic_write_bytes(out_dir / "report.md", render_markdown(ctx).encode("utf-8"))
+    written = {"index.html", "results.csv"} | set(ctx["written"])
+    if not single_file:  # the Markdown links the PNGs beside it
+        atomic_write_bytes(out_dir / "report.md", render_markdown(ctx).encode("utf-8"))
+        written.add("report.md")
     index = out_dir / "index.html"
-    atomic_write_bytes(index, render_html(ctx, out_dir).encode("utf-8"))
-    written = set(_OWN_FILES) | set(ctx["written"])
+    page = render_html(ctx, out_dir, ctx["images"] if single_file else None)
+    atomic_write_bytes(index, page.encode("utf-8"))
     atomic_write_json(
         out_dir / MANIFEST,
         {"format": "glidebench report manifest", "version": 1, "files": sorted(written)},

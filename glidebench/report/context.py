@@ -5,7 +5,7 @@ how, the results (the compact table, caption agreement and the full table from `
 ``glidebench.schema`` defines them; the warnings a reader must see first from ``notes``), the comparison with
 the paper (numbers from ``paper``; its notes on the released GLIDE only for GLIDE runs), throughput and
 provenance. Figures and sample grids are written beside the report through ``_Files`` (``figures`` and
-``grids`` draw them).
+``grids`` draw them), or, for a single-file report, kept in memory to be embedded in the page.
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ from typing import Any
 
 import pandas as pd
 
-from ..schema import MISSING, REPORT_COLUMNS, RESULT_COLUMNS, TEXT_COLUMNS, format_table, to_float
+from ..schema import (
+    INTERVAL_NOTES,
+    MISSING,
+    REPORT_COLUMNS,
+    RESULT_COLUMNS,
+    TEXT_COLUMNS,
+    format_table,
+    to_float,
+)
 from ..store import atomic_write_bytes, ensure_under
 from . import compare, notes, paper, tables
 from . import uncertainty as unc
@@ -136,10 +144,17 @@ def _slug(text: str) -> str:
 
 
 class _Files:
-    """Unique, deterministic file names for the PNGs written beside the report."""
+    """Unique, deterministic file names for the report's PNGs: written beside the report, or (``keep``: a
+    single-file report) only kept in memory by name, to be embedded in the page."""
 
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir, self.used = out_dir, set()
+    def __init__(self, out_dir: Path, keep: bool = False) -> None:
+        self.out_dir, self.keep, self.used = out_dir, keep, set()
+        self.images: dict[str, bytes] = {}
+
+    @property
+    def written(self) -> set[str]:
+        """The names of the PNGs written into ``out_dir`` (none when they are kept in memory)."""
+        return set() if self.keep else set(self.used)
 
     def write(self, stem: str, data: bytes) -> str:
         name, i = f"{_slug(stem)}.png", 1
@@ -147,7 +162,11 @@ class _Files:
             i += 1
             name = f"{_slug(stem)}-{i}.png"
         self.used.add(name)
-        atomic_write_bytes(ensure_under(self.out_dir, self.out_dir / name), data)
+        target = ensure_under(self.out_dir, self.out_dir / name)  # checked in either mode
+        if self.keep:
+            self.images[name] = data
+        else:
+            atomic_write_bytes(target, data)
         return name
 
 
@@ -265,15 +284,18 @@ def _paper(runs: Sequence[RunData]) -> dict[str, Any]:
     }
 
 
-def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> dict[str, Any]:
-    """Everything the templates show, with plots and grids written into ``out_dir``."""
+def build_context(
+    runs: Sequence[RunData], out_dir: Path, title: str | None, single_file: bool = False
+) -> dict[str, Any]:
+    """Everything the templates show, with plots and grids written into ``out_dir`` (``single_file``: kept in
+    memory instead, as ``images``, to be embedded in the page)."""
     multi = len(runs) > 1
     combined = pd.concat([r.results.assign(run=r.label) for r in runs], ignore_index=True)
     combined = combined[["run"] + [c for c in combined.columns if c != "run"]]
     shown, not_measured = _shown_columns(combined, multi)
     combined, shown = compare.group_by_model(combined, shown)  # several models: grouped, model first
     shown_df = tables.without_small_intervals(combined)  # what tables print and plots draw
-    files = _Files(out_dir)
+    files = _Files(out_dir, keep=single_file)
     made, skipped = make_plots(shown_df, files.write)
     div_made, div_skipped = unc.diversity_plots(shown_df, files.write)  # beside Figure 6's
     made, skipped = made[:2] + div_made + made[2:], skipped + div_skipped
@@ -298,13 +320,13 @@ def build_context(runs: Sequence[RunData], out_dir: Path, title: str | None) -> 
         "paper": _paper(runs),
         "throughput": [t for t in (_throughput(r) for r in runs) if t is not None],
         "provenance": [_provenance(r) for r in runs],
-        "written": files.used,  # the PNGs written (the report's manifest lists them)
+        "written": files.written,  # the PNGs written (the report's manifest lists them)
+        "images": files.images,  # a single-file report's PNGs by name (empty when they are written)
     }
 
 
 def _interval_note(runs: Sequence[Any]) -> str:
     """What the brackets are: the runs' interval method (``intervals`` in spec.json; absent: the jackknife)."""
-    from ..results import INTERVAL_NOTES
 
     methods = sorted({str(r.spec.get("intervals", "jackknife")) for r in runs})
     notes = [INTERVAL_NOTES.get(m, m) for m in methods]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from ..images_io import to_rgb
 from .figstyle import KIND_NAMES, Writer
 
 
@@ -35,7 +36,6 @@ def _cell_size(native: int, target: int = 80, largest: int = 128) -> int:
 
 
 def _fit(img: Image.Image, cell: int) -> Image.Image:
-    from ..images_io import to_rgb
 
     img = to_rgb(img)
     if img.size == (cell, cell):

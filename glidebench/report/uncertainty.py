@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from matplotlib import rc_context
 
-from ..schema import format_value
+from ..schema import DIFFERENCES_READ, format_value
 from .figstyle import (
     RC,
     Plot,
@@ -32,11 +32,6 @@ from .figstyle import (
 )
 from .loading import RunData
 
-# the columns of differences.csv the report reads (the run-directory contract, docs/uncertainty.md)
-DIFFERENCE_COLUMNS = (
-    "metric", "setting_a", "setting_b", "comparison", "difference", "difference_lo", "difference_hi", "resolved",
-)  # fmt: skip
-
 
 def read_differences(run: RunData) -> pd.DataFrame | None:
     """The run's differences.csv (None when the run has none)."""
@@ -50,7 +45,7 @@ def read_differences(run: RunData) -> pd.DataFrame | None:
             f"{path} is not a readable table ({type(e).__name__}: {e}); delete it (the report then shows no "
             "paired differences) or rerun `glidebench run`"
         ) from e
-    missing = [c for c in DIFFERENCE_COLUMNS if c not in df.columns]
+    missing = [c for c in DIFFERENCES_READ if c not in df.columns]
     if missing:
         raise ValueError(
             f"{path} lacks the columns {missing}; it was not written by `glidebench run`: delete it (the report "

@@ -24,9 +24,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from ..results import markdown_table
+from ..data.coco import resolve_root
+from ..data.sources import data_kind
+from ..features import cache_root
+from ..metrics import paired_kid_jackknife
+from ..runner.options import RunOptions
+from ..runner.results import markdown_table
+from ..spec import SAMPLERS, format_interval, parse_interval
 from ..store import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import SuiteError, load_suite
 
@@ -40,7 +47,6 @@ Entry = tuple[str, str, str]  # (sampler, steps, cfg_interval as "lo-hi", or "" 
 def parse_sweep(value: Any, where: str) -> list[Entry]:
     """``[[sampler, steps], [sampler, steps, "lo,hi"], ...]`` from the suite file, validated (a named error for
     each bad entry); the optional third element limits classifier-free guidance to timesteps lo..hi."""
-    from ..spec import SAMPLERS, format_interval, parse_interval
 
     if not isinstance(value, list) or not value:
         raise SuiteError(f"{where}: 'sweep' must be a non-empty list of [sampler, steps] pairs")
@@ -116,10 +122,7 @@ def relative_to_reference(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.coco import resolve_root
-    from ..data.sources import data_kind
-    from .coco_fid import execute
-    from .options import RunOptions
+    from ..runner.stages import execute
 
     options = RunOptions.from_args(args)
     for flag in ("sampler", "steps"):
@@ -168,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
 def _feature_file(run_dir: Path, setting_id: str) -> tuple[Path, Path] | None:
     """(generated, reference) Inception feature files of one setting, from the run's provenance (None when the
     run predates that record or a file is gone, e.g. the reference cache of another machine)."""
-    from ..results import cache_root
 
     try:
         files = json.loads((run_dir / "provenance.json").read_text())["feature_extractor"]["files"]
@@ -182,9 +184,6 @@ def _feature_file(run_dir: Path, setting_id: str) -> tuple[Path, Path] | None:
 def kid_vs_reference_se(df: pd.DataFrame, run_dirs: list[Path], reference: tuple[str, ...]) -> list[float]:
     """Per row, the jackknife standard error of its KID relative to the reference entry's (the same setting),
     pairing sample i of both runs (same caption and seed); NaN where the features cannot be found."""
-    import numpy as np
-
-    from ..metrics import paired_kid_jackknife
 
     dirs = {d.name: d for d in run_dirs}
     ref_runs = df[_is_entry(df, reference)].set_index("setting_id")["run"]

@@ -16,19 +16,22 @@ import itertools
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from glide.clip.config import ClipConfig
+from glide.clip.model import create_clip_model
+from glide.config import ModelConfig, preset
+from glide.nn import set_attention_impl
+from glide.unet import create_model
 from glidebench.profile import (
     Case,
-    autocast_for,
-    capture_cuda_graph,
+    bind_clip_step,
+    bind_unet,
     count_flops,
     export_trace,
-    maybe_compile,
     prepare_model,
     profile_call,
 )
@@ -38,7 +41,6 @@ MODELS = ("base", "upsample", "clip-step")
 
 
 def _unet_config(name: str, size: str):
-    from glide.config import ModelConfig, preset
 
     words = {
         "kind": "words",
@@ -74,8 +76,6 @@ def _unet_config(name: str, size: str):
 
 
 def _clip(size: str, device: torch.device):
-    from glide.clip.config import ClipConfig
-    from glide.clip.model import create_clip_model
 
     if size == "full":
         return create_clip_model(device=device)
@@ -101,7 +101,6 @@ def build_call(case: Case, size: str, device: torch.device, cache: dict | None =
     ``cache`` keeps one freshly initialised fp32 CPU model per (model, size); each case works on a deep copy,
     so a sweep initialises each 400M-parameter UNet once rather than once per case.
     """
-    from glide.unet import create_model
 
     if case.model in ("base", "upsample"):
         cfg = _unet_config(case.model, size)
@@ -115,102 +114,10 @@ def build_call(case: Case, size: str, device: torch.device, cache: dict | None =
     if case.model == "clip-step":
         if case.dtype == "fp16":
             raise ValueError("the official code runs the noised CLIP in fp32; use fp32 or bf16 for clip-step")
-        from glide.nn import set_attention_impl
 
         clip = set_attention_impl(_clip(size, device), case.attention)
         return bind_clip_step(clip, case, device)
     raise ValueError(f"unknown model {case.model!r}; choose from {MODELS}")
-
-
-def bind_unet(model: torch.nn.Module, case: Case, device: torch.device, low_res_size: int | None = None):
-    """(call, images per call): one evaluation of ``model`` (already in the case's dtype / attention / memory
-    format, on ``device``) at the case's batch, on fixed random inputs. The base model runs the classifier-free
-    batch [cond | uncond] (2B rows); the upsampler B rows with a ``low_res_size`` input (default a quarter)."""
-    from glide.tokenizer import vocab_size
-
-    g = torch.Generator().manual_seed(0)
-    cfg, b = model.config, case.batch_size
-    n = 2 * b if case.model == "base" else b
-    s = cfg.image_size
-    x = torch.randn(n, 3, s, s, generator=g).to(device)
-    if case.channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    t = torch.full((n,), 500, dtype=torch.long, device=device)
-    tokens = torch.randint(0, vocab_size(cfg.tokenizer), (n, cfg.text_ctx), generator=g).to(device)
-    mask = torch.ones(n, cfg.text_ctx, dtype=torch.bool, device=device)
-    kwargs: dict[str, Any] = {"tokens": tokens, "mask": mask}
-    if case.model == "upsample":
-        r = low_res_size or s // 4
-        kwargs["low_res"] = torch.randn(n, 3, r, r, generator=g).to(device)
-    fwd = maybe_compile(model, case)
-    call = lambda: fwd(x, t, **kwargs)  # noqa: E731
-    if case.cuda_graph:
-        with autocast_for(case, device):
-            call = capture_cuda_graph(call, device)
-    return call, b
-
-
-def bind_clip_step(clip: torch.nn.Module, case: Case, device: torch.device):
-    """(call, images per call): one CLIP-guidance step of ``clip`` (forward + backward through the image
-    encoder) at the case's batch."""
-    g = torch.Generator().manual_seed(0)
-    b = case.batch_size
-    s = clip.config.image_size
-    x = torch.randn(b, 3, s, s, generator=g).to(device)
-    t = torch.full((b,), 500, dtype=torch.long, device=device)
-    cond_fn = clip.cond_fn(["a photo of a corgi"] * b, 3.0)
-
-    def step():
-        with torch.enable_grad():
-            return cond_fn(x, t)
-
-    return step, b
-
-
-def profile_run_models(
-    base: torch.nn.Module,
-    upsampler: torch.nn.Module | None,
-    clip: torch.nn.Module | None,
-    batch_size: int,
-    dtype: str,
-    attention: str,
-    device: torch.device,
-    base_resolution: int | None = None,
-    warmup: int = 1,
-    repeats: int = 3,
-    fast: bool = False,
-) -> list[dict[str, Any]]:
-    """A real run's ``--profile``: one evaluation of each of its generators, on their own weights, at the run's
-    chunk size, dtype, attention and device (FLOPs counted on the einsum path, as the suite does); ``fast``:
-    the UNets through glide.fast's forward, as a ``--fast`` run samples them."""
-    from glide.fast import FastPath, accelerate
-    from glide.nn import set_attention_impl
-
-    device = torch.device(device)
-    jobs: list[tuple[Case, torch.nn.Module, Any]] = [(Case("base", batch_size, dtype, attention), base, None)]
-    if upsampler is not None:
-        jobs.append((Case("upsample", batch_size, dtype, attention), upsampler, base_resolution))
-    if clip is not None:  # the noised CLIP stays fp32 beside an fp16 model, as in the official code
-        jobs.append(
-            (Case("clip-step", batch_size, "fp32" if dtype == "fp16" else dtype, attention), clip, None)
-        )
-    rows = []
-    for case, model, low_res in jobs:
-
-        def bind(case=case, model=model, low_res=low_res):
-            if case.model == "clip-step":
-                return bind_clip_step(model, case, device)
-            return bind_unet(model, case, device, low_res)
-
-        set_attention_impl(model, "einsum")
-        with torch.no_grad(), autocast_for(case, device):
-            flops = count_flops(bind()[0])
-        set_attention_impl(model, attention)
-        if fast and case.model != "clip-step":
-            model = accelerate(model, device, FastPath(attention=attention))
-        call, images = bind(model=model)
-        rows.append(profile_call(case, call, device, images, warmup, repeats, flops=flops) | {"fast": fast})
-    return rows
 
 
 def cases(

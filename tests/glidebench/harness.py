@@ -133,7 +133,7 @@ class CountingFeatures(PixelFeatures):
 
 
 def install_test_extractor() -> None:
-    import glidebench.suites.coco_fid as C
+    import glidebench.runner.stages as C
 
     C.make_inception = stand_in_inception
 
@@ -152,9 +152,11 @@ def write_runner(path: Path) -> Path:
 
 
 def base_args(out: Path, *extra: str) -> list[str]:
+    """A small coco-fid run; 12 references unless a statistics file or a captions file decides them."""
+    own = any(a in ("--reference-stats", "--captions-file") for a in extra)
     return [
         "run", "coco-fid", "--limit", "8", "--cfg", "1,3", "--steps", "ddim5", "--batch-size", "3",
-        "--reference-size", "12", "--out", str(out), "--no-report", "--quiet", *extra,
+        *([] if own else ["--reference-size", "12"]), "--out", str(out), "--no-report", "--quiet", *extra,
     ]  # fmt: skip
 
 
@@ -168,7 +170,7 @@ def harness_env(monkeypatch: pytest.MonkeyPatch, models: Path, cache: Path) -> N
 
 
 def install_test_extractor_mp(monkeypatch: pytest.MonkeyPatch) -> None:
-    import glidebench.suites.coco_fid as C
+    import glidebench.runner.stages as C
 
     monkeypatch.setattr(C, "make_inception", stand_in_inception)
 

@@ -128,3 +128,20 @@ def test_run_without_references_needs_reference_stats(env: Path, capsys) -> None
     ]
     row = json.loads((run / "results.json").read_text())[0]
     assert row["fid"] > 0 and row["kid_mean"] is None
+
+
+def test_a_reference_size_with_a_captions_or_statistics_file_is_refused() -> None:
+    """Both decide the references themselves: an explicit --reference-size was ignored before; now a one-line
+    refusal before any work."""
+    from glidebench.runner.options import RunOptions, check_comparable
+
+    with pytest.raises(
+        ValueError, match=r"--reference-size 100 does not apply with --captions-file: the refer"
+    ):
+        check_comparable(RunOptions(captions_file="caps.jsonl", reference_size=100))
+    with pytest.raises(
+        ValueError, match=r"--reference-size 0 does not apply with --reference-stats: .*leave out"
+    ):
+        check_comparable(RunOptions(reference_stats="ref.npz", reference_size=0))
+    check_comparable(RunOptions(captions_file="caps.jsonl"))  # no reference size: accepted
+    check_comparable(RunOptions(reference_size=100))

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from glidebench import checks
 from glidebench.cli import main
 from glidebench.data.embedded import BACKGROUNDS, COLOURS, EmbeddedCaptionSet, single_object
-from glidebench.suites import SuiteError
+from glidebench.suites import SuiteError, checks
 from glidebench.suites import nfe as N
 from tests.glidebench.harness import build_tiny_models, harness_env
 

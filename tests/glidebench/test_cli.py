@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from glidebench.cli import main
-from glidebench.results import RESULT_COLUMNS
+from glidebench.runner.results import RESULT_COLUMNS
 
 from .harness import (
     PixelFeatures,

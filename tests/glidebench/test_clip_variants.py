@@ -28,7 +28,7 @@ def test_clipscore_column_equals_a_direct_computation() -> None:
 
 
 def test_results_rows_carry_the_clipscore_column() -> None:
-    from glidebench.results import setting_metrics
+    from glidebench.runner.results import setting_metrics
 
     rng = np.random.default_rng(0)
     gen, ref = {"pool3": rng.normal(size=(20, 6))}, {"pool3": rng.normal(size=(30, 6))}

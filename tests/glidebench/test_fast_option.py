@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from glidebench.cli import build_parser, main
+from glidebench.runner.options import RunOptions
+from glidebench.runner.plan import resolve_plan
+from glidebench.runner.rundir import Dist
 from glidebench.spec import RunSpec
-from glidebench.suites.options import RunOptions, resolve_plan
-from glidebench.suites.rundir import Dist
 
 from .harness import CountingFeatures, base_args, image_bytes, metric_rows, only_run_dir
 
@@ -66,7 +67,7 @@ def test_fast_run_resumes_to_the_same_bytes(env, tmp_path):
 
 
 def test_features_are_extracted_once_per_image_and_never_on_a_rerun(env, tmp_path, monkeypatch):
-    import glidebench.suites.coco_fid as C
+    import glidebench.runner.stages as C
 
     seen: list[int] = []
     monkeypatch.setattr(C, "make_inception", lambda source, device, **kw: CountingFeatures(seen))

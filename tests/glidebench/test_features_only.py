@@ -22,7 +22,7 @@ TIMING = ("wall_s", "images_per_s")
 @pytest.fixture
 def counts(env: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
     """Images seen by the Inception stand-in and by the evaluator CLIP, per call."""
-    import glidebench.suites.coco_fid as C
+    import glidebench.runner.stages as C
 
     seen: dict[str, list[int]] = {"inception": [], "clip": []}
     monkeypatch.setattr(C, "make_inception", lambda source, device, **kw: CountingFeatures(seen["inception"]))

@@ -118,7 +118,7 @@ def _width_and_coverage(n: int, draws: int, d: int = 32, seed: int = 0) -> dict[
     """Over ``draws`` independent pairs of sets (n generated, 1.35 n references) put through the metrics
     stage's own interval code: (RMS implied SD / SD of the estimates, how many intervals cover the estimator's
     expectation at this size, i.e. the mean of the estimates over the draws)."""
-    from glidebench.uncertainty import Draws, setting_uncertainty
+    from glidebench.runner.uncertainty import Draws, setting_uncertainty
 
     rng = np.random.default_rng([seed, n])
     scale = np.linspace(0.8, 1.2, d)
@@ -163,7 +163,7 @@ def test_interval_width_matches_the_true_spread_and_covers() -> None:
 
 
 def test_captions_follow_their_reference_images_into_blocks_and_splits() -> None:
-    from glidebench.uncertainty import Draws
+    from glidebench.runner.uncertainty import Draws
 
     coupling = [5, 0, 149, 77, 77, -1, -1]
     d = Draws.make(7, 150, 0, 0, seed=1, coupling=coupling)
@@ -182,7 +182,7 @@ def test_coupled_captions_give_the_true_spread_where_independent_blocks_overstat
     together. On synthetic scenes (references N(0, diag(s^2)), each generated image 0.9 x its caption's scene
     plus noise; 100 draws of 300 captions of 450 scenes) deleting a caption with its image gives FID, KID and
     recall intervals of the right width; blocks drawn as if the sides were independent are 2x too wide."""
-    from glidebench.uncertainty import Draws, setting_uncertainty
+    from glidebench.runner.uncertainty import Draws, setting_uncertainty
 
     n, m, d, draws = 300, 450, 32, 100
     rng = np.random.default_rng(3)

@@ -75,7 +75,8 @@ def test_profile_run_models_measures_each_generator_at_the_runs_settings():
     input) and CLIP step, labelled with the run's chunk size / dtype / attention, left in that attention."""
     from glide.nn import set_attention_impl
     from glide.unet import create_model
-    from glidebench.suites.throughput import _clip, _unet_config, bind_unet, profile_run_models
+    from glidebench.profile import bind_unet, profile_run_models
+    from glidebench.suites.throughput import _clip, _unet_config
 
     base, up = create_model(_unet_config("base", "tiny")), create_model(_unet_config("upsample", "tiny"))
     clip = _clip("tiny", torch.device("cpu"))
@@ -108,7 +109,8 @@ def test_profile_of_a_fast_run_times_the_fast_forward(monkeypatch):
     """--profile on a --fast run measures the UNets through glide.fast's forward (the CLIP step as it is)."""
     import glide.fast
     from glide.unet import create_model
-    from glidebench.suites.throughput import _clip, _unet_config, profile_run_models
+    from glidebench.profile import profile_run_models
+    from glidebench.suites.throughput import _clip, _unet_config
 
     calls = []
     original = glide.fast.FastForward.__call__

@@ -115,3 +115,21 @@ def test_a_multi_setting_folder_run_is_named_after_the_folder(env: Path, capsys)
     run = only_run_dir(env / "runs")
     assert run.name.startswith("my-images-embedded-8px-"), run.name
     assert ":" not in run.name and "," not in run.name
+
+
+def test_a_prompts_files_reference_size_is_not_given_to_a_run_with_its_own_references() -> None:
+    """A captions file or a statistics file decides the references: the prompts file's reference size is
+    carried over only to runs that draw their references by size."""
+    from glidebench.runner.options import RunOptions, check_comparable
+    from glidebench.runner.prompts import PromptsContract, apply_contract
+    from glidebench.spec import Setting
+
+    contract = PromptsContract(
+        path=Path("prompts.jsonl"), resolution=8, settings=(Setting("cfg", 2.0),), base_seed=0, total=4,
+        captions=("a",) * 4, protocol="p", size={"num_samples": 4, "reference_size": 12},
+    )  # fmt: skip
+    assert apply_contract(RunOptions(), contract).reference_size == 12
+    for own in ({"captions_file": "caps.txt"}, {"reference_stats": "ref.npz"}):
+        options = apply_contract(RunOptions(**own), contract)
+        assert options.reference_size is None
+        check_comparable(options)  # accepted: no --reference-size to refuse

@@ -198,12 +198,12 @@ def test_non_psd_reference_sigma_is_refused_naming_the_file(tmp_path: Path) -> N
 
 
 def test_a_negative_fid_is_never_returned(tmp_path: Path, monkeypatch) -> None:
-    import glidebench.metrics as M
+    import glidebench.refstats as R
 
     feats = np.random.default_rng(0).normal(size=(40, 4))
     path, _ = export_stats(tmp_path / "ref.npz", feats, {"resolution": 8})
     stats = load_stats(path)
-    monkeypatch.setattr(M, "frechet_distance", lambda *a: -19982.02)
+    monkeypatch.setattr(R, "frechet_distance", lambda *a: -19982.02)
     with pytest.raises(ReferenceStatsError, match="negative FID"):
         stats_setting_metrics({"pool3": feats}, stats)
 

@@ -96,32 +96,74 @@ def test_a_non_deterministic_generator_gets_a_note_when_sharded_and_when_resumed
     assert [s["deterministic"] for s in sessions] == [True, True]
 
 
-def test_another_thread_count_on_resume_gets_a_note_and_is_recorded(env: Path, monkeypatch, capsys) -> None:
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # --threads writes them: restored after the test
+def test_a_run_samples_every_image_at_its_first_sessions_thread_count(env: Path, monkeypatch, capsys) -> None:
+    """CPU kernels round differently at other thread counts, so a run pins its sampling threads: a resume or a
+    later shard takes over the first session's count from the load-based choice and OMP_NUM_THREADS, and an
+    explicit other --threads is refused while images are left to sample."""
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):  # the CLI writes them
         monkeypatch.setenv(var, "1")
     out = env / "runs"
     assert main(_args(out, TOY, "--shard", "0/2", "--threads", "1")) == 0
     assert _notes(capsys.readouterr().out) == []
-    assert main(_args(out, TOY, "--shard", "1/2", "--threads", "2")) == 0
-    notes = _notes(capsys.readouterr().out)
-    assert len(notes) == 1, notes
-    assert "sampled with 1 CPU threads, this process samples with 2" in notes[0]
-    assert "bit-identical to an uninterrupted run only at equal counts; --threads 1 keeps them so" in notes[0]
     run = only_run_dir(out)
+    # another explicit count, with images left: refused before any image, nothing written for shard 1
+    assert main(_args(out, TOY, "--shard", "1/2", "--threads", "2")) != 0
+    err = capsys.readouterr().err
+    assert "its images were sampled with 1 CPU threads and --threads 2 would sample the rest" in err, err
+    assert "use --threads 1 (or leave it out), or another --out" in err
+    assert len(list((run / "images" / "cfg-2").glob("*.png"))) == 4
+    # OMP_NUM_THREADS=3 from the environment (3: the CLI itself last wrote 2): the run's count wins, with a note
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert main(_args(out, TOY, "--shard", "1/2")) == 0
+    printed = capsys.readouterr().out
+    assert "sampling with 1 CPU threads, the count of this run's first sampling session, not 3" in printed
+    assert _notes(printed) == []  # no mixed counts to report
     sessions = json.loads((run / "provenance.json").read_text())["sampling_sessions"]
     assert [(s["worker"], s["threads"], s["device"]) for s in sessions] == [
         ("0/2", 1, "cpu"),
-        ("1/2", 2, "cpu"),
+        ("1/2", 1, "cpu"),
     ]
     assert sorted(p.name for p in (run / "sessions").iterdir()) == [
         "worker-0-of-2.json",
         "worker-1-of-2.json",
     ]
-    # back to one thread: the images there now include two-thread ones
-    (run / "images" / "cfg-2" / "000000.png").unlink()
+    # every image present: another --threads only changes the metric stage's speed, so it is accepted
+    assert main(_args(out, TOY, "--shard", "1/2", "--threads", "2")) == 0
+
+
+def test_a_library_caller_at_another_thread_count_gets_a_note(env: Path, capsys) -> None:
+    """Without the CLI's stage threads (a library caller's own torch count) nothing is pinned: the mixed
+    counts get the recorded note instead."""
+    import torch
+
+    from glidebench.runner.rundir import pin_sampling_threads, record_sampling_session
+    from glidebench.runner.threads import StageThreads
+
+    out = env / "runs"
     assert main(_args(out, TOY, "--shard", "0/2", "--threads", "1")) == 0
-    (note,) = _notes(capsys.readouterr().out)
-    assert "sampled with 2 CPU threads, this process samples with 1" in note
+    run = only_run_dir(out)
+    assert pin_sampling_threads(run, "cpu", None, True) == (None, None)
+    cuda = StageThreads(2, 1, "--threads, every stage")
+    assert pin_sampling_threads(run, "cuda", cuda, True) == (
+        cuda,
+        None,
+    )  # GPU kernels: CPU threads do not round
+    spec = json.loads((run / "spec.json").read_text())
+    from glidebench.spec import RunSpec, Worker
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (note,) = [
+            n
+            for n in record_sampling_session(
+                run, RunSpec.from_dict(spec), Worker(1, 2), ToyGenerator(), "cpu"
+            )
+            if "CPU threads" in n
+        ]
+    finally:
+        torch.set_num_threads(before)
+    assert "sampled with 1 CPU threads, this process samples with 2" in note
 
 
 def _repaint(path: Path, value: int) -> bytes:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import math
 import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -82,10 +82,27 @@ class Page(HTMLParser):
         return "".join(self.text)
 
 
-def decode_img(src: str) -> Image.Image:
+def linked_png(out: Path, src: str) -> Path:
+    """The PNG file an ``<img src>`` of a folder report names: a plain, URL-quoted file name beside the page."""
+    name = unquote(src)
+    assert src and "/" not in name and ":" not in src and name.endswith(".png"), (
+        f"not a file beside it: {src}"
+    )
+    path = out / name
+    assert path.is_file(), f"image {src} names no file in {out}"
+    return path
+
+
+def decode_img(out: Path, src: str) -> Image.Image:
+    with Image.open(linked_png(out, src)) as im:
+        im.load()
+        return im
+
+
+def decode_data_uri(src: str) -> bytes:
     prefix = "data:image/png;base64,"
     assert src.startswith(prefix), f"image is not an embedded PNG: {src[:60]}"
-    return Image.open(io.BytesIO(base64.b64decode(src[len(prefix) :])))
+    return base64.b64decode(src[len(prefix) :])
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
@@ -139,10 +156,11 @@ def test_structure_tables_plots_grids_provenance(single):
     assert index.name == "index.html" and (out / "report.md").exists() and (out / "results.csv").exists()
     ids = {a.get("id") for t, a in page.tags if t == "section"}
     assert {"overview", "results", "plots", "samples", "paper", "throughput", "provenance"} <= ids
-    # self-contained: no scripts, stylesheets or frames, no remote URL in any src
+    # no scripts, stylesheets or frames; every image is a PNG file beside the page, none embedded
     assert not page.elements("script") and not page.elements("link") and not page.elements("iframe")
     imgs = page.elements("img")
-    assert all(str(a["src"]).startswith("data:image/png;base64,") for a in imgs)
+    assert all(linked_png(out, str(a["src"])) for a in imgs)
+    assert "data:image" not in index.read_text(encoding="utf-8")
     # 3 Pareto plots + metrics vs scale (one sampler: no FID-vs-evals) + 2 grids (cfg, clip)
     assert len(imgs) == 6
     alts = [str(a["alt"]) for a in imgs]
@@ -151,14 +169,13 @@ def test_structure_tables_plots_grids_provenance(single):
     assert any(a.startswith("FID vs Inception score") for a in alts)
     assert any(a.startswith("Metrics against guidance scale") for a in alts)
     for a in imgs:
-        im = decode_img(str(a["src"]))
+        im = decode_img(out, str(a["src"]))
         assert im.format == "PNG" and im.width > 50 and im.height > 50
-    # the embedded PNGs are the files written beside the report (which report.md links)
+    # the page links the very files report.md links: each figure is stored once
     md = (out / "report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(linked) == 6 and all((out / name).is_file() for name in linked)
-    embedded = {base64.b64decode(str(a["src"]).split(",", 1)[1]) for a in imgs}
-    assert embedded == {(out / name).read_bytes() for name in linked}
+    assert {linked_png(out, str(a["src"])).name for a in imgs} == set(linked)
     # provenance, spec and header facts
     plain = page.plain
     assert "0123456789abcdef0123456789abcdef01234567" in plain  # git commit
@@ -214,7 +231,9 @@ def test_grids_hold_the_right_images(single):
     """Each grid holds exactly its guidance kind's images (plus the unguided column), same captions per row."""
     run, index, page = single
     settings = list(json.loads((run / "settings.json").read_text()))
-    grids = {str(a["alt"]).split(":")[0]: decode_img(str(a["src"])) for a in page.elements("img")}
+    grids = {
+        str(a["alt"]).split(":")[0]: decode_img(index.parent, str(a["src"])) for a in page.elements("img")
+    }
     for kind, name in (("cfg", "classifier-free"), ("clip", "CLIP guidance")):
         pixels = np.asarray(grids[name].convert("RGB")).reshape(-1, 3)
         colours, counts = np.unique(pixels, axis=0, return_counts=True)
@@ -263,9 +282,9 @@ def test_escaping_html_and_markdown(tmp_path):
     index = render_report([run], tmp_path / "out", title="<i>T</i> & <script>alert(3)</script>")
     html = index.read_text(encoding="utf-8")
     page = Page(html)
-    # no injected element exists: no script at all, every img is one of our embedded PNGs, no <b>/<i> from data
+    # no injected element exists: no script at all, every img is one of our PNGs beside it, no <b>/<i> from data
     assert not page.elements("script")
-    assert all(str(a.get("src")).startswith("data:image/png;base64,") for a in page.elements("img"))
+    assert all(linked_png(index.parent, str(a.get("src"))) for a in page.elements("img"))
     assert not any(k.startswith("on") for _, attrs in page.tags for k in attrs)
     assert not page.elements("b") and not page.elements("i")
     # ... and the strings are shown as text
@@ -604,7 +623,7 @@ def test_intervals_differences_and_diversity_are_shown(tmp_path):
     """A run with `<metric>_lo/_hi`, diversity columns and differences.csv shows `value [lo, hi]` in
     both tables (kid_std no longer shown), marks each difference resolved or not, says whether diversity falls,
     and draws the diversity-vs-fidelity plot."""
-    from glidebench.results import write_differences
+    from glidebench.runner.results import write_differences
 
     run = write_run_dir(tmp_path, "run-i", kinds=("cfg",), scales=(1.0, 2.0))
     df = pd.read_csv(run / "results.csv")

@@ -1,5 +1,6 @@
 """The HTML report in a real browser: headless Chromium (Debian's ``chromium``, CLI only) loads it with no
-console errors and every image decoded, and keeps a screenshot a person can look at.
+console errors and every image decoded (the PNGs beside the page from file://, or a single file's data URIs),
+and keeps a screenshot a person can look at.
 
 Install line (Debian 12, as root): ``apt-get update && apt-get install -y chromium``.
 The screenshot is kept under the test's tmp dir and copied to ``reports/screenshots/report.png``.
@@ -144,6 +145,13 @@ def test_report_in_headless_chromium(tmp_path):
     assert seen["broken"] == [], f"images that did not load: {seen['broken']}"
     assert seen["errors"] == [], f"page errors: {seen['errors']}"
     assert console == [], f"console messages: {console}"
+    # the single file, moved away from everything else, shows every figure from its data URIs
+    alone = render_report([run], tmp_path / "single", single_file=True)
+    moved = tmp_path / "elsewhere" / "alone.html"
+    moved.parent.mkdir()
+    os.replace(alone, moved)
+    seen, console = probe(moved, tmp_path)
+    assert seen["images"] == counter.n and seen["broken"] == [] and seen["errors"] == [] and console == []
 
     shot = tmp_path / "screenshot.png"
     res = chromium(
@@ -174,9 +182,9 @@ def _near(px: np.ndarray, hex_colour: str, tol: int = 24) -> int:
 
 
 def test_multi_model_report_in_headless_chromium(tmp_path, monkeypatch):
-    """Two models: every metric plot has one legend entry per model and draws interval bars, the page embeds
-    each of those figures, fits a 1280 px window (the full table folded), and the screenshot (kept in the
-    test's tmp dir) shows both models' colours."""
+    """Two models: every metric plot has one legend entry per model and draws interval bars, the page links
+    each of those figures (loaded from file://), fits a 1280 px window (the full table folded), and the
+    screenshot (kept in the test's tmp dir) shows both models' colours."""
     from glidebench.report.figstyle import CURVE_COLOURS
 
     figs = spy_figures(monkeypatch)
@@ -200,15 +208,17 @@ def test_multi_model_report_in_headless_chromium(tmp_path, monkeypatch):
                 continue  # no interval for IS
             guided = [c for c in ax["curves"] if not c["label"].startswith("unguided")]
             assert guided and all(c["ybars"] > 0 for c in guided), (fig["title"], ax["title"])
-    imgs = re.findall(
-        r'<img src="data:image/png;base64,[^"]*" alt="([^"]*)"', index.read_text(encoding="utf-8")
-    )
+    html = index.read_text(encoding="utf-8")
+    assert "data:image" not in html  # the page links the PNGs beside it, loaded below from file://
+    linked = re.findall(r'<img src="([^"]*)" alt="([^"]*)"', html)
+    assert linked and all((index.parent / src).is_file() for src, _ in linked)
+    imgs = [alt for _, alt in linked]
     for title in ("CLIP score vs FID", "Precision vs recall", "FID vs Inception score",
                   "Metrics against guidance scale", "KID against model evaluations per image"):  # fmt: skip
         assert sum(a == title for a in imgs) == 1, (title, imgs)
 
     seen, console = probe(index, tmp_path, "--window-size=1280,2000")
-    assert seen["broken"] == [] and seen["errors"] == [] and console == []
+    assert seen["images"] == len(linked) and seen["broken"] == [] and seen["errors"] == [] and console == []
     assert seen["scrollWidth"] <= seen["innerWidth"] == 1280, seen  # no horizontal scrolling
     for table in ("results", "attributes", "overview"):  # within the page's text column: nothing to scroll
         t = seen["tables"][table]

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from glidebench.runner.options import RunOptions
+from glidebench.runner.plan import resolve_plan
+from glidebench.runner.rundir import Dist
 from glidebench.suites import load_suite
-from glidebench.suites.options import RunOptions, resolve_plan
-from glidebench.suites.rundir import Dist
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "reports").glob("*/spec.json"))
@@ -100,7 +101,7 @@ def test_embedded_source_prompts_follow_the_protocol() -> None:
     assert [b.shape[0] for b in batches] == [4, 4, 1] and batches[0].shape[1:] == (3, 32, 32)
 
 
-RUNNER_MODULES = ("coco_fid.py", "options.py", "measure.py", "rundir.py")
+RUNNER_MODULES = sorted(p.name for p in (ROOT / "glidebench" / "runner").glob("*.py"))
 
 
 def _functions(path: Path):
@@ -112,11 +113,11 @@ def _functions(path: Path):
 
 @pytest.mark.parametrize("name", RUNNER_MODULES)
 def test_runner_functions_are_short(name: str) -> None:
-    long = {f: n for f, n in _functions(ROOT / "glidebench" / "suites" / name) if n > 80}
-    assert not long, f"functions over 80 lines in glidebench/suites/{name}: {long}"
+    long = {f: n for f, n in _functions(ROOT / "glidebench" / "runner" / name) if n > 80}
+    assert not long, f"functions over 80 lines in glidebench/runner/{name}: {long}"
 
 
-@pytest.mark.parametrize("package", ["suites", "models", "report"])
+@pytest.mark.parametrize("package", ["runner", "suites", "models", "report"])
 def test_modules_stay_under_450_lines(package: str) -> None:
     sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "glidebench" / package).glob("*.py")}
     assert sizes, f"glidebench/{package} has no modules"
@@ -187,7 +188,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from glidebench.spec import Worker
-from glidebench.suites.rundir import RunLock
+from glidebench.runner.rundir import RunLock
 with RunLock(Path(sys.argv[1]), Worker()):
     print("locked", flush=True)
     time.sleep(120)
@@ -199,8 +200,8 @@ def test_a_second_run_on_the_same_worker_is_refused_and_a_killed_holder_is_taken
     import subprocess
     import sys
 
+    from glidebench.runner.rundir import RunLock, RunLocked
     from glidebench.spec import Worker
-    from glidebench.suites.rundir import RunLock, RunLocked
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True)

@@ -22,7 +22,7 @@ from glidebench.features import (
 )
 from glidebench.metrics.fid import frechet_distance, trace_sqrt_product
 from glidebench.metrics.prc import knn_sq_radii, precision_recall
-from glidebench.results import setting_metrics
+from glidebench.runner.results import setting_metrics
 
 TINY_CLIP = {
     "embed_dim": 16,

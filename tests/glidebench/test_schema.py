@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glidebench import results, schema
+from glidebench import schema
 from glidebench.report import RESULT_COLUMNS as REPORT_RESULT_COLUMNS
 from glidebench.report import load_run, render_report
+from glidebench.runner import results
 
 from .fixtures_report import write_run_dir
 

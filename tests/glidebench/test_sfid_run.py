@@ -15,9 +15,8 @@ import pytest
 import scipy.linalg
 
 from glidebench.cli import main
+from glidebench.runner.options import RunOptions, spatial_features
 from glidebench.spec import RunSpec
-from glidebench.suites.featurepass import spatial_features
-from glidebench.suites.options import RunOptions
 
 from .harness import base_args, metric_rows, only_run_dir
 

@@ -251,7 +251,7 @@ def test_spatial_hook_on_torch_fidelitys_architecture(monkeypatch: pytest.Monkey
 def test_sfid_is_a_column_of_the_setting_metrics_with_fids_jackknife() -> None:
     """sFID from spatial features in both sets: FID's closed form on them, and row 0 of FID's jackknife."""
     from glidebench.metrics.jackknife import block_labels, fid_jackknife
-    from glidebench.results import setting_metrics
+    from glidebench.runner.results import setting_metrics
 
     gen = {"pool3": _features(8, 30), "spatial": _features(9, 30, 21, 0.4)}
     ref = {"pool3": _features(10, 30), "spatial": _features(11, 30, 21)}
@@ -299,15 +299,15 @@ def test_kid_seed_and_declared_protocol_are_in_the_spec_only_when_given() -> Non
     assert make_spec(kid_seed=2020).protocol_fingerprint != plain.protocol_fingerprint
     with pytest.raises(ValueError, match="kid_seed must be an integer >= 0"):
         make_spec(kid_seed=-1)
-    from glidebench import comparable
-    from glidebench.suites.options import RunOptions
+
+    from glidebench.runner.options import RunOptions, check_comparable
 
     with pytest.raises(ValueError, match="--kid-seed must be >= 0"):
         RunOptions(kid_seed=-1)
     with pytest.raises(ValueError, match="--reference-protocol declares .* give the file too"):
-        comparable.check_options(RunOptions(reference_protocol="tf-bilinear:64"))
+        check_comparable(RunOptions(reference_protocol="tf-bilinear:64"))
     with pytest.raises(ValueError, match="give RESIZE:PX"):
-        comparable.check_options(RunOptions(reference_stats="a.npz", reference_protocol="tf-bilinear"))
+        check_comparable(RunOptions(reference_stats="a.npz", reference_protocol="tf-bilinear"))
 
 
 @pytest.mark.filterwarnings("ignore:Matrix is singular:scipy.linalg.LinAlgWarning")  # sFID of 8 images, 12-d

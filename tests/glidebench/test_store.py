@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from glidebench.generate import chunk_bounds, owned_chunks, read_timing
+from glidebench.runner.generate import chunk_bounds, owned_chunks, read_timing
 from glidebench.spec import Shard, Worker
 from glidebench.store import (
     ImageStore,

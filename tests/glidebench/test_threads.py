@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from glidebench import cli
-from glidebench.suites import threads as T
-from glidebench.suites.threads import StageThreads, use_threads
+from glidebench.runner import threads as T
+from glidebench.runner.threads import StageThreads, use_threads
 
 from .harness import base_args
 

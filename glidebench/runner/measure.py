@@ -3,7 +3,7 @@
 Owns: the reference set's Inception features (cached in the user cache, keyed by the extractor and the data
 source's reference fingerprint), each setting's Inception and evaluator-CLIP features (cached in the run
 directory, keyed by the image set's content), the metrics of each setting (generic ones from
-:func:`glidebench.results.setting_metrics`, dataset-specific ones from the data source), and the result files:
+:func:`glidebench.runner.results.setting_metrics`, dataset-specific ones from the data source), and the result files:
 ``provenance.json``, ``results.csv`` / ``results.json``, ``results.md`` (each written atomically), then the
 report.
 """
@@ -15,12 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..generate import expected_evals_per_image, read_timing, run_sampling
+from glide.diffusion.schedules import space_timesteps
+
+from .. import models as M
+from ..clip_eval import count_truncated
+from ..features import cache_root, feature_cache_path, features_for
+from ..provenance import build_provenance
+from ..refstats import check_extractor, stats_setting_metrics
 from ..spec import Setting, format_interval
 from ..store import ImageStore, atomic_write_json, remove_stale_tmp
-from .options import RunPlan
+from ..tracking import log_run, write_config
+from .generate import expected_evals_per_image, read_timing, run_sampling
+from .options import diversity_groups
+from .plan import RunPlan
 from .progress import progress_of
+from .results import check_sample_counts, setting_metrics, write_differences, write_markdown, write_results
 from .rundir import RunLog
+from .threads import pairwise_threads
+from .uncertainty import (
+    Draws,
+    comparison_pairs,
+    differences,
+    point_precision_recall,
+    setting_uncertainty,
+    source_items,
+)
 
 
 @dataclass
@@ -31,7 +50,7 @@ class Measured:
     feature_files: dict[str, Any] = field(default_factory=dict)
     extractor: Any = None
     embedder: Any = None  # the evaluator CLIP (None: CLIP score skipped)
-    draws: Any = None  # glidebench.uncertainty.Draws (None: --bootstrap-resamples 0)
+    draws: Any = None  # glidebench.runner.uncertainty.Draws (None: --bootstrap-resamples 0)
     groups: list[list[int]] = field(default_factory=list)  # the diversity captions' image indices
     replicates: dict[str, Any] = field(default_factory=dict)  # setting id -> metric -> bootstrap replicates
     differences: list[dict[str, Any]] = field(default_factory=list)  # paired differences (differences.csv)
@@ -60,7 +79,6 @@ def _interval_applies(plan: RunPlan, s: Setting) -> bool:
 
 def analytic_evals(plan: RunPlan, s: Setting) -> float:
     """Model evaluations per image of setting ``s`` from the plan (when no timing record says)."""
-    from glide.diffusion.schedules import space_timesteps
 
     spec = plan.spec
     if "base" not in plan.models.configs:  # a generator other than GLIDE that did not report its evaluations
@@ -78,9 +96,6 @@ def analytic_evals(plan: RunPlan, s: Setting) -> float:
 
 def measure(plan: RunPlan, extractor: Any, log: RunLog) -> Measured:
     """Features (cached) and metrics of every setting of ``plan``; one result row per setting."""
-    from .. import models as M
-    from ..features import feature_cache_path
-    from ..results import cache_root, features_for
 
     run_dir, spec = plan.run_dir, plan.spec
     for d in (run_dir, run_dir / "features"):
@@ -92,8 +107,6 @@ def measure(plan: RunPlan, extractor: Any, log: RunLog) -> Measured:
     )
     ref, ref_fp, t_ref = None, None, time.monotonic()
     if plan.reference_stats is not None:  # --reference-stats: FID from mu / sigma, no reference image read
-        from ..refstats import check_extractor
-
         check_extractor(plan.reference_stats, extractor)
         log.main(
             f"  reference statistics: {plan.reference_stats.path} (sha256 {plan.reference_stats.sha256[:16]})"
@@ -124,10 +137,7 @@ def measure(plan: RunPlan, extractor: Any, log: RunLog) -> Measured:
         embedder.embed_texts(plan.source.captions[: spec.num_samples]) if embedder is not None else None
     )
     if embedder is not None:
-        from ..clip_eval import count_truncated
-
         out.clip_truncated = count_truncated(embedder, plan.source.captions[: spec.num_samples])
-    from ..uncertainty import Draws, comparison_pairs, differences, diversity_groups
 
     out.groups = diversity_groups(spec.num_samples, spec.samples_per_prompt, spec.diversity_prompts)
     if (
@@ -163,9 +173,6 @@ def _intervals(
 ) -> dict[str, Any]:
     """One setting's interval columns (its replicates kept in ``out``). Run before the point metrics: the
     jackknife's pass over the pairwise tiles also gives the point precision and recall."""
-    from ..results import check_sample_counts
-    from ..uncertainty import setting_uncertainty, source_items
-    from .threads import pairwise_threads
 
     spec, n, fbatch = plan.spec, plan.spec.num_samples, feature_batch_size(plan)
     check_sample_counts(n, len(ref["pool3"]), spec.prc_k)
@@ -183,8 +190,6 @@ def _intervals(
 def _measure_setting(
     plan: RunPlan, s: Setting, out: Measured, ref: dict, text_emb: Any, warnings: list[str], log: RunLog
 ) -> dict[str, Any]:
-    from ..features import feature_cache_path
-    from ..results import features_for, setting_metrics
 
     t_s = time.monotonic()
     progress_of(log).begin("metrics", s.setting_id, reset=False)  # the run's progress: measuring this setting
@@ -209,14 +214,10 @@ def _measure_setting(
         _intervals(plan, s, out, store, gen, ref, (clip_all, text_emb), log) if out.draws is not None else {}
     )
     if ref is None:  # --reference-stats (glidebench.refstats): FID from the file; KID, P&R not measured
-        from ..refstats import stats_setting_metrics
-
         metrics, notes = stats_setting_metrics(
             {k: v[:n] for k, v in gen.items()}, plan.reference_stats, clip_pair
         )
     else:
-        from ..uncertainty import point_precision_recall
-
         prc = (
             point_precision_recall(out.draws, out.replicates[s.setting_id]) if out.draws is not None else None
         )
@@ -260,8 +261,6 @@ def _measure_setting(
 
 def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunLog) -> None:
     """provenance.json, results.csv/json and results.md (each atomic), printed, then the report."""
-    from ..provenance import build_provenance
-    from ..results import write_markdown, write_results
     from .rundir import sampling_sessions
 
     spec, extractor, embedder = plan.spec, m.extractor, m.embedder
@@ -309,11 +308,8 @@ def write_outputs(plan: RunPlan, m: Measured, started: str, t0: float, log: RunL
     )  # fmt: skip
     atomic_write_json(plan.run_dir / "provenance.json", provenance)
     if m.draws is not None:
-        from ..results import write_differences
-
         write_differences(plan.run_dir, m.differences)
     df = write_results(plan.run_dir, m.rows)
-    from ..tracking import log_run, write_config  # results_config.json: config block + flat metrics
 
     logged = log_run(plan.options.log_to, plan, write_config(plan, m.rows, feature_record))
     if logged:

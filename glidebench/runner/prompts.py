@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..spec import Setting
-from .options import RunOptions, resolve_plan
+from ..spec import Setting, parse_scales
+from ..store import atomic_write_text
+from .options import RunOptions
+from .plan import resolve_plan
 from .rundir import Dist
 
 _KEYS = ("index", "caption", "seed", "setting", "guidance", "scale", "resolution", "protocol")
@@ -45,7 +47,6 @@ def elsewhere_options(o: RunOptions) -> RunOptions:
 def write_prompts(o: RunOptions, path: Path) -> Path:
     """``glidebench prompts``: the protocol of the run ``o`` describes (see the module docstring), written
     atomically. Nothing is generated; no run directory is made."""
-    from ..store import atomic_write_text
 
     plan = resolve_plan(dataclasses.replace(elsewhere_options(o), out="runs", dry_run=True), Dist())
     spec = plan.spec
@@ -167,7 +168,6 @@ def _scales(settings: tuple[Setting, ...], kind: str) -> list[float]:
 
 def apply_contract(o: RunOptions, c: PromptsContract) -> RunOptions:
     """``o`` with the file's resolution, settings, base seed and size; a flag that says otherwise is refused."""
-    from ..spec import parse_scales
 
     cfg, clip = _scales(c.settings, "cfg"), _scales(c.settings, "clip")
     unguided = any(s.guidance == "none" for s in c.settings)
@@ -192,7 +192,10 @@ def apply_contract(o: RunOptions, c: PromptsContract) -> RunOptions:
     counts = {k: v for k, v in c.size.items() if k != "reference_size"}
     if counts and all(getattr(o, k) is None for k in ("limit", *counts)):
         changes |= counts
-    if "reference_size" in c.size and o.reference_size is None:
+    own_references = (
+        o.captions_file is not None or o.reference_stats is not None
+    )  # they decide the references
+    if "reference_size" in c.size and o.reference_size is None and not own_references:
         changes["reference_size"] = c.size["reference_size"]
     return dataclasses.replace(o, **changes)
 

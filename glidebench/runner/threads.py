@@ -13,7 +13,10 @@ why. Images and numbers do not depend on any of it.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+
+import torch
 
 # The metric stage's threads unless --threads or OMP_NUM_THREADS say otherwise.
 METRIC_THREADS = 1
@@ -99,7 +102,6 @@ def runnable(samples: int = 5, interval: float = 0.05) -> float | None:
     """Runnable tasks other than this process's thread, averaged over ``samples`` reads of
     ``/proc/loadavg`` (its fourth field counts the tasks running now, this one included); None where there
     is no such file. Unlike the 1-minute load average, it does not remember a burst that has ended."""
-    import time
 
     counts = []
     for i in range(samples):
@@ -143,7 +145,6 @@ def use_threads(threads: StageThreads | None, stage: str) -> None:
     CLI cannot change: torch, imported first, loads numpy). None leaves every count as it is."""
     if threads is None:
         return
-    import torch
 
     n = getattr(threads, stage)
     if torch.get_num_threads() != n:

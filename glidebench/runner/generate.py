@@ -23,15 +23,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .generators import (
+from glide.pipeline import SamplingError
+
+from ..generators import (
     GeneratorError,
     SamplingDescription,
     SamplingOptions,
     as_uint8_images,
     describe_sampling,
 )
-from .spec import RunSpec, Setting, Worker
-from .store import ImageStore, atomic_write_json, read_json, remove_stale_tmp
+from ..spec import RunSpec, Setting, Worker
+from ..store import ImageStore, atomic_write_json, read_json, remove_stale_tmp
 
 
 def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
@@ -132,18 +134,7 @@ def generate_setting(
         try:
             images = generator.generate(list(captions[lo:hi]), seeds[lo:hi], setting, options)
         except Exception as e:
-            from glide.pipeline import SamplingError
-
-            if isinstance(e, SamplingError):
-                raise SamplingError(
-                    f"{where}: {e}. Nothing of this chunk was written; no results were produced"
-                ) from e
-            if isinstance(e, GeneratorError):
-                raise
-            raise GeneratorError(
-                f"{where}: generator {generator.name} raised {type(e).__name__}: {e}. Nothing of this chunk was "
-                "written; fix the generator and run the same command again to resume"
-            ) from e
+            raise _chunk_error(e, where, generator.name) from e
         seconds = time.perf_counter() - t0
         arrays, resized = as_uint8_images(images, hi - lo, spec.resolution, where)
         if resized and not stats.resized:
@@ -179,6 +170,19 @@ def generate_setting(
             f"[{n_done + 1}/{len(mine)} of this worker's chunks]"
         )
     return stats
+
+
+def _chunk_error(e: Exception, where: str, name: str) -> Exception:
+    """The one-line error of a chunk whose sampling raised ``e`` (nothing of the chunk is written)."""
+
+    if isinstance(e, SamplingError):
+        return SamplingError(f"{where}: {e}. Nothing of this chunk was written; no results were produced")
+    if isinstance(e, GeneratorError):
+        return e
+    return GeneratorError(
+        f"{where}: generator {name} raised {type(e).__name__}: {e}. Nothing of this chunk was written; fix the "
+        "generator and run the same command again to resume"
+    )
 
 
 @dataclass

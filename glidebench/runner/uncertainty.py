@@ -26,24 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import bootstrap as B
-from .metrics import jackknife as J
-from .metrics.diversity import mean_pairwise_distance, per_caption, vendi_score
-from .metrics.pairs import torch_threads
+from ..metrics import bootstrap as B
+from ..metrics import jackknife as J
+from ..metrics.diversity import mean_pairwise_distance, per_caption, vendi_score
+from ..metrics.fid import feature_probe
+from ..metrics.pairs import torch_threads
+from ..schema import DIFFERENCE_METRICS
 
-# metrics with an interval (those a setting has: sfid with spatial features); attribute accuracies are added by
-# the data source
-INTERVAL_METRICS: tuple[str, ...] = ("fid", "sfid", "kid_mean", "precision", "recall", "clip_score")
-DIVERSITY_COLUMNS: tuple[str, ...] = ("diversity_pool3", "diversity_clip", "vendi_pool3", "vendi_clip")
-# the metrics of differences.csv, in order (those both settings have)
-DIFFERENCE_METRICS: tuple[str, ...] = (
-    *INTERVAL_METRICS, "colour_acc", "shape_acc", "size_acc", "background_acc", "object_acc", "position_acc",
-    *DIVERSITY_COLUMNS,
-)  # fmt: skip
-DIFFERENCE_COLUMNS: tuple[str, ...] = (
-    "metric", "setting_a", "setting_b", "comparison", "value_a", "value_b", "difference", "difference_lo",
-    "difference_hi", "resolved", "resamples",
-)  # fmt: skip
 METHODS = ("jackknife", "bootstrap")
 SPLIT_METRICS = ("precision", "recall")  # split-sample intervals under the "jackknife" method
 METHOD_TEXT = {
@@ -157,7 +146,6 @@ class Draws:
     def reference(self, real: np.ndarray, k: int) -> J.ReferenceSide:
         """The reference set's share of the jackknife (kernel sums, k-NN radii of the whole set and of every
         split group), computed once per run."""
-        from .metrics.fid import feature_probe
 
         key = (k, *feature_probe(real))
         if key not in self._reference:
@@ -192,55 +180,6 @@ class Draws:
             "generated_units": int(self.gen_labels.max()) + 1,
             "reference_units": int(self.ref_labels.max()) + 1,
         }  # fmt: skip
-
-
-def extra_count(n: int, samples_per_prompt: int, diversity_prompts: int) -> int:
-    """Images per setting beyond the protocol's N: (K - 1) more for each of the M diversity captions."""
-    return diversity_prompts_used(n, samples_per_prompt, diversity_prompts) * (samples_per_prompt - 1)
-
-
-def diversity_prompts_used(n: int, samples_per_prompt: int, diversity_prompts: int) -> int:
-    """M: the diversity captions (0 when K = 1; ``diversity_prompts`` 0 means all N)."""
-    if samples_per_prompt <= 1:
-        return 0
-    return min(n, diversity_prompts) if diversity_prompts > 0 else n
-
-
-def diversity_groups(n: int, samples_per_prompt: int, diversity_prompts: int) -> list[list[int]]:
-    """The global indices of the K images of each diversity caption j < M: [j, N + j (K-1), ...]."""
-    k = samples_per_prompt
-    m = diversity_prompts_used(n, k, diversity_prompts)
-    return [[j, *range(n + j * (k - 1), n + (j + 1) * (k - 1))] for j in range(m)]
-
-
-def extra_prompts(prompts: Sequence[Any], seed: int, samples_per_prompt: int, diversity_prompts: int) -> list:
-    """``prompts`` (the protocol's N, one per index) followed by the extra draws: index N + j (K-1) + r
-    repeats caption j's text with its own seed (seed + index)."""
-    from .data.sources import Prompt
-
-    n = len(prompts)
-    out = list(prompts)
-    for g in diversity_groups(n, samples_per_prompt, diversity_prompts):
-        p = prompts[g[0]]
-        out += [Prompt(i, p.caption, seed + i, f"{p.source} (draw {r + 2} of index {p.index})")
-                for r, i in enumerate(g[1:])]  # fmt: skip
-    return out
-
-
-def attribute_items(images: np.ndarray, scenes: Sequence[Any], captions: Sequence[str] | None) -> dict:
-    """Per-image values of the embedded set's accuracies (1 hit, 0 miss, NaN not judged): the accuracy of a
-    set of images is the mean of its judged values, so these resample like any per-caption mean."""
-    from .data.attributes import attribute_accuracy
-
-    names = ("colour_acc", "shape_acc", "size_acc", "background_acc", "object_acc", "position_acc")
-    out = {k: np.full(len(scenes), np.nan) for k in names}
-    for i in range(len(scenes)):
-        acc = attribute_accuracy(
-            images[i : i + 1], [scenes[i]], captions=None if captions is None else [captions[i]]
-        )
-        for k in names:
-            out[k][i] = acc[k]
-    return out
 
 
 def setting_uncertainty(
@@ -363,18 +302,3 @@ def source_items(source: Any, store: Any, indices: list[int], batch: int) -> dic
     """The data source's per-image metric values (``setting_items``; none for a source without it)."""
     fn = getattr(source, "setting_items", None)
     return fn(store, indices, batch) if fn is not None else {}
-
-
-def spec_fields(opts: dict[str, Any], options: Any = None) -> dict[str, Any]:
-    """The RunSpec fields of the intervals and diversity from resolved suite options (their defaults where a
-    profile has none).
-    A quick run (``--limit``) draws one image per caption unless ``--samples-per-prompt`` is given."""
-    k = int(opts.get("samples_per_prompt", 1))
-    if options is not None and options.limit and options.samples_per_prompt is None:
-        k = 1
-    return {
-        "samples_per_prompt": k,
-        "diversity_prompts": int(opts.get("diversity_prompts", 0)),
-        "bootstrap_resamples": int(opts.get("bootstrap_resamples", B.DEFAULT_RESAMPLES)),
-        "intervals": str(opts.get("intervals", "jackknife")),
-    }

@@ -16,7 +16,7 @@ Owns what a run says while it works, between its first lines and its results:
   stage (reference features, the metric stage at the paper's scale) never looks hung. ``--quiet`` silences
   both; only rank 0 of a torchrun job shows them.
 
-:class:`Progress` is the run's log (a :class:`~glidebench.suites.rundir.RunLog` whose lines are printed
+:class:`Progress` is the run's log (a :class:`~glidebench.runner.rundir.RunLog` whose lines are printed
 above the bar); stages reach it through :func:`progress_of`, which gives a no-op for a plain log.
 """
 
@@ -29,6 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
+from ..store import ImageStore
 from .rundir import RunLog
 
 HEARTBEAT_S = 30.0  # seconds between heartbeat lines when standard error is not a terminal
@@ -109,7 +112,6 @@ class Progress(RunLog):
         if self.bar is None:
             write(msg)
             return
-        from tqdm import tqdm
 
         with tqdm.external_write_mode(file=sys.stdout):
             write(msg)
@@ -210,8 +212,6 @@ class Progress(RunLog):
     # --- the display ---------------------------------------------------------------------------------------
     def __enter__(self) -> Progress:
         if self.mode == "bar":
-            from tqdm import tqdm
-
             self.bar = tqdm(
                 total=1000, file=self.stream, dynamic_ncols=True, leave=True, mininterval=0,
                 bar_format="glidebench {percentage:3.0f}%|{bar}| {elapsed} elapsed{postfix}",
@@ -289,8 +289,7 @@ def display_mode(options: Any, rank: int, stream: TextIO | None = None) -> str:
 def plan_work(plan: Any, features: bool = True, metrics: bool = True) -> list[Stage]:
     """The stages of ``plan`` still to do from here (see the module docstring): generation counts the images of
     this worker's chunks that have a missing file (a chunk is sampled whole)."""
-    from ..generate import chunk_bounds, owned_chunks
-    from ..store import ImageStore
+    from .generate import chunk_bounds, owned_chunks
 
     spec, stages = plan.spec, []
     chunks = chunk_bounds(spec.total_samples, spec.batch_size)

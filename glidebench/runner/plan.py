@@ -1,20 +1,14 @@
-"""Options of a generate-and-measure run, resolved once into a typed plan.
+"""A run's plan: the resolved options turned into data source, models, settings, RunSpec, worker and run directory.
 
-Owns the step from what a user asked for to what a run does:
+    RunOptions -> (options.py) suite options -> RunPlan    (:func:`resolve_plan`; reads the data's captions and
+    plans the models, loads no weights and writes nothing)
 
-    RunOptions (the command line's values, typed; None = not given)
-      + the suite file's profile for the data kind < its preset < the flags    (:func:`resolve_options`)
-      -> data source, model plan, settings, RunSpec, worker and run directory    (:func:`resolve_plan`)
-
-The argparse Namespace ends in :meth:`RunOptions.from_args`; everything after it takes a ``RunOptions`` or a
-``RunPlan``. Suites that run the coco-fid stages several times (nfe) derive options with
-``dataclasses.replace``.
+The stages (:mod:`.stages`) take a :class:`RunPlan`; :func:`first_line` is the line every run prints first.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,109 +16,38 @@ from typing import Any
 
 import torch
 
+from glide.diffusion.schedules import space_timesteps
+
+from .. import features
+from .. import models as M
+from ..clip_eval import parse_clip_score_model
+from ..data.captions_file import CaptionsFileSource
+from ..data.coco import resolve_root
+from ..data.coco_source import CocoSource, check_options
+from ..data.embedded_source import EmbeddedSource
 from ..data.sources import DataSource, data_kind
-from ..generate import sampling_options
 from ..generators import check_supported
-from ..spec import RunSpec, Shard, Worker, make_settings, parse_interval, parse_scales, total_images
-from ..uncertainty import extra_prompts, spec_fields
-from . import SuiteDef, load_suite
+from ..generators.folder import FolderGenerator, folders_from_options, settings_of
+from ..generators.glide import GlideGenerator
+from ..models import upsampler_resolution
+from ..models.sources import OpenClipSource
+from ..refstats import load_stats
+from ..spec import RunSpec, Shard, Worker, make_settings, total_images
+from ..suites import SuiteDef, load_suite
+from .generate import sampling_options
+from .options import (
+    DEVICE_TYPES,
+    RunOptions,
+    check_comparable,
+    comparable_fields,
+    extra_prompts,
+    interval_fields,
+    kid_seed,
+    resolve_comparable,
+    resolve_options,
+    spatial_features,
+)  # fmt: skip
 from .rundir import Dist
-
-SUITE = "coco-fid"
-# option keys of a suite profile that a flag of the same name overrides
-_FLAG_KEYS = (
-    "captions", "num_samples", "reference_size", "seed", "sampler", "steps", "resolution", "up_sampler",
-    "up_steps", "upsample_temp", "batch_size", "dtype", "inception", "attention",
-) + tuple(spec_fields({}))  # fmt: skip
-
-
-_MINIMA = {"num_samples": 1, "reference_size": 0, "limit": 1, "seed": 0, "batch_size": 1, "feature_batch_size": 1,
-           "kid_seed": 0}  # fmt: skip
-_MEANING = {"reference_size": " (0 = the whole split)", "limit": " (leave it out for the suite's full size)"}
-_DEVICE_TYPES = ("cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What the user asked for (``glidebench run coco-fid`` flags); None means "the suite's default"."""
-
-    suite: str = SUITE
-    preset: str | None = None
-    model: str | None = None
-    generator: str | None = None  # module.path:factory, an entry-point name, or diffusers:PATH_OR_ID
-    generator_args: str | None = None  # key=value,... for the generator's factory
-    images: str | None = None  # a folder of <index>.png|jpg|webp (or of one sub-folder per setting id)
-    images_setting: tuple[str, ...] | None = None  # NAME=DIR per setting
-    data: str | None = None
-    coco_root: str | None = None
-    coco_split: str | None = None
-    embedded_split: str | None = None
-    captions: str | None = None
-    caption_style: str | None = None
-    num_samples: int | None = None
-    samples_per_prompt: int | None = None  # K images per diversity caption (intra-caption diversity)
-    diversity_prompts: int | None = None  # M: how many of the first prompts get K images (0 = all)
-    bootstrap_resamples: int | None = None  # resamples of the bootstrap intervals (0 = no intervals)
-    intervals: str | None = None  # the interval method: jackknife (default) or bootstrap
-    reference_size: int | None = None
-    limit: int | None = None
-    seed: int | None = None
-    cfg: str | None = None
-    clip: str | None = None
-    unguided: bool = False
-    cfg_interval: str | None = None
-    sampler: str | None = None
-    steps: str | None = None
-    resolution: str | None = None
-    up_sampler: str | None = None
-    up_steps: str | None = None
-    upsample_temp: float | None = None
-    attention: str | None = None
-    fast: bool = False  # GLIDE on the fast inference path (glide.fast)
-    batch_size: int | None = None
-    device: str | None = None
-    dtype: str | None = None
-    out: str = "runs"
-    shard: str | None = None
-    merge: bool = False
-    features_only: bool = False  # generate, then compute and cache every feature file; no metrics, no report
-    inception: str | None = None
-    feature_batch_size: int | None = None
-    profile: bool = False
-    progress: bool = False
-    quiet: bool = False
-    no_report: bool = False
-    dry_run: bool = False
-    # numbers comparable with published ones (glidebench.comparable): other captions, statistics, resize, CLIP
-    captions_file: str | None = None  # .csv / .jsonl / .txt caption list
-    reference_stats: str | None = None  # FILE.npz of mu / sigma instead of reference images
-    reference_protocol: str | None = None  # RESIZE:PX that made a statistics file without a sidecar
-    kid_seed: int | None = None  # KID's subset seed (None: the run's seed; 2020: torch-fidelity's)
-    fid_resize: str | None = None  # tf-bilinear (default) | clean
-    sfid: bool = False  # sFID too (Inception's spatial features); on by itself against an ADM batch
-    clip_score_model: str | None = None  # ARCH:PRETRAINED of open_clip
-    log_to: str | None = None  # tensorboard | wandb
-    stage_threads: Any = None  # threads.StageThreads, the CLI's; None: torch's count is left as it is
-
-    def __post_init__(self) -> None:
-        for name, least in _MINIMA.items():
-            v = getattr(self, name)
-            if v is not None and v < least:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} must be >= {least}, got {v}{_MEANING.get(name, '')}"
-                )
-        if self.upsample_temp is not None and not self.upsample_temp > 0:
-            raise ValueError(f"--upsample-temp must be > 0, got {self.upsample_temp}")
-        if self.fast and (self.generator or self.images or self.images_setting):
-            raise ValueError(
-                "--fast is GLIDE's fast inference path; leave it out with --generator or --images"
-            )
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RunOptions:
-        """The run options in ``args`` (attributes it lacks or holds as None keep their defaults)."""
-        given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass
@@ -157,32 +80,8 @@ class RunPlan:
         return out + [n for n in self.notes if n.startswith("CLIP-guidance settings skipped")]
 
 
-def resolve_options(o: RunOptions, suite: SuiteDef, data: str) -> dict[str, Any]:
-    """The suite's profile for ``data`` < ``o.preset`` < the flags in ``o``."""
-    opts = suite.options(data, o.preset)
-    opts |= {k: getattr(o, k) for k in _FLAG_KEYS if getattr(o, k) is not None}
-    if data == "coco" and o.coco_split:
-        opts["split"] = o.coco_split
-    if o.embedded_split:
-        if data != "embedded":
-            raise ValueError("--embedded-split applies to the embedded set; for MS-COCO use --coco-split")
-        opts["split"] = o.embedded_split
-    opts["cfg"] = parse_scales(o.cfg, "--cfg") if o.cfg is not None else list(opts["cfg"])
-    opts["clip_explicit"] = o.clip is not None
-    opts["clip"] = parse_scales(o.clip, "--clip") if o.clip is not None else list(opts["clip"])
-    if o.cfg_interval is not None:
-        opts["cfg_interval"] = o.cfg_interval or None  # '' = every step
-    if opts.get("cfg_interval") is not None:
-        opts["cfg_interval"] = parse_interval(opts["cfg_interval"], "--cfg-interval")
-    opts["caption_style"] = o.caption_style or opts.get("caption_style", "exact")
-    if o.limit:
-        opts["num_samples"] = min(int(opts["num_samples"]), int(o.limit))
-    return opts
-
-
 def _resolution_arg(value: Any, family: str) -> int | None:
     """'base' -> None (the base model's size), 'up' -> the upsampler's size, an int -> itself."""
-    from ..models import upsampler_resolution
 
     if value is None or value == "base":
         return None
@@ -198,14 +97,9 @@ def _resolution_arg(value: Any, family: str) -> int | None:
 
 def _open_source(data: str, coco_root: Path | None, opts: dict[str, Any]) -> DataSource:
     if opts.get("captions_file"):
-        from ..comparable import open_captions_file
-
         return open_captions_file(coco_root, opts)
     if data == "embedded":
-        from ..data.embedded_source import EmbeddedSource
-
         return EmbeddedSource(opts)
-    from ..data.coco_source import CocoSource
 
     return CocoSource(coco_root, opts)
 
@@ -213,7 +107,6 @@ def _open_source(data: str, coco_root: Path | None, opts: dict[str, Any]) -> Dat
 def _model_family(o: RunOptions, data: str, opts: dict[str, Any]) -> str:
     """``plugin`` with ``--generator``, else ``--model``, else the official weights for MS-COCO when they are
     cached, else the embedded family."""
-    from .. import models as M
 
     if o.generator_args is not None and o.generator is None:
         raise ValueError("--generator-args goes with --generator module.path:factory (or diffusers:PATH)")
@@ -233,7 +126,6 @@ def _model_family(o: RunOptions, data: str, opts: dict[str, Any]) -> str:
 
 def _clip_scales(family: str, opts: dict[str, Any], notes: list[str]) -> list[float]:
     """CLIP-guidance scales: explicit ones always; the profile's only with a trained noised CLIP."""
-    from .. import models as M
 
     scales = opts["clip"]
     if opts["clip_explicit"] or not scales:
@@ -258,7 +150,7 @@ def resolve_device(requested: str | None, dist: Dist) -> torch.device:
             device = torch.device(requested)
         except RuntimeError:
             device = None
-        if device is None or device.type not in _DEVICE_TYPES:
+        if device is None or device.type not in DEVICE_TYPES:
             raise ValueError(f"--device {requested!r} is not a device here; use cpu, cuda or cuda:N")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(
@@ -281,7 +173,6 @@ def resolve_device(requested: str | None, dist: Dist) -> torch.device:
 
 def check_timesteps(opts: dict[str, Any], models: Any) -> None:
     """The respacings and the guidance interval against the models' diffusion steps T (before any work)."""
-    from glide.diffusion.schedules import space_timesteps
 
     checks = [("--steps", opts["steps"], models.configs["base"].diffusion_steps)]
     if "upsample" in models.configs:
@@ -312,12 +203,11 @@ def _make_generator(
     if o.images or o.images_setting:
         if not opts["clip_explicit"]:  # the profile's CLIP-guidance scales are GLIDE's, not the folder's
             settings = make_settings(opts["cfg"], [], o.unguided)
-        from ..generators.folder import FolderGenerator, folders_from_options, settings_of
 
         folders = folders_from_options(o.images, o.images_setting, [s.setting_id for s in settings])
         if o.images_setting or len(folders) > 1 or {s.setting_id for s in settings} != set(folders):
             settings = make_settings(*settings_of(folders))
-        f = spec_fields(opts, o)  # the folder holds every index: the extra draws per caption too
+        f = interval_fields(opts, o)  # the folder holds every index: the extra draws per caption too
         total = total_images(int(opts["num_samples"]), f["samples_per_prompt"], f["diversity_prompts"])
         generator = FolderGenerator(folders, total, int(opts["seed"]))
         notes += generator.notes
@@ -335,9 +225,6 @@ def _plugin(o: RunOptions, opts: dict[str, Any], data: str, notes: list[str]) ->
     CLIP), the evaluation resolution (``--resolution N``, else the generator's native size) and the settings
     (the profile's CLIP-guidance scales are skipped, with a note, when the generator has no CLIP guidance; a
     folder's settings are its setting ids)."""
-    import json
-
-    from .. import models as M
 
     generator, kwargs, settings = _make_generator(o, opts, notes)
     native = generator.capabilities.resolution
@@ -360,18 +247,13 @@ def _attention(o: RunOptions, opts: dict[str, Any]) -> str:
 def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
     """Resolve ``o`` into a :class:`RunPlan` (reads the data's captions and plans the models; loads no
     weights and writes nothing)."""
-    from .. import comparable
-    from .. import models as M
-    from ..data.coco import resolve_root
-    from ..data.coco_source import check_options
-    from .featurepass import spatial_features
 
     suite = load_suite(o.suite)
-    comparable.check_options(o)
+    check_comparable(o)
     coco_root = resolve_root(o.coco_root)
     data = "coco" if o.captions_file and not o.data else data_kind(o.data, coco_root)
     opts = resolve_options(o, suite, data)
-    comparable.resolve(o, opts)
+    resolve_comparable(o, opts)
     if data == "coco":
         check_options(opts)
     family = _model_family(o, data, opts)
@@ -392,14 +274,12 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         )
         check_timesteps(opts, models)
     if o.clip_score_model:
-        models.add(comparable.eval_clip_source(o.clip_score_model))
-    stats = comparable.reference_stats(opts, resolution or models.base_resolution)
+        models.add(eval_clip_source(o.clip_score_model))
+    stats = reference_stats(opts, resolution or models.base_resolution)
     source = _open_source(data, coco_root, opts)
     device = resolve_device(o.device, dist)
     attention = _attention(o, opts)
     if generator is None:
-        from ..generators.glide import GlideGenerator
-
         generator = GlideGenerator(models, device, opts["dtype"], attention, fast=o.fast)
     spec = RunSpec(
         suite=suite.name, suite_version=suite.version, model=family, model_label=models.label,
@@ -414,8 +294,8 @@ def resolve_plan(o: RunOptions, dist: Dist) -> RunPlan:
         device_type=device.type, inception=opts["inception"], kid_subset_size=int(opts["kid_subset_size"]),
         prc_k=int(opts["prc_k"]), random_init=models.random_init, cfg_interval=opts.get("cfg_interval"),
         attention=attention, fast=o.fast, caption_style=opts["caption_style"],
-        **spec_fields(opts, o),  # K images per caption and the interval method
-        **comparable.spec_fields(o, stats),  # a statistics file's declared protocol, KID's seed
+        **interval_fields(opts, o),  # K images per caption and the interval method
+        **comparable_fields(o, stats),  # a statistics file's declared protocol, KID's seed
         sfid=spatial_features(o, stats, notes),  # --sfid, or an ADM batch's mu_s / sigma_s
     )  # fmt: skip
     source.prompts = extra_prompts(source.prompts, spec.seed, spec.samples_per_prompt, spec.diversity_prompts)
@@ -446,3 +326,33 @@ def first_line(plan: RunPlan) -> str:
     else:
         who = "with the official GLIDE (filtered) checkpoints"
     return f"glidebench {plan.suite.name}: {where} {who}."
+
+
+def open_captions_file(coco_root: Path | None, opts: dict[str, Any]) -> Any:
+    """The data source of ``--captions-file``."""
+
+    return CaptionsFileSource(opts["captions_file"], coco_root, opts)
+
+
+def eval_clip_source(text: str) -> Any:
+    """The evaluator CLIP source of ``--clip-score-model ARCH:PRETRAINED``."""
+
+    arch, pretrained = parse_clip_score_model(text)
+    owner = "OpenAI CLIP" if pretrained == "openai" else f"CLIP {Path(pretrained).name}"
+    return OpenClipSource(arch, pretrained, title=f"{owner} {arch}")
+
+
+def reference_stats(opts: dict[str, Any], resolution: int) -> Any:
+    """The loaded ``--reference-stats`` (None without it), checked against the run's resolution, FID resize
+    mode and Inception source (the full Inception fingerprint is checked again once the network is loaded)."""
+    if not opts.get("reference_stats"):
+        return None
+
+    stats = load_stats(opts["reference_stats"], opts.get("reference_protocol"))
+    stats.check_protocol(resolution, opts["fid_resize"], features.resolve_inception_source(opts["inception"]))
+    stats.metric_options = {
+        "k": int(opts.get("prc_k", 3)),
+        "kid_subset_size": int(opts.get("kid_subset_size", 1000)),
+        "kid_seed": kid_seed(opts.get("kid_seed"), int(opts.get("seed", 0))),
+    }
+    return stats

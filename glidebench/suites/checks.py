@@ -31,10 +31,28 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .data.embedded import COLOURS, SHAPES, EmbeddedCaptionSet, EvalRecord, Scene, single_object
-from .store import atomic_write_json, atomic_write_text
+from glide.checkpoints import load_clip, load_model
+from glide.pipeline import GlidePipeline
+
+from .. import models as M
+from ..data.attributes import attribute_accuracy
+from ..data.embedded import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    EmbeddedCaptionSet,
+    EvalRecord,
+    Scene,
+    make_caption,
+    single_object,
+)
+from ..data.embedded_source import embedded_reference_image
+from ..features import GlideClipEmbedder
+from ..store import atomic_write_json, atomic_write_text
 
 
 def retrieval_accuracy(
@@ -85,7 +103,6 @@ def box_mask(scene: Scene, size: int, margin: int = 1) -> torch.Tensor:
 def edited_scene(scene: Scene, rng: np.random.Generator) -> Scene:
     """The one-object ``scene`` with its object's colour and shape both changed (seeded; the colour stays
     distinct from the background's)."""
-    from .data.embedded import BACKGROUNDS, make_caption
 
     obj = scene.objects[0]
     bg = BACKGROUNDS[scene.background]
@@ -106,8 +123,6 @@ def inpaint_check(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fill each one-object scene's erased object box under an edited caption; see the module docstring."""
-    from .data.attributes import attribute_accuracy
-    from .data.embedded_source import embedded_reference_image
 
     size = pipeline.base.config.image_size
     native = EmbeddedCaptionSet().size
@@ -160,9 +175,6 @@ def upsample_check(
 ) -> dict[str, Any]:
     """Upsample each scene's low-resolution render and compare with its true high-resolution render; see the
     module docstring. ``images``: uint8 [3, N, 3, H, W], the true renders, bilinear, upsampled."""
-    import torch.nn.functional as F
-
-    from .data.embedded_source import embedded_reference_image
 
     low_size = pipeline.base.config.image_size
     size = pipeline.upsampler.config.image_size
@@ -212,13 +224,6 @@ def _models_key(files: dict[str, Any]) -> str:
 
 
 def run_checks(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-    from glide.checkpoints import load_clip, load_model
-    from glide.pipeline import GlidePipeline
-
-    from . import models as M
-    from .features import GlideClipEmbedder
 
     files = M.embedded_files()
     missing = [r for r in ("eval-clip", "inpaint", "base", "upsample") if r not in files]

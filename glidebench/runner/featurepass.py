@@ -2,9 +2,9 @@
 
 Owns which image sets a run embeds and with what: the reference set's Inception features (user cache,
 ``cache_root()/features``) and each setting's Inception and evaluator-CLIP image features (``RUN_DIR/features``),
-keyed exactly as the metrics stage (:mod:`glidebench.suites.measure`) reads them, through the same functions
-(:func:`glidebench.results.features_for`, :func:`glidebench.features.feature_cache_path`,
-:func:`glidebench.suites.measure.feature_batch_size`). It runs in the process that generated, on ``plan.device``,
+keyed exactly as the metrics stage (:mod:`glidebench.runner.measure`) reads them, through the same functions
+(:func:`glidebench.features.features_for`, :func:`glidebench.features.feature_cache_path`,
+:func:`glidebench.runner.measure.feature_batch_size`). It runs in the process that generated, on ``plan.device``,
 in batches, after generation and before the metrics:
 
 - a plain run computes here what is not cached yet; the metrics stage then finds every file;
@@ -27,28 +27,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import models as M
+from ..features import cache_root, feature_cache_path, features_for
 from ..spec import Setting
 from ..store import ImageStore, remove_stale_tmp
-from .options import RunPlan
+from .plan import RunPlan
 from .progress import progress_of
 from .rundir import RunLog
 
-__all__ = ["FeaturePass", "feature_pass", "spatial_features"]
-
-
-def spatial_features(options: Any, stats: Any, notes: list[str]) -> bool:
-    """Whether the run's Inception gives sFID's spatial features: ``--sfid``, or on by itself (with a note)
-    when the ``--reference-stats`` file is an ADM batch with ``mu_s`` / ``sigma_s``; ``--sfid`` with a statistics
-    file that has none is refused (there is nothing to measure sFID against)."""
-    adm = stats is not None and getattr(stats, "mu_s", None) is not None
-    if options.sfid and stats is not None and not adm:
-        raise ValueError(
-            f"--sfid: {stats.path} has no mu_s / sigma_s (sFID's reference statistics); give an ADM batch "
-            "(`glidebench prepare coco --export-adm`), reference images, or leave out --sfid"
-        )
-    if adm and not options.sfid:
-        notes.append("sFID measured too: the ADM batch of --reference-stats brings its mu_s / sigma_s")
-    return bool(options.sfid or adm)
+__all__ = ["FeaturePass", "feature_pass"]
 
 
 @dataclass
@@ -64,8 +51,6 @@ def _one(
     done: FeaturePass, key: str, extractor: Any, fingerprint: str, batches: Any, total: int, cache_dir: Any,
     plan: RunPlan, log: RunLog,
 ) -> dict:  # fmt: skip
-    from ..features import feature_cache_path
-    from ..results import features_for
     from .measure import feature_batch_size
 
     path = feature_cache_path(extractor, fingerprint, cache_dir)
@@ -103,8 +88,6 @@ def feature_pass(plan: RunPlan, extractor: Any, log: RunLog, embedder: Any = Non
     """Compute (or find) every feature file of ``plan``'s metrics stage with ``extractor`` (Inception) and
     the run's evaluator CLIP (``embedder``; loaded on ``plan.device`` when None, skipped with the metrics
     stage's warning when it cannot be loaded)."""
-    from .. import models as M
-    from ..results import cache_root
     from .measure import feature_batch_size
 
     spec, t0, done = plan.spec, time.monotonic(), FeaturePass()

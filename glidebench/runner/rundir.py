@@ -9,16 +9,23 @@ and the run log (rank-prefixed lines; ``main`` lines from rank 0 only).
 from __future__ import annotations
 
 import datetime
+import fcntl
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
 from ..data.sources import Prompt
-from ..generate import chunk_bounds, owned_chunks
+from ..provenance import now_iso
 from ..spec import RunSpec, Worker
-from ..store import ImageStore, atomic_write_json, ensure_under, read_json, to_json
+from ..store import ImageStore, atomic_write_json, ensure_under, file_mode, read_json, to_json
+from .generate import chunk_bounds, owned_chunks
 
 
 class RunDirError(RuntimeError):
@@ -45,8 +52,6 @@ class Dist:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         d = cls(rank, world, local)
         if world > 1:
-            import torch.distributed as dist
-
             if not dist.is_initialized():
                 # gloo: barriers only (works for CPU and GPU ranks); long timeout because ranks may finish
                 # generation hours apart.
@@ -58,14 +63,10 @@ class Dist:
 
     def barrier(self) -> None:
         if self.initialised:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def close(self) -> None:
         if self.initialised:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
             self.initialised = False
 
@@ -144,11 +145,6 @@ class RunLock:
         self.previous = ""  # the holder recorded by an earlier (finished or killed) process
 
     def __enter__(self) -> RunLock:
-        import fcntl
-        import socket
-
-        from ..provenance import now_iso
-        from ..store import file_mode
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
@@ -169,7 +165,6 @@ class RunLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import fcntl
 
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
@@ -204,10 +199,8 @@ def record_sampling_session(
     needs: a generator that declares ``deterministic=False`` (its images then come from several unrelated
     sampling sessions), and CPU thread counts other than the earlier sessions' (CPU kernels round differently
     at other counts, so images are bit-identical only at equal thread counts). Call it under the worker's lock."""
-    import torch
 
     from ..generators.plugins import declares_deterministic
-    from ..provenance import now_iso
 
     earlier = sampling_sessions(run_dir)
     threads = torch.get_num_threads()
@@ -242,6 +235,38 @@ def record_sampling_session(
     return notes
 
 
+def pin_sampling_threads(
+    run_dir: Path, device: str, threads: Any, sampling_left: bool
+) -> tuple[Any, str | None]:
+    """The sampling threads of a resumed or sharded CPU run: the count of its first sampling session, so that
+    every image of one run directory is sampled at one count (CPU kernels round differently at other counts:
+    docs/harness.md). ``threads`` is the CLI's :class:`~glidebench.runner.threads.StageThreads` (None: a library
+    caller's count, left as it is). Returns the threads to use and a note when the count was taken over; an
+    explicit ``--threads`` that differs is refused while images are left to sample (before any work)."""
+    if device != "cpu" or threads is None:
+        return threads, None
+    first = next(
+        (r["threads"] for r in sampling_sessions(run_dir)
+         if r.get("device") == "cpu" and isinstance(r.get("threads"), int) and r["threads"] >= 1),
+        None,
+    )  # fmt: skip
+    if first is None or first == threads.sampling:
+        return threads, None
+    if threads.reason.startswith("--threads"):
+        if not sampling_left:
+            return threads, None  # no image is sampled: the count changes only the metric stage's speed
+        raise RunDirError(
+            f"{run_dir}: its images were sampled with {first} CPU threads and --threads {threads.sampling} would sample "
+            f"the rest with other rounding; use --threads {first} (or leave it out), or another --out for a new run"
+        )
+
+    note = (
+        f"sampling with {first} CPU threads, the count of this run's first sampling session, not {threads.sampling} "
+        f"({threads.reason}): images of one run are sampled at one count"
+    )
+    return replace(threads, sampling=first), note
+
+
 def check_reference_set(run_dir: Path, source: Any, resolution: int, stats: Any = None) -> None:
     """Refuse to measure a finished run again against another reference set under the same fingerprint (the
     spec names the data and its size, not each reference image's bytes), before any work. Records the current
@@ -263,8 +288,6 @@ def check_reference_set(run_dir: Path, source: Any, resolution: int, stats: Any 
         "to measure against the current ones"
     )
     if recorded is None:  # written before the record: the name of its cached reference features tells
-        import hashlib
-
         fx = prov.get("feature_extractor") or {}
         name, fingerprint = (fx.get("files") or {}).get("reference"), fx.get("inception_fingerprint")
         if not (isinstance(name, str) and isinstance(fingerprint, str)):

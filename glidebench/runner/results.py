@@ -12,7 +12,7 @@ guidance kind x scale x sampler x steps x resolution; its columns and how a cell
 - ``precision`` / ``recall``: Kynkaanniemi et al. k-NN manifolds (k = spec.prc_k) on pool3, generated vs the
   whole reference set (its size is ``n_reference``; docs/uncertainty.md says what unequal sizes do); fewer
   than ``PRC_MIN_SAMPLES`` images in either set add a warning.
-- ``<metric>_lo`` / ``<metric>_hi`` and the diversity columns: ``glidebench.uncertainty``.
+- ``<metric>_lo`` / ``<metric>_hi`` and the diversity columns: ``glidebench.runner.uncertainty``.
 - ``clip_score``: 100 x mean cosine(image, caption) with no clamp (the paper's), ``clip_score_clamped`` with
   max(cos, 0) (torchmetrics-style), ``clip_score_2p5`` = CLIPScore (Hessel et al. 2021: 2.5 x mean max(cos, 0)),
   from the evaluator CLIP of the data (``--clip-score-model`` on MS-COCO); ``clip_truncated``: captions longer
@@ -25,8 +25,8 @@ image set's fingerprint: reference sets in the user cache (shared between runs),
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterable, Sequence
+import warnings as _warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +34,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .schema import (
+from ..metrics import clip_score, fid_report, inception_score, kid_from_features, precision_recall
+from ..metrics.fid import feature_probe
+from ..metrics.prc import knn_sq_radii
+from ..metrics.sfid import sfid_from_features
+from ..schema import (
+    DIFFERENCE_COLUMNS,
     EXTRA_COLUMNS,
+    INTERVAL_NOTES,
     METRIC_COLUMNS,
     RESULT_COLUMNS,
     RESULTS_MD_COLUMNS,
     format_value,
     format_with_interval,
 )
-from .store import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..store import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = [
     "EXTRA_COLUMNS", "METRIC_COLUMNS", "PRC_MIN_SAMPLES", "RESULT_COLUMNS", "TABLE_COLUMNS", "MetricsError",
-    "cache_root", "check_sample_counts", "differences_frame", "differences_markdown", "features_for",
-    "markdown_table", "prc_reference_subset", "results_frame", "setting_metrics", "write_differences",
+    "check_sample_counts", "differences_frame", "differences_markdown",
+    "markdown_table", "results_frame", "setting_metrics", "write_differences",
     "write_markdown", "write_results",
 ]  # fmt: skip
 TABLE_COLUMNS = RESULTS_MD_COLUMNS  # the columns of results.md
@@ -59,37 +65,6 @@ PRC_MIN_SAMPLES = 1000
 
 class MetricsError(RuntimeError):
     """A metric cannot be computed from what the run has (e.g. too few samples); the message says why."""
-
-
-def cache_root() -> Path:
-    """``$GLIDEBENCH_CACHE`` or the user cache directory (reference features live here)."""
-    env = os.environ.get("GLIDEBENCH_CACHE")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("glidebench"))
-
-
-def features_for(
-    extractor: Any,
-    image_set_fingerprint: str,
-    batches: Callable[[], Iterable[torch.Tensor]],
-    total: int,
-    cache_dir: Path,
-    batch_size: int,
-    progress: bool,
-) -> dict[str, np.ndarray]:
-    """Cached features of an image set (computed from ``batches()`` on a cache miss, into memory-mapped
-    temporaries under ``cache_dir``), memory-mapped from the cache file."""
-    from .features import cached_features, extract_features
-
-    def compute() -> dict[str, np.ndarray]:
-        return extract_features(
-            extractor, batches(), batch_size=batch_size, progress=progress, total=total, memmap_dir=cache_dir
-        )
-
-    return cached_features(extractor, image_set_fingerprint, compute, cache_dir)
 
 
 def check_sample_counts(n_fake: int, n_real: int, k: int | None = None) -> None:
@@ -104,14 +79,6 @@ def check_sample_counts(n_fake: int, n_real: int, k: int | None = None) -> None:
         raise MetricsError(
             f"precision/recall with k={k} needs more than {k} images per set; use more samples"
         )
-
-
-def prc_reference_subset(real: np.ndarray, n_fake: int, seed: int) -> np.ndarray:
-    """The seeded equal-size reference subset that precision/recall used before version 5 of coco-fid (the
-    harness now uses the whole reference set; kept for research/precision_diagnostics.py's comparison)."""
-    if len(real) <= n_fake:
-        return real
-    return real[np.sort(np.random.default_rng([seed, 2]).permutation(len(real))[:n_fake])]
 
 
 def setting_metrics(
@@ -132,9 +99,6 @@ def setting_metrics(
     ``reference_cache``: a dict kept for the run (one reference set): what depends on the reference set
     alone (its k-NN radii, O(n_ref^2 d)) is computed on the first call, stored there and reused by the
     others, with the same numbers."""
-    import warnings as _warnings
-
-    from .metrics import clip_score, fid_report, inception_score, kid_from_features, precision_recall
 
     fake, real = gen["pool3"], ref["pool3"]
     n_fake, n_real = len(fake), len(real)
@@ -186,8 +150,6 @@ def setting_metrics(
         out["clip_score"], out["clip_score_clamped"] = cs["clip_score"], cs["clip_score_clamped"]
         out["clip_score_2p5"] = cs["clip_score_2p5"]
     if "spatial" in gen and "spatial" in ref:  # sFID, when the extractor gives spatial features
-        from .metrics.sfid import sfid_from_features
-
         out["sfid"] = sfid_from_features(gen["spatial"], ref["spatial"])
     return out, notes
 
@@ -198,8 +160,6 @@ def _reference_radii(real: np.ndarray, k: int, cache: dict[Any, Any] | None) -> 
     a cache handed another reference set recomputes instead of reusing the wrong radii."""
     if cache is None:
         return None
-    from .metrics.fid import feature_probe
-    from .metrics.prc import knn_sq_radii
 
     key = ("prc_sq_radii", int(k), *feature_probe(real))
     if key not in cache:
@@ -239,8 +199,7 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] = TABLE_COLUMNS) -> 
 
 
 def differences_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """The paired differences (``glidebench.uncertainty.differences``) with their columns in order."""
-    from .uncertainty import DIFFERENCE_COLUMNS
+    """The paired differences (``glidebench.runner.uncertainty.differences``) with their columns in order."""
 
     return pd.DataFrame(list(rows), columns=list(DIFFERENCE_COLUMNS))
 
@@ -264,13 +223,6 @@ def differences_markdown(df: pd.DataFrame) -> str:
         verdict = "yes" if r["resolved"] else "no"
         lines.append(f"| {m} | {r['setting_b']} - {r['setting_a']} | {d} [{lo}, {hi}] | {verdict} |")
     return "\n".join(lines) + "\n"
-
-
-INTERVAL_NOTES = {
-    "jackknife": "95 % intervals: delete-one-block jackknife over captions and references (split samples for "
-    "precision and recall), centred on the estimate",
-    "bootstrap": "95 % bootstrap intervals over caption indices, centred on the estimate (too wide for FID)",
-}
 
 
 def write_markdown(
