@@ -35,6 +35,11 @@ NUMERICAL_TESTS = [
     "tests/glide/test_clip.py",
     "tests/glide/test_clip_guided.py",
     "tests/glide/test_sampling.py",
+    # the metrics against torch-fidelity, clean-fid, scikit-learn and closed forms, the pairwise pass, the jackknife
+    "tests/glidebench/test_metrics.py",
+    "tests/glidebench/test_pairs.py",
+    "tests/glidebench/test_jackknife.py",
+    "tests/glidebench/test_diversity.py",
 ]
 
 _LOAD = (
