@@ -235,14 +235,12 @@ def record_sampling_session(
     return notes
 
 
-def pin_sampling_threads(
-    run_dir: Path, device: str, threads: Any, sampling_left: bool
-) -> tuple[Any, str | None]:
+def pin_sampling_threads(run_dir: Path, device: str, threads: Any) -> tuple[Any, str | None]:
     """The sampling threads of a resumed or sharded CPU run: the count of its first sampling session, so that
     every image of one run directory is sampled at one count (CPU kernels round differently at other counts:
     docs/harness.md). ``threads`` is the CLI's :class:`~glidebench.runner.threads.StageThreads` (None: a library
     caller's count, left as it is). Returns the threads to use and a note when the count was taken over; an
-    explicit ``--threads`` that differs is refused while images are left to sample (before any work)."""
+    explicit ``--threads`` that differs is refused. Call it only when images are left to sample (before any work)."""
     if device != "cpu" or threads is None:
         return threads, None
     first = next(
@@ -253,8 +251,6 @@ def pin_sampling_threads(
     if first is None or first == threads.sampling:
         return threads, None
     if threads.reason.startswith("--threads"):
-        if not sampling_left:
-            return threads, None  # no image is sampled: the count changes only the metric stage's speed
         raise RunDirError(
             f"{run_dir}: its images were sampled with {first} CPU threads and --threads {threads.sampling} would sample "
             f"the rest with other rounding; use --threads {first} (or leave it out), or another --out for a new run"

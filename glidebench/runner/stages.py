@@ -107,11 +107,7 @@ def execute(options: RunOptions, contract: Any = None) -> Path | None:
         with RunLock(plan.run_dir, plan.worker) as lock, run_progress(plan, log, dist.rank) as log:
             if lock.previous:
                 log(f"  note: took over the lock of a process that did not finish ({lock.previous})")
-            left = not options.merge and any(missing_counts(plan.run_dir, plan.spec, plan.worker).values())
-            threads, note = pin_sampling_threads(plan.run_dir, plan.device.type, options.stage_threads, left)
-            if note:
-                log.main(f"  note: {note}")
-            use_threads(threads, "sampling")
+            use_threads(options.stage_threads, "sampling")
             generate_stage(plan, log)
             dist.barrier()
             if dist.rank != 0 or not all_images_present(plan, log):
@@ -194,7 +190,11 @@ def generate_stage(plan: RunPlan, log: RunLog) -> None:
     for s in spec.settings:
         clean_leftovers(run_dir, spec, s, worker)
     if plan.options.merge or not any(missing_counts(run_dir, spec, worker).values()):
-        return
+        return  # nothing to sample: another --threads changes only the later stages' speed
+    threads, note = pin_sampling_threads(run_dir, plan.device.type, plan.options.stage_threads)
+    if note:
+        log.main(f"  note: {note}")
+    use_threads(threads, "sampling")
     for note in record_sampling_session(run_dir, spec, worker, plan.generator, plan.device.type):
         log.main(f"  note: {note}")
     try:

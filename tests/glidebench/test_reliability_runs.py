@@ -142,9 +142,9 @@ def test_a_library_caller_at_another_thread_count_gets_a_note(env: Path, capsys)
     out = env / "runs"
     assert main(_args(out, TOY, "--shard", "0/2", "--threads", "1")) == 0
     run = only_run_dir(out)
-    assert pin_sampling_threads(run, "cpu", None, True) == (None, None)
+    assert pin_sampling_threads(run, "cpu", None) == (None, None)
     cuda = StageThreads(2, 1, "--threads, every stage")
-    assert pin_sampling_threads(run, "cuda", cuda, True) == (
+    assert pin_sampling_threads(run, "cuda", cuda) == (
         cuda,
         None,
     )  # GPU kernels: CPU threads do not round
