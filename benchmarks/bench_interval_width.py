@@ -69,13 +69,13 @@ def _point_values(design, x, y, img, txt, metrics) -> dict[str, np.ndarray]:
     """Replicate 0 of every metric (the number a run reports) without the intervals: FID's full-set value,
     and one pass over the pairwise tiles for KID's full-set MMD^2 and precision/recall (no split groups)."""
     from glidebench.metrics import jackknife as J
+    from glidebench.metrics.clip_score import clip_score
 
     reps: dict[str, np.ndarray] = {"fid": J.fid_jackknife(x, y, design.gen_labels, design.ref_labels)[:1]}
     if set(metrics) - {"fid", "clip_score"}:
         side = J.reference_side(y, design.ref_labels, 3)
         reps |= J.pair_replicates(x, side, design.gen_labels)
-    cos = (img * txt).sum(1) / (np.linalg.norm(img, axis=1) * np.linalg.norm(txt, axis=1))
-    reps["clip_score"] = np.array([float(np.mean(100.0 * cos))])
+    reps["clip_score"] = np.array([clip_score(img, txt)["clip_score"]])  # the results column
     return reps
 
 
@@ -114,11 +114,12 @@ def run(
         img, txt = rng.normal(size=(n, 16)), rng.normal(size=(n, 16))
         img[:, 0] += 1.0
         txt[:, 0] += 1.0  # a CLIP score stand-in: cosines of correlated pairs
-        draws_ = Draws.make(n, m, 0, resamples, seed, method=method)  # fresh reference cache per draw
+        full = not point_only and metrics != ("fid",)  # the pairwise pass: a fresh reference cache per draw
+        draws_ = Draws.make(n, m, 0, resamples, seed, method=method) if full else design
         t0 = time.perf_counter()
         cols: dict[str, float] = {}
         if point_only:
-            reps = _point_values(draws_, x, y, img, txt, metrics)
+            reps = _point_values(design, x, y, img, txt, metrics)
         elif metrics == ("fid",):  # FID alone: the harness's FID replicates without the pairwise pass
             if method == "jackknife":
                 rep = J.fid_jackknife(x, y, design.gen_labels, design.ref_labels)

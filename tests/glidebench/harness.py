@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -30,6 +32,14 @@ METRICS = ("setting_id", "n_samples", "evals_per_image", "fid", "kid_mean", "kid
            "precision", "recall", "clip_score", "clip_score_clamped")  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_unet_config(**overrides) -> ModelConfig:

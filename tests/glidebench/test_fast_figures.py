@@ -4,7 +4,6 @@ differences, and the syntax of the GPU figures script that runs them."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 from pathlib import Path
@@ -14,24 +13,19 @@ import pandas as pd
 import pytest
 import torch
 
+from .harness import load_benchmark
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def fast_figures() -> ModuleType:
-    return _load("fast_figures")
+    return load_benchmark("fast_figures")
 
 
 @pytest.fixture(scope="module")
 def bench_fast() -> ModuleType:
-    return _load("bench_fast")
+    return load_benchmark("bench_fast")
 
 
 TINY = ["--device", "cpu", "--size", "tiny", "--dtypes", "fp32", "--loop-steps", "2", "--repeats", "1"]
@@ -172,7 +166,7 @@ def _limits(line: str) -> list[str]:
 def test_bench_allocator_same_bits_and_table(tmp_path):
     """Child processes with glibc's defaults and with tune_cpu_allocator sample the same tensor to the bit
     (the allocator decides where values live, not what they are), on both paths."""
-    bench = _load("bench_allocator")
+    bench = load_benchmark("bench_allocator")
     args = ["--size", "tiny", "--images", "1", "--repeats", "1", "--threads", "1", "--out", str(tmp_path)]
     table = bench.main(args)
     if table is None:
@@ -196,7 +190,7 @@ def test_bench_allocator_same_bits_and_table(tmp_path):
 
 
 def test_bench_allocator_summary_flags_different_bits(tmp_path):
-    bench = _load("bench_allocator")
+    bench = load_benchmark("bench_allocator")
     run = lambda s, h: {"official": {"seconds": s, "sha256": h}}  # noqa: E731
     table = bench.summarise({"plain": [run(2.0, "a"), run(4.0, "a")], "tuned": [run(1.5, "a"), run(1.0, "b")]},
                             "tiny", 1, ["official"])  # fmt: skip

@@ -4,21 +4,17 @@ files that share a seed (the same draws twice) must be refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_interval_width.py"
+from .harness import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_interval_width", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_interval_width")
 
 
 def test_merged_partials_are_the_row_of_all_their_draws(tmp_path: Path) -> None:
